@@ -30,6 +30,18 @@ def data_show(args: argparse.Namespace) -> None:
     print(f"wrote {out}")
 
 
+def train(args: argparse.Namespace) -> None:
+    from model.train import train as run_training
+
+    cfg = compose(args.overrides)
+    results = run_training(cfg, evaluate_at_end=not args.no_eval)
+    if not args.no_eval:
+        from model.evaluate import format_table
+
+        print("\n" + format_table(results))
+        print(f"\nevaluation written to {Path(cfg.train.out_dir) / 'eval.json'}")
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="ablate", description="nano4M: pre-train small 4M models and ablate their masking."
@@ -53,11 +65,27 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--out", type=Path, help="PNG path (default: DATA_ROOT/show.png)")
     s.add_argument("--scenes", type=int, default=4, help="how many validation scenes (default 4)")
     s.set_defaults(func=data_show)
+    t = sub.add_parser(
+        "train",
+        help="pre-train a nano4M model on data.root, evaluate it, track it in MLflow",
+        description="Train (or resume, if train.out_dir holds a checkpoint) one model, then evaluate it.",
+        epilog="Example: ablate train model=nano masking=dirichlet masking.input_alphas.rgb=0.5 train.steps=2000. "
+        "Config groups: model=tiny|nano|base, masking=random|dirichlet|block|aligned|sparse|dense|hard. " + EPILOG,
+    )
+    t.add_argument("overrides", nargs="*", help="config overrides (key=value)")
+    t.add_argument("--no-eval", action="store_true", help="skip the final evaluation")
+    t.set_defaults(func=train)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+    p = parser()
+    args, extra = p.parse_known_args(argv)
+    # argparse stops filling a nargs="*" positional at the first flag; overrides after flags land here.
+    if extra and hasattr(args, "overrides") and all("=" in a and not a.startswith("-") for a in extra):
+        args.overrides += extra
+    elif extra:
+        p.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         args.func(args)
     except (ConfigError, DataFormatError) as e:

@@ -6,16 +6,18 @@ rejects unknown keys and wrong types; ``Config.validate`` checks ranges.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 from hydra import compose as hydra_compose
 from hydra import initialize_config_dir
 from hydra.core.config_store import ConfigStore
 from hydra.errors import HydraException
-from omegaconf import OmegaConf
+from omegaconf import MISSING, OmegaConf
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
 
+from model.network import MODEL_PRESETS, ModelConfig
 from model.scenes import SceneConfig
 
 CONF_DIR = Path(__file__).parent / "conf"
@@ -59,18 +61,84 @@ class DataConfig:
 
 
 @dataclass
+class TrainConfig:
+    """Optimization and run bookkeeping. Three RNG streams derive from ``seed``: init, data order, masks."""
+
+    steps: int = 2000
+    batch_size: int = 64
+    grad_accum: int = 1
+    lr: float = 2e-3
+    min_lr: float = 1e-4
+    warmup_steps: int = 100
+    weight_decay: float = 0.05
+    beta1: float = 0.9
+    beta2: float = 0.95
+    grad_clip: float = 1.0
+    seed: int = 0
+    out_dir: str = "runs/default"
+    log_every: int = 10
+    checkpoint_every: int = 250
+    mixed_precision: str = "auto"  # auto: bf16 on GPU, fp32 on CPU; or "no", "bf16"
+    threads: int = 0  # torch CPU threads; 0 = torch's default
+
+    def validate(self) -> None:
+        for key in ("steps", "batch_size", "grad_accum", "log_every", "checkpoint_every"):
+            if getattr(self, key) < 1:
+                raise ConfigError(f"train.{key}={getattr(self, key)}: must be at least 1")
+        if not 0 < self.lr or not 0 <= self.min_lr <= self.lr:
+            raise ConfigError(f"train.lr={self.lr}, train.min_lr={self.min_lr}: need 0 <= min_lr <= lr, lr > 0")
+        if self.warmup_steps < 0 or self.weight_decay < 0 or self.grad_clip < 0:
+            raise ConfigError("train.warmup_steps, train.weight_decay and train.grad_clip must be >= 0")
+        if self.mixed_precision not in ("auto", "no", "bf16"):
+            raise ConfigError(f"train.mixed_precision={self.mixed_precision!r}: allowed auto, no, bf16")
+
+
+@dataclass
+class EvalConfig:
+    """Fixed-budget, fixed-seed evaluation on the validation split."""
+
+    num_samples: int = 500
+    batch_size: int = 100
+    seed: int = 1234
+    generation_steps: int = 8  # ROAR/MaskGIT steps per image modality
+    probe_samples: int = 1000
+
+
+@dataclass
+class TrackingConfig:
+    """MLflow: SQLite store by default; ``run_id`` is filled in when a run continues an existing one."""
+
+    uri: str = "sqlite:///runs/mlflow.db"
+    experiment: str = "nano4m"
+    run_name: str = ""
+    enabled: bool = True
+
+
+@dataclass
 class Config:
     data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = MISSING
+    masking: dict[str, Any] = MISSING
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
 
     def validate(self) -> Config:
         try:
             self.data.validate()
+            self.model.validate()
+            self.train.validate()
         except ValueError as e:
             raise ConfigError(str(e)) from None
+        if "name" not in self.masking:
+            raise ConfigError("masking.name is missing; choose a strategy with masking=<name>")
         return self
 
 
-ConfigStore.instance().store(name="base_config", node=Config)
+_store = ConfigStore.instance()
+_store.store(name="base_config", node=Config)
+for _name, _preset in MODEL_PRESETS.items():
+    _store.store(group="model", name=_name, node=_preset)
 
 
 def compose(overrides: list[str] | tuple[str, ...] = ()) -> Config:
@@ -99,5 +167,15 @@ def _explain(e: Exception) -> str:
     return f"bad configuration override: {str(e).splitlines()[0]}"
 
 
+def to_dict(cfg: Config) -> dict:
+    """Plain nested dict of the resolved config (for YAML artifacts, params and hashing)."""
+    return asdict(cfg)
+
+
 def to_yaml(cfg: Config) -> str:
-    return OmegaConf.to_yaml(OmegaConf.structured(cfg))
+    return OmegaConf.to_yaml(OmegaConf.create(to_dict(cfg)))
+
+
+def from_dict(d: dict) -> Config:
+    """Inverse of ``to_dict`` (used when a run is resumed from its saved config)."""
+    return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(Config), d)).validate()

@@ -1,0 +1,102 @@
+"""MLflow tracking: one MLflow run per training run, continued (not duplicated) on resume.
+
+The default store is SQLite. Many processes write to it at once in a study, so the database
+is switched to WAL mode and every connection waits on a lock instead of failing at once.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+import mlflow
+from mlflow.tracking import MlflowClient
+
+BUSY_TIMEOUT_S = 60
+# MLflow prints a notice for every started and finished run and logs alembic migrations; runs print enough.
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+
+
+def store_uri(uri: str) -> str:
+    """Make a SQLite store usable by concurrent writers (WAL, busy timeout); other URIs pass through."""
+    if not uri.startswith("sqlite:///"):
+        return uri
+    path = Path(uri.removeprefix("sqlite:///").split("?")[0])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with sqlite3.connect(path, timeout=BUSY_TIMEOUT_S) as db:
+        db.execute("PRAGMA journal_mode=WAL")
+    return f"sqlite:///{path}?timeout={BUSY_TIMEOUT_S}"
+
+
+def metric_name(key: str) -> str:
+    """MLflow allows only alphanumerics and ``_-. :/`` in names: ``eval/rgb->semseg/miou`` -> ``eval/rgb-_semseg/miou``."""
+    return re.sub(r"[^\w\-. :/]", "_", key)
+
+
+def flatten(d: dict, prefix: str = "") -> dict[str, Any]:
+    """{'a': {'b': 1}} -> {'a.b': 1}; lists stay values (MLflow stores them as strings)."""
+    out = {}
+    for key, value in d.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            out.update(flatten(value, f"{name}."))
+        else:
+            out[name] = value
+    return out
+
+
+def artifact_root(uri: str) -> str | None:
+    """Artifacts of a SQLite store live beside the database (MLflow's default is ./mlruns in the cwd)."""
+    if not uri.startswith("sqlite:///"):
+        return None
+    return (Path(uri.removeprefix("sqlite:///").split("?")[0]).parent / "artifacts").resolve().as_uri()
+
+
+def ensure_experiment(uri: str, name: str) -> str:
+    """Create the experiment if needed (before any job starts: concurrent creation races)."""
+    client = MlflowClient(store_uri(uri))
+    exp = client.get_experiment_by_name(name)
+    if exp is not None:
+        return exp.experiment_id
+    try:
+        return client.create_experiment(name, artifact_location=artifact_root(uri))
+    except mlflow.exceptions.MlflowException:  # another process created it first
+        return client.get_experiment_by_name(name).experiment_id
+
+
+class RunTracker:
+    """Thin wrapper around one MLflow run. ``run_id=None`` starts a new run."""
+
+    def __init__(self, uri: str, experiment: str, run_id: str | None, run_name: str = "", tags: dict | None = None):
+        self.client = MlflowClient(store_uri(uri))
+        if run_id is None:
+            exp_id = ensure_experiment(uri, experiment)
+            run = self.client.create_run(exp_id, run_name=run_name or None, tags=tags or {})
+            run_id = run.info.run_id
+        else:
+            self.client.update_run(run_id, status="RUNNING")
+        self.run_id = run_id
+
+    def log_params(self, params: dict[str, Any]) -> None:
+        existing = self.client.get_run(self.run_id).data.params
+        new = [mlflow.entities.Param(k, str(v)[:6000]) for k, v in params.items() if k not in existing]
+        for start in range(0, len(new), 100):  # MLflow caps a batch at 100 params
+            self.client.log_batch(self.run_id, params=new[start : start + 100])
+
+    def log_metrics(self, metrics: dict[str, float], step: int) -> None:
+        ms = [mlflow.entities.Metric(metric_name(k), float(v), 0, step) for k, v in metrics.items()]
+        for start in range(0, len(ms), 1000):
+            self.client.log_batch(self.run_id, metrics=ms[start : start + 1000], synchronous=True)
+
+    def log_artifact(self, path: Path | str, artifact_path: str | None = None) -> None:
+        self.client.log_artifact(self.run_id, str(path), artifact_path)
+
+    def set_tags(self, tags: dict[str, str]) -> None:
+        for k, v in tags.items():
+            self.client.set_tag(self.run_id, k, str(v))
+
+    def end(self, status: str = "FINISHED") -> None:
+        self.client.set_terminated(self.run_id, status=status)

@@ -1,0 +1,268 @@
+"""The 4M encoder-decoder (arXiv 2312.06647, ``fourm/models/fm.py``) at nano scale.
+
+Encoder input: token embedding + modality embedding + fixed sin-cos position (2D for image
+grids, 1D for sequences). Decoder input: a learned mask token (images) or the embedded
+previous target token (sequences, teacher forcing) + the same modality and position
+embeddings. As in 4M, the cross-attention context is a projection of the encoder output
+plus the encoder's modality and position embeddings, so the decoder knows where each
+context token came from. Pre-LayerNorm blocks with ``scaled_dot_product_attention``.
+
+Attention: pad slots are never keys; decoder self-attention stays within a modality and is
+causal (by position) for sequences. Rows with no key at all (a fully padded sample) attend
+to everything and are then zeroed, so they contribute nothing and produce no NaN.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from model.dataset import ModalitySpec
+from model.packing import DecoderInput, EncoderInput
+
+
+@dataclass
+class ModelConfig:
+    dim: int = 192
+    enc_depth: int = 4
+    dec_depth: int = 4
+    heads: int = 6
+    mlp_ratio: float = 4.0
+    dropout: float = 0.0
+    loss_weighting: str = "mod"  # "mod": mean of per-modality means (4M default); "token": mean over tokens
+
+    def validate(self) -> ModelConfig:
+        if self.dim < 4 or self.dim % 4:
+            raise ValueError(f"model.dim={self.dim}: must be a positive multiple of 4 (2D sin-cos positions)")
+        if self.heads < 1 or self.dim % self.heads:
+            raise ValueError(f"model.heads={self.heads}: must be >= 1 and divide model.dim={self.dim}")
+        for key in ("enc_depth", "dec_depth"):
+            if getattr(self, key) < 1:
+                raise ValueError(f"model.{key}={getattr(self, key)}: must be >= 1")
+        if self.mlp_ratio <= 0:
+            raise ValueError(f"model.mlp_ratio={self.mlp_ratio}: must be > 0")
+        if not 0 <= self.dropout < 1:
+            raise ValueError(f"model.dropout={self.dropout}: must be in [0, 1)")
+        if self.loss_weighting not in ("mod", "token"):
+            raise ValueError(f"model.loss_weighting={self.loss_weighting!r}: must be one of mod, token")
+        return self
+
+
+MODEL_PRESETS: dict[str, ModelConfig] = {
+    "tiny": ModelConfig(dim=64, enc_depth=2, dec_depth=2, heads=4),  # tests
+    "nano": ModelConfig(dim=192, enc_depth=4, dec_depth=4, heads=6),  # CPU quickstart
+    "base": ModelConfig(dim=768, enc_depth=12, dec_depth=12, heads=12),  # about 4M-B
+}
+
+
+def sincos_1d(dim: int, positions: torch.Tensor) -> torch.Tensor:
+    """Transformer sin-cos embedding: float [N] -> [N, dim] (dim even)."""
+    omega = 1.0 / 10000 ** (torch.arange(dim // 2, dtype=torch.float64) / (dim / 2))
+    angles = positions.double()[:, None] * omega[None]
+    return torch.cat([angles.sin(), angles.cos()], dim=1).float()
+
+
+def sincos_2d(dim: int, grid: tuple[int, int]) -> torch.Tensor:
+    """MAE's 2D sin-cos embedding, half the channels per axis: -> [h * w, dim] in row-major order."""
+    rows, cols = torch.meshgrid(torch.arange(grid[0]), torch.arange(grid[1]), indexing="ij")
+    return torch.cat([sincos_1d(dim // 2, rows.flatten()), sincos_1d(dim // 2, cols.flatten())], dim=1)
+
+
+def with_guard(mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """bool [B, 1, Lq, Lk] (True = may attend) -> (mask safe for SDPA, has_key [B, 1, Lq, 1]).
+
+    A row with no key would be softmax over nothing (NaN); it attends everywhere instead
+    and its output is multiplied by has_key = 0.
+    """
+    has_key = mask.any(-1, keepdim=True)
+    return mask | ~has_key, has_key
+
+
+class Attention(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.heads, self.dropout = cfg.heads, cfg.dropout
+        self.q = nn.Linear(cfg.dim, cfg.dim)
+        self.kv = nn.Linear(cfg.dim, 2 * cfg.dim)
+        self.proj = nn.Linear(cfg.dim, cfg.dim)
+        self.resid_drop = nn.Dropout(cfg.dropout)
+
+    def forward(self, x: torch.Tensor, context: torch.Tensor, mask: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        """x [B, Lq, D], context [B, Lk, D], mask from ``with_guard`` -> [B, Lq, D]."""
+        b, lq, d = x.shape
+        q = self.q(x).view(b, lq, self.heads, d // self.heads).transpose(1, 2)
+        k, v = self.kv(context).view(b, -1, 2, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
+        attn_mask, has_key = mask
+        y = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=attn_mask, dropout_p=self.dropout if self.training else 0.0
+        )
+        y = (y * has_key).transpose(1, 2).reshape(b, lq, d)
+        return self.resid_drop(self.proj(y))
+
+
+class MLP(nn.Sequential):
+    def __init__(self, cfg: ModelConfig):
+        hidden = int(cfg.dim * cfg.mlp_ratio)
+        super().__init__(nn.Linear(cfg.dim, hidden), nn.GELU(), nn.Linear(hidden, cfg.dim), nn.Dropout(cfg.dropout))
+
+
+class EncoderBlock(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.norm1, self.attn = nn.LayerNorm(cfg.dim, eps=1e-6), Attention(cfg)
+        self.norm2, self.mlp = nn.LayerNorm(cfg.dim, eps=1e-6), MLP(cfg)
+
+    def forward(self, x: torch.Tensor, mask: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        h = self.norm1(x)
+        x = x + self.attn(h, h, mask)
+        return x + self.mlp(self.norm2(x))
+
+
+class DecoderBlock(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.norm1, self.self_attn = nn.LayerNorm(cfg.dim, eps=1e-6), Attention(cfg)
+        self.norm_query, self.norm_context = nn.LayerNorm(cfg.dim, eps=1e-6), nn.LayerNorm(cfg.dim, eps=1e-6)
+        self.cross_attn = Attention(cfg)
+        self.norm2, self.mlp = nn.LayerNorm(cfg.dim, eps=1e-6), MLP(cfg)
+
+    def forward(
+        self,
+        y: torch.Tensor,
+        context: torch.Tensor,
+        self_mask: tuple[torch.Tensor, torch.Tensor],
+        cross_mask: tuple[torch.Tensor, torch.Tensor],
+    ) -> torch.Tensor:
+        h = self.norm1(y)
+        y = y + self.self_attn(h, h, self_mask)
+        y = y + self.cross_attn(self.norm_query(y), self.norm_context(context), cross_mask)
+        return y + self.mlp(self.norm2(y))
+
+
+class FourM(nn.Module):
+    """Encoder-decoder over the modalities in ``specs`` (indexed in sorted name order, as packing does)."""
+
+    def __init__(self, cfg: ModelConfig, specs: dict[str, ModalitySpec]):
+        super().__init__()
+        self.cfg = cfg.validate()
+        self.names = sorted(specs)
+        mods = [specs[n] for n in self.names]
+        dim = cfg.dim
+
+        def offsets(sizes: list[int]) -> torch.Tensor:
+            return torch.tensor([0, *sizes[:-1]]).cumsum(0)
+
+        # One table per role holding every modality's rows; offset[modality] + id indexes it (one gather).
+        self.register_buffer("vocab_offset", offsets([m.vocab_size for m in mods]), persistent=False)
+        self.token_emb = nn.Embedding(sum(m.vocab_size for m in mods), dim)
+        seq_vocab = [m.vocab_size if m.kind == "sequence" else 0 for m in mods]
+        self.register_buffer("seq_vocab_offset", offsets(seq_vocab), persistent=False)
+        self.seq_token_emb = nn.Embedding(max(sum(seq_vocab), 1), dim)  # decoder inputs of sequences
+        self.register_buffer("is_sequence", torch.tensor([m.kind == "sequence" for m in mods]), persistent=False)
+        self.mask_token = nn.Parameter(torch.zeros(dim))  # decoder inputs of images
+        self.modality_emb = nn.Embedding(len(mods), dim)  # shared by encoder and decoder
+        positions = [sincos_2d(dim, m.grid) if m.kind == "image" else sincos_1d(dim, torch.arange(m.max_len))
+                     for m in mods]
+        self.register_buffer("position_emb", torch.cat(positions), persistent=False)
+        self.register_buffer("position_offset", offsets([m.num_tokens for m in mods]), persistent=False)
+
+        self.drop = nn.Dropout(cfg.dropout)
+        self.encoder = nn.ModuleList(EncoderBlock(cfg) for _ in range(cfg.enc_depth))
+        self.encoder_norm = nn.LayerNorm(dim, eps=1e-6)
+        self.context_proj = nn.Linear(dim, dim)
+        self.decoder = nn.ModuleList(DecoderBlock(cfg) for _ in range(cfg.dec_depth))
+        self.decoder_norm = nn.LayerNorm(dim, eps=1e-6)
+        self.out = nn.ModuleDict({n: nn.Linear(dim, specs[n].vocab_size) for n in self.names})
+        self.apply(self._init_weights)
+        nn.init.normal_(self.mask_token, std=0.02)
+
+    @staticmethod
+    def _init_weights(module: nn.Module) -> None:
+        if isinstance(module, nn.Linear):
+            nn.init.xavier_uniform_(module.weight)
+            nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):
+            nn.init.normal_(module.weight, std=0.02)
+
+    def _where(self, modality: torch.Tensor, position: torch.Tensor) -> torch.Tensor:
+        """Modality + position embedding: int64 [B, L] each -> [B, L, D]."""
+        return self.modality_emb(modality) + self.position_emb[self.position_offset[modality] + position]
+
+    def _encoder_input(self, enc: EncoderInput) -> tuple[EncoderInput, torch.Tensor]:
+        """Pad slots zeroed (any ids are then safe to index with) and their modality + position embedding."""
+        enc = EncoderInput(*(t.masked_fill(enc.pad, 0) for t in enc[:3]), enc.pad)
+        return enc, self._where(enc.modality, enc.position)
+
+    def encode(self, enc: EncoderInput) -> torch.Tensor:
+        """Encoder features [B, Le, D] (after the final norm); pad slots carry no meaning."""
+        enc, where = self._encoder_input(enc)
+        x = self.drop(self.token_emb(self.vocab_offset[enc.modality] + enc.tokens) + where)
+        mask = with_guard(~enc.pad[:, None, None, :].expand(-1, 1, enc.pad.shape[1], -1))
+        for block in self.encoder:
+            x = block(x, mask)
+        return self.encoder_norm(x)
+
+    def decode(self, enc: EncoderInput, dec: DecoderInput, features: torch.Tensor | None = None) -> torch.Tensor:
+        """Decoder features [B, Ld, D]. Pass ``features = encode(enc)`` to reuse the encoder across calls."""
+        if features is None:
+            features = self.encode(enc)
+        _, enc_where = self._encoder_input(enc)
+        context = self.context_proj(features) + enc_where
+        dec = DecoderInput(*(t.masked_fill(dec.pad, 0) for t in dec[:4]), dec.pad)
+        sequence = self.is_sequence[dec.modality]  # [B, Ld]
+        seq_ids = torch.where(sequence, self.seq_vocab_offset[dec.modality] + dec.tokens, 0)
+        y = torch.where(sequence[..., None], self.seq_token_emb(seq_ids), self.mask_token)
+        y = self.drop(y + self._where(dec.modality, dec.position))
+
+        ld = dec.pad.shape[1]
+        same = dec.modality[:, :, None] == dec.modality[:, None, :]
+        causal = dec.position[:, None, :] <= dec.position[:, :, None]
+        self_mask = same & ~dec.pad[:, None, :] & (causal | ~sequence[:, :, None])
+        self_mask = with_guard(self_mask[:, None])
+        cross_mask = with_guard(~enc.pad[:, None, None, :].expand(-1, 1, ld, -1))
+        for block in self.decoder:
+            y = block(y, context, self_mask, cross_mask)
+        return self.decoder_norm(y)
+
+    def logits(
+        self, enc: EncoderInput, dec: DecoderInput, modality: str, features: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """``modality``'s head on every decoder slot: [B, Ld, V_m] (for generation; ignore other slots)."""
+        return self.out[modality](self.decode(enc, dec, features))
+
+    def forward(self, enc: EncoderInput, dec: DecoderInput) -> dict[str, torch.Tensor]:
+        """Logits per modality [K_m, V_m] for its non-pad decoder slots, in the order of
+        ``dec.target[(dec.modality == i) & ~dec.pad]`` (i = index in sorted names); K_m may be 0."""
+        y = self.decode(enc, dec)
+        return {n: self.out[n](y[(dec.modality == i) & ~dec.pad]) for i, n in enumerate(self.names)}
+
+    def loss(self, enc: EncoderInput, dec: DecoderInput) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Cross-entropy over non-pad target slots -> (total, {modality: mean loss} for modalities present)."""
+        return self.loss_from(self(enc, dec), dec)[:2]
+
+    def loss_from(
+        self, logits: dict[str, torch.Tensor], dec: DecoderInput
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor], torch.Tensor]:
+        """The loss of ``forward``'s logits. Separate so that a DDP-wrapped model's forward can be used.
+
+        Returns (total, {modality: mean loss} for modalities present, per-slot loss [B, Ld] with 0 in pad
+        slots, for adaptive masking). ``mod`` weighting: mean of the per-modality means over modalities
+        present in the batch; ``token``: mean over all target tokens. 0 (with a graph) when there is no target.
+        """
+        token_loss = torch.zeros(dec.target.shape, dtype=torch.float32, device=dec.target.device)
+        sums, counts = [], []
+        for i, n in enumerate(self.names):
+            slots = (dec.modality == i) & ~dec.pad
+            losses = F.cross_entropy(logits[n].float(), dec.target[slots], reduction="none")
+            token_loss[slots] = losses.detach()
+            sums.append(losses.sum())
+            counts.append(losses.numel())
+        means = {n: s / c for n, s, c in zip(self.names, sums, counts) if c > 0}
+        if self.cfg.loss_weighting == "mod":
+            total = sum(means.values()) / len(means) if means else sums[0] * 0.0
+        else:
+            total = sum(sums) / max(sum(counts), 1)
+        return total, means, token_loss

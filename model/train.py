@@ -1,0 +1,313 @@
+"""Masked multimodal pre-training with Accelerate: one function from a resolved ``Config`` to a trained run.
+
+The step, end to end: a global batch of tokens -> masks from the strategy (own RNG stream)
+-> this process's slice -> ``pack`` -> ``FourM.loss`` -> AdamW. Every process draws the same
+global batch and masks and keeps its slice, so a run gives the same updates on 1 or N
+processes (with ``token`` loss weighting and fixed budgets: exactly; ``mod`` averages per process).
+
+A run folder (``train.out_dir``) holds::
+
+    config.yaml        the resolved config
+    checkpoints/       Accelerate states step_XXXXXXX/ and ``latest`` naming the newest complete one
+    mlflow_run_id      so that a resumed run continues the same MLflow run
+    history.jsonl      logged training metrics, one JSON object per line
+    eval.json          final evaluation
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from accelerate import Accelerator
+from accelerate.utils import set_seed
+from tqdm import tqdm
+
+from ablate.tracking import RunTracker, flatten
+from model.config import Config, ConfigError, to_dict, to_yaml
+from model.dataset import DatasetSpec, ModalitySpec, batches, load_split
+from model.mask_stats import MaskStats
+from model.masking import MaskingStrategy, Masks, build_masking
+from model.masking.spans import to_t5
+from model.network import FourM
+from model.packing import DecoderInput, EncoderInput, pack
+
+# Offsets that split one seed into independent streams.
+INIT_STREAM, DATA_STREAM, MASK_STREAM = 0, 1_000_003, 2_000_003
+
+
+@dataclass
+class Setup:
+    """Everything checked before a run starts: data spec, masking, budgets."""
+
+    specs: dict[str, ModalitySpec]
+    masking: MaskingStrategy
+    input_budget: int
+    target_budget: int
+
+
+def check(cfg: Config) -> Setup:
+    """Validate a config against its data set; raises ``ConfigError``/``DataFormatError`` naming the key or path."""
+    spec = DatasetSpec.load(cfg.data.root)
+    m = dict(cfg.masking)
+    name = m.pop("name")
+    input_budget, target_budget = m.pop("input_budget", None), m.pop("target_budget", None)
+    total = sum(s.num_tokens for s in spec.modalities.values())
+    for key, value in (("input_budget", input_budget), ("target_budget", target_budget)):
+        if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= total:
+            raise ConfigError(
+                f"masking.{key}={value!r}: must be an integer from 1 to {total}, "
+                f"the number of tokens per sample in {cfg.data.root}"
+            )
+    try:
+        masking = build_masking(name, spec.modalities, input_budget, target_budget, m)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+    return Setup(spec.modalities, masking, input_budget, target_budget)
+
+
+def lr_at(step: int, cfg: Config) -> float:
+    """Linear warmup then cosine decay to ``min_lr`` (nanoGPT's schedule)."""
+    t = cfg.train
+    if step < t.warmup_steps:
+        return t.lr * (step + 1) / t.warmup_steps
+    progress = min(1.0, (step - t.warmup_steps) / max(1, t.steps - t.warmup_steps))
+    return t.min_lr + 0.5 * (1 + math.cos(math.pi * progress)) * (t.lr - t.min_lr)
+
+
+def optimizer_for(model: torch.nn.Module, cfg: Config) -> torch.optim.AdamW:
+    """AdamW with weight decay on matrices only (not on norms, biases, embeddings' 1-D params)."""
+    decay = [p for p in model.parameters() if p.requires_grad and p.dim() >= 2]
+    rest = [p for p in model.parameters() if p.requires_grad and p.dim() < 2]
+    groups = [{"params": decay, "weight_decay": cfg.train.weight_decay}, {"params": rest, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=cfg.train.lr, betas=(cfg.train.beta1, cfg.train.beta2))
+
+
+class TrainState:
+    """What Accelerate does not checkpoint by itself: the step and the masking RNG."""
+
+    def __init__(self, mask_generator: torch.Generator):
+        self.step = 0
+        self.mask_generator = mask_generator
+
+    def state_dict(self) -> dict:
+        return {"step": self.step, "mask_rng": self.mask_generator.get_state()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.step = int(state["step"])
+        self.mask_generator.set_state(state["mask_rng"])
+
+
+def latest_checkpoint(out_dir: Path) -> Path | None:
+    pointer = out_dir / "checkpoints" / "latest"
+    if not pointer.is_file():
+        return None
+    path = out_dir / "checkpoints" / pointer.read_text().strip()
+    return path if path.is_dir() else None
+
+
+def save_checkpoint(accelerator: Accelerator, out_dir: Path, step: int) -> None:
+    """Write a complete state, then atomically repoint ``latest``; a crash mid-write keeps the previous one."""
+    ckpt_dir = out_dir / "checkpoints"
+    name = f"step_{step:07d}"
+    accelerator.save_state(str(ckpt_dir / name))
+    if accelerator.is_main_process:
+        tmp = ckpt_dir / "latest.tmp"
+        tmp.write_text(name)
+        os.replace(tmp, ckpt_dir / "latest")
+        for old in ckpt_dir.glob("step_*"):
+            if old.name != name:
+                shutil.rmtree(old, ignore_errors=True)
+    accelerator.wait_for_everyone()
+
+
+def _mixed_precision(cfg: Config) -> str:
+    if cfg.train.mixed_precision == "auto":
+        return "bf16" if torch.cuda.is_available() else "no"
+    return cfg.train.mixed_precision
+
+
+def train(
+    cfg: Config, evaluate_at_end: bool = True, progress: bool = True, until_step: int | None = None
+) -> dict[str, float]:
+    """Train (or resume) the run in ``cfg.train.out_dir``; returns the final evaluation (or last losses).
+
+    ``until_step`` stops early at that step with a checkpoint (no evaluation), as a preempted job would.
+    """
+    setup = check(cfg)
+    t = cfg.train
+    if t.threads:
+        torch.set_num_threads(t.threads)
+    # cpu=True is what makes Accelerate read torchrun's RANK/WORLD_SIZE on a GPU-less machine (gloo backend).
+    accelerator = Accelerator(
+        cpu=not torch.cuda.is_available(),
+        mixed_precision=_mixed_precision(cfg),
+        gradient_accumulation_steps=t.grad_accum,
+    )
+    rank, world = accelerator.process_index, accelerator.num_processes
+    out_dir = Path(t.out_dir)
+    if accelerator.is_main_process:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        (out_dir / "config.yaml").write_text(to_yaml(cfg))
+    accelerator.wait_for_everyone()
+
+    set_seed(t.seed + INIT_STREAM)
+    model = FourM(cfg.model, setup.specs)
+    optimizer = optimizer_for(model, cfg)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_at(s, cfg) / t.lr)
+    # The scheduler stays unprepared: Accelerate would step it once per process per step.
+    model, optimizer = accelerator.prepare(model, optimizer)
+    accelerator.register_for_checkpointing(scheduler)
+    network = accelerator.unwrap_model(model)
+    state = TrainState(torch.Generator().manual_seed(t.seed + MASK_STREAM))
+    accelerator.register_for_checkpointing(state)
+    accelerator.register_for_checkpointing(setup.masking)  # adaptive strategies carry state (hard: loss map)
+    stats = MaskStats(setup.specs) if accelerator.is_main_process else None
+
+    resume_from = latest_checkpoint(out_dir)
+    if resume_from is not None:
+        accelerator.load_state(str(resume_from))
+    tracker = _tracker(cfg, out_dir, accelerator)
+
+    data = load_split(cfg.data.root, "train")
+    # The data order is a pure function of the seed: on resume, skip the batches already seen.
+    stream = batches(data, t.batch_size * world, torch.Generator().manual_seed(t.seed + DATA_STREAM))
+    for _ in range(state.step * t.grad_accum):
+        next(stream)
+
+    history = (out_dir / "history.jsonl").open("a") if accelerator.is_main_process else None
+    stop_at = min(until_step or t.steps, t.steps)
+    bar = tqdm(total=t.steps, initial=state.step, desc="train", unit="step", disable=not (progress and rank == 0))
+    model.train()
+    tokens_seen, t0, last = 0, time.perf_counter(), {}
+    try:
+        while state.step < stop_at:
+            per_mod_sum: dict[str, float] = {}
+            setup.masking.set_progress(state.step, t.steps)
+            for _ in range(t.grad_accum):
+                batch = next(stream)  # the global batch
+                masks = setup.masking(batch, state.mask_generator)
+                if stats is not None:
+                    stats.update(masks)
+                enc, dec = _local_inputs(setup, batch, masks, slice(rank * t.batch_size, (rank + 1) * t.batch_size))
+                enc, dec = enc.to(accelerator.device), dec.to(accelerator.device)
+                with accelerator.accumulate(model):
+                    with accelerator.autocast():
+                        loss, per_mod, token_loss = network.loss_from(model(enc, dec), dec)
+                    accelerator.backward(loss)
+                    if accelerator.sync_gradients and t.grad_clip > 0:
+                        accelerator.clip_grad_norm_(model.parameters(), t.grad_clip)
+                    optimizer.step()
+                    if accelerator.sync_gradients:
+                        scheduler.step()
+                    optimizer.zero_grad(set_to_none=True)
+                # Adaptive strategies mask the global batch, so they learn from every process's losses.
+                setup.masking.observe(*_global(accelerator, dec, token_loss))
+                tokens_seen += int((~enc.pad).sum() + (~dec.pad).sum()) * world
+                for k, v in per_mod.items():
+                    per_mod_sum[k] = per_mod_sum.get(k, 0.0) + float(v.detach()) / t.grad_accum
+                per_mod_sum["loss"] = per_mod_sum.get("loss", 0.0) + float(loss.detach()) / t.grad_accum
+            state.step += 1
+            if state.step % t.log_every == 0 or state.step == stop_at:
+                elapsed = time.perf_counter() - t0
+                per_mod_sum = _mean_over_processes(accelerator, per_mod_sum)
+                last = {
+                    "train/loss": per_mod_sum.pop("loss"),
+                    **{f"train/loss/{k}": v for k, v in per_mod_sum.items()},
+                    "train/lr": scheduler.get_last_lr()[0],
+                    "train/tokens_per_s": tokens_seen / max(elapsed, 1e-9),
+                }
+                tokens_seen, t0 = 0, time.perf_counter()
+                if history is not None:
+                    history.write(json.dumps({"step": state.step, **last}) + "\n")
+                    history.flush()
+                if tracker is not None:
+                    tracker.log_metrics(last | {f"masks/{k}": v for k, v in stats.summary().items()}, state.step)
+                bar.set_postfix(loss=f"{last['train/loss']:.3f}", tok_s=f"{last['train/tokens_per_s']:.0f}")
+            bar.update(1)
+            if state.step % t.checkpoint_every == 0 or state.step == stop_at:
+                save_checkpoint(accelerator, out_dir, state.step)
+    except BaseException as e:
+        if tracker is not None:
+            tracker.end("KILLED" if isinstance(e, KeyboardInterrupt) else "FAILED")
+        raise
+    finally:
+        bar.close()
+        if history is not None:
+            history.close()
+
+    results = last
+    if state.step < t.steps:  # stopped early: the run goes on later
+        if tracker is not None:
+            tracker.end("KILLED")
+        return results
+    if tracker is not None:
+        for path in stats.figures(out_dir / "masks"):
+            tracker.log_artifact(path, "masks")
+    if evaluate_at_end and accelerator.is_main_process:
+        results = _evaluate(network, cfg, setup, out_dir, tracker)
+    if tracker is not None:
+        tracker.end("FINISHED")
+    accelerator.wait_for_everyone()
+    return results
+
+
+def _local_inputs(setup: Setup, batch: dict, masks: dict, local: slice) -> tuple[EncoderInput, DecoderInput]:
+    """This process's slice of the global batch, packed (sequences in T5 span format if the strategy asks)."""
+    batch = {k: v[local] for k, v in batch.items()}
+    masks = {k: Masks(m.input[local], m.target[local]) for k, m in masks.items()}
+    targets = None
+    if setup.masking.sequence_format == "t5":
+        batch, targets, masks = to_t5(setup.specs, batch, masks)
+    return pack(setup.specs, batch, masks, setup.input_budget, setup.target_budget, target_tokens=targets)
+
+
+def _global(accelerator: Accelerator, dec: DecoderInput, token_loss: torch.Tensor) -> tuple:
+    """Decoder slots and per-slot losses of the whole global batch, in process order."""
+    if accelerator.num_processes == 1:
+        return dec, token_loss
+    return DecoderInput(*(accelerator.gather(x) for x in dec)), accelerator.gather(token_loss)
+
+
+def _mean_over_processes(accelerator: Accelerator, values: dict[str, float]) -> dict[str, float]:
+    """Average logged losses over processes (modalities absent from a process's batch count as absent)."""
+    if accelerator.num_processes == 1:
+        return values
+    gathered = [None] * accelerator.num_processes
+    torch.distributed.all_gather_object(gathered, values)
+    keys = {k for g in gathered for k in g}
+    return {k: sum(g[k] for g in gathered if k in g) / sum(k in g for g in gathered) for k in sorted(keys)}
+
+
+def _tracker(cfg: Config, out_dir: Path, accelerator: Accelerator) -> RunTracker | None:
+    """The run's MLflow run (main process only); its id lives beside the checkpoints."""
+    if not (cfg.tracking.enabled and accelerator.is_main_process):
+        return None
+    id_file = out_dir / "mlflow_run_id"
+    run_id = id_file.read_text().strip() if id_file.is_file() else None
+    tracker = RunTracker(cfg.tracking.uri, cfg.tracking.experiment, run_id, cfg.tracking.run_name or out_dir.name)
+    if run_id is None:
+        id_file.write_text(tracker.run_id)
+    # A submitter may have created the run; params already logged are kept as they are.
+    tracker.log_params(flatten(to_dict(cfg)))
+    if not any(a.path == "config.yaml" for a in tracker.client.list_artifacts(tracker.run_id)):
+        tracker.log_artifact(out_dir / "config.yaml")
+    return tracker
+
+
+def _evaluate(model: FourM, cfg: Config, setup: Setup, out_dir: Path, tracker: RunTracker | None) -> dict[str, float]:
+    from model.evaluate import evaluate
+
+    model.eval()
+    results = evaluate(model, setup.specs, cfg.data.root, cfg.eval)
+    (out_dir / "eval.json").write_text(json.dumps(results, indent=2))
+    if tracker is not None:
+        tracker.log_metrics({f"eval/{k}": v for k, v in results.items()}, cfg.train.steps)
+        tracker.log_artifact(out_dir / "eval.json")
+    return results

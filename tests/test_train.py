@@ -1,0 +1,104 @@
+"""Training: resume gives the same run, data parallel gives the same update, bad input stops early."""
+
+import json
+import os
+import subprocess
+import sys
+
+import mlflow
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from ablate.cli import main
+from model.config import compose
+from model.train import latest_checkpoint, train
+
+TINY = ["model=tiny", "train.batch_size=8", "train.log_every=1", "train.warmup_steps=2", "train.lr=1e-3"]
+
+
+def _cfg(data_root, tmp_path, *extra):
+    root, _ = data_root
+    return compose([f"data.root={root}", f"train.out_dir={tmp_path}/run", f"tracking.uri=sqlite:///{tmp_path}/ml.db",
+                    *TINY, *extra])
+
+
+def _losses(run_dir):
+    return [json.loads(line)["train/loss"] for line in (run_dir / "history.jsonl").read_text().splitlines()]
+
+
+def test_stop_and_resume_matches_an_uninterrupted_run_and_continues_the_mlflow_run(data_root, tmp_path):
+    whole = _cfg(data_root, tmp_path / "a", "train.steps=6")
+    train(whole, evaluate_at_end=False, progress=False)
+
+    parts = _cfg(data_root, tmp_path / "b", "train.steps=6", "train.checkpoint_every=100")
+    train(parts, evaluate_at_end=False, progress=False, until_step=3)
+    run_dir = tmp_path / "b" / "run"
+    assert latest_checkpoint(run_dir).name == "step_0000003"
+    run_id = (run_dir / "mlflow_run_id").read_text()
+    train(parts, evaluate_at_end=False, progress=False)
+
+    assert len(_losses(run_dir)) == 6
+    assert _losses(run_dir) == pytest.approx(_losses(tmp_path / "a" / "run"), rel=1e-5)
+    assert (run_dir / "mlflow_run_id").read_text() == run_id
+    client = mlflow.MlflowClient(f"sqlite:///{tmp_path}/b/ml.db")
+    runs = client.search_runs([client.get_experiment_by_name("nano4m").experiment_id])
+    assert [r.info.run_id for r in runs] == [run_id]
+    assert runs[0].info.status == "FINISHED"
+    assert [m.step for m in client.get_metric_history(run_id, "train/loss")] == [1, 2, 3, 4, 5, 6]
+    assert runs[0].data.params["model.dim"] == "64"
+    assert "config.yaml" in [a.path for a in client.list_artifacts(run_id)]
+
+
+def test_a_checkpoint_killed_mid_write_is_ignored(data_root, tmp_path):
+    cfg = _cfg(data_root, tmp_path, "train.steps=4", "tracking.enabled=false")
+    train(cfg, evaluate_at_end=False, progress=False, until_step=2)
+    run_dir = tmp_path / "run"
+    partial = run_dir / "checkpoints" / "step_0000003"
+    partial.mkdir()
+    (partial / "model.safetensors").write_bytes(b"truncated")
+    assert latest_checkpoint(run_dir).name == "step_0000002"
+    train(cfg, evaluate_at_end=False, progress=False)
+    assert len(_losses(run_dir)) == 4
+
+
+def test_two_process_data_parallel_gives_the_same_update_as_one_process(data_root, tmp_path):
+    root, _ = data_root
+    common = [f"data.root={root}", "model=tiny", "train.steps=3", "masking=random", "model.loss_weighting=token",
+              "tracking.enabled=false", "train.warmup_steps=0", "--no-eval"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
+    subprocess.run([*torchrun, "-m", "ablate.cli", "train", *common, "train.batch_size=8",
+                    f"train.out_dir={tmp_path}/ddp"], check=True, env=env, capture_output=True)
+    assert main(["train", *common, "train.batch_size=16", f"train.out_dir={tmp_path}/single"]) == 0
+    two = load_file(tmp_path / "ddp/checkpoints/step_0000003/model.safetensors")
+    one = load_file(tmp_path / "single/checkpoints/step_0000003/model.safetensors")
+    # Adam turns rounding noise in near-zero gradients into +-lr steps; a wrong batch split moves far more.
+    assert max((one[k] - two[k]).abs().max().item() for k in one) < 5e-4
+    assert _losses(tmp_path / "ddp") == pytest.approx(_losses(tmp_path / "single"), rel=1e-4)
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("train.stpes=5", "unknown config key 'train.stpes'; allowed keys under 'train'"),
+        ("masking.input_alphas.rgb=-1", "masking.input_alphas.rgb=-1"),
+        ("masking.input_budget=100000", "masking.input_budget=100000: must be an integer from 1 to"),
+        ("masking=blocky", "masking"),
+        ("data.root=/nonexistent/data", "/nonexistent/data: no such data folder"),
+    ],
+)
+def test_bad_input_stops_before_training_with_a_message(data_root, tmp_path, capsys, override, message):
+    out = tmp_path / "run"
+    args = ["train", f"data.root={data_root[0]}", "model=tiny", f"train.out_dir={out}", override]
+    assert main(args) == 2
+    assert message in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_training_lowers_the_loss(data_root, tmp_path):
+    cfg = _cfg(data_root, tmp_path, "train.steps=40", "tracking.enabled=false", "train.log_every=10")
+    train(cfg, evaluate_at_end=False, progress=False)
+    losses = _losses(tmp_path / "run")
+    assert losses[-1] < 0.9 * losses[0]
+    assert torch.isfinite(torch.tensor(losses)).all()

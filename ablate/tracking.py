@@ -32,7 +32,7 @@ def store_uri(uri: str) -> str:
 
 
 def metric_name(key: str) -> str:
-    """MLflow allows only alphanumerics and ``_-. :/`` in names: ``eval/rgb->semseg/miou`` -> ``eval/rgb-_semseg/miou``."""
+    """MLflow allows only alphanumerics and ``_-. :/`` in names: ``rgb->semseg/miou`` -> ``rgb-_semseg/miou``."""
     return re.sub(r"[^\w\-. :/]", "_", key)
 
 

@@ -36,10 +36,48 @@ def train(args: argparse.Namespace) -> None:
     cfg = compose(args.overrides)
     results = run_training(cfg, evaluate_at_end=not args.no_eval)
     if not args.no_eval:
-        from model.evaluate import format_table
+        from model.train import eval_table
 
-        print("\n" + format_table(results))
+        print("\n" + eval_table(results))
         print(f"\nevaluation written to {Path(cfg.train.out_dir) / 'eval.json'}")
+
+
+def generate(args: argparse.Namespace) -> None:
+    import numpy as np
+    import torch
+
+    from model.build import load_tokenizers, scene_config
+    from model.checkpoint import load_run
+    from model.dataset import DatasetSpec, load_split
+    from model.generate import generate as run_generation
+    from model.modalities import MODALITIES
+    from model.scenes import render
+    from model.show import generation_figure
+
+    model, cfg, specs = load_run(args.run)
+    unknown = [m for m in args.given + args.targets if m not in specs]
+    if unknown:
+        raise ConfigError(f"unknown modality {unknown}; the run's data set has {sorted(specs)}")
+    idx = np.arange(args.first, args.first + args.scenes)
+    val = load_split(cfg.data.root, "val")
+    given = {m: val[m][idx] for m in args.given}
+    out = run_generation(model, specs, given, args.targets, torch.Generator().manual_seed(args.seed), args.steps)
+    tokenizers = load_tokenizers(cfg.data.root)
+    spec_scene = scene_config(DatasetSpec.load(cfg.data.root))
+    scenes = render(spec_scene, cfg.data.seed, "val", idx)
+
+    def native(name, tokens):
+        return tokenizers[name].decode(tokens.numpy().reshape(len(idx), *specs[name].array_shape))
+
+    path = generation_figure(
+        {m: native(m, t) for m, t in given.items()},
+        {m: native(m, t) for m, t in out.tokens.items()},
+        {m: MODALITIES[m].truth(spec_scene, scenes) for m in args.targets},
+        args.out,
+        canvas=spec_scene.canvas,
+        num_classes=spec_scene.num_classes,
+    )
+    print(f"wrote {path}")
 
 
 def parser() -> argparse.ArgumentParser:
@@ -75,6 +113,22 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("overrides", nargs="*", help="config overrides (key=value)")
     t.add_argument("--no-eval", action="store_true", help="skip the final evaluation")
     t.set_defaults(func=train)
+
+    g = sub.add_parser(
+        "generate",
+        help="generate modalities from others with a trained run; writes a PNG",
+        description="Any-to-any generation on validation scenes: ROAR for images, autoregressive for sequences, "
+        "chained in the order given (each generated modality becomes an input of the next).",
+    )
+    g.add_argument("run", type=Path, help="a run folder (train.out_dir of `ablate train`)")
+    g.add_argument("--given", nargs="+", default=["rgb"], help="input modalities (default: rgb)")
+    g.add_argument("--targets", nargs="+", default=["semseg", "depth", "caption"], help="modalities to generate")
+    g.add_argument("--scenes", type=int, default=4, help="how many validation scenes (default 4)")
+    g.add_argument("--first", type=int, default=0, help="index of the first validation scene")
+    g.add_argument("--steps", type=int, default=8, help="ROAR steps per image modality (default 8)")
+    g.add_argument("--seed", type=int, default=0, help="generation seed")
+    g.add_argument("--out", type=Path, default=Path("generation.png"), help="PNG path (default generation.png)")
+    g.set_defaults(func=generate)
     return p
 
 
@@ -88,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
         p.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         args.func(args)
-    except (ConfigError, DataFormatError) as e:
+    except (ConfigError, DataFormatError, FileNotFoundError) as e:
         print(f"ablate: error: {e}", file=sys.stderr)
         return 2
     return 0

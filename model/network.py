@@ -53,7 +53,8 @@ class ModelConfig:
 
 MODEL_PRESETS: dict[str, ModelConfig] = {
     "tiny": ModelConfig(dim=64, enc_depth=2, dec_depth=2, heads=4),  # tests
-    "nano": ModelConfig(dim=192, enc_depth=4, dec_depth=4, heads=6),  # CPU quickstart
+    # CPU quickstart: on 2 cores, more steps of a shallow model beat fewer of a deep one in 10 minutes.
+    "nano": ModelConfig(dim=128, enc_depth=2, dec_depth=2, heads=4),
     "base": ModelConfig(dim=768, enc_depth=12, dec_depth=12, heads=12),  # about 4M-B
 }
 

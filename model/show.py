@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 
@@ -71,6 +72,38 @@ def show(root: Path | str, out: Path | str, num_scenes: int = 4, split: str = "v
             if col == 0:
                 axes[2 * i, 0].set_ylabel(f"scene {i}\ntruth", fontsize=7)
                 axes[2 * i + 1, 0].set_ylabel("from tokens", fontsize=7)
+    return _save(fig, out)
+
+
+def generation_figure(
+    given_native: dict[str, Any],
+    generated_native: dict[str, Any],
+    truth_native: dict[str, Any],
+    out: Path | str,
+    canvas: int = 32,
+    num_classes: int = 5,
+) -> Path:
+    """Write a PNG: one row per scene; columns: the given inputs, the generated outputs, their ground truth.
+
+    Each dict maps a modality to its native values for the same scenes (image arrays or word lists).
+    """
+    columns = [
+        (f"{role} {name}", name, values)
+        for role, native in (("given", given_native), ("generated", generated_native), ("truth", truth_native))
+        for name, values in native.items()
+    ]
+    rows = len(columns[0][2])
+    fig, axes = plt.subplots(rows, len(columns), figsize=(1.6 * len(columns), 1.6 * rows), squeeze=False)
+    for col, (title, name, values) in enumerate(columns):
+        axes[0, col].set_title(title, fontsize=7)
+        for row in range(rows):
+            draw(axes[row, col], name, values[row], canvas, num_classes)
+    for row in range(rows):
+        axes[row, 0].set_ylabel(f"scene {row}", fontsize=7)
+    return _save(fig, out)
+
+
+def _save(fig: plt.Figure, out: Path | str) -> Path:
     fig.tight_layout()
     Path(out).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=150)

@@ -27,6 +27,7 @@ from pathlib import Path
 import torch
 from accelerate import Accelerator
 from accelerate.utils import set_seed
+from tabulate import tabulate
 from tqdm import tqdm
 
 from ablate.tracking import RunTracker, flatten
@@ -258,6 +259,12 @@ def train(
     return results
 
 
+def eval_table(results: dict[str, float]) -> str:
+    """The evaluation as a two-column table, cross-modal tasks first."""
+    rows = sorted(results.items(), key=lambda kv: ("->" not in kv[0] and not kv[0].startswith("probe"), kv[0]))
+    return tabulate([(k, f"{v:.4f}") for k, v in rows], headers=["metric (val)", "value"], tablefmt="github")
+
+
 def _local_inputs(setup: Setup, batch: dict, masks: dict, local: slice) -> tuple[EncoderInput, DecoderInput]:
     """This process's slice of the global batch, packed (sequences in T5 span format if the strategy asks)."""
     batch = {k: v[local] for k, v in batch.items()}
@@ -305,9 +312,21 @@ def _evaluate(model: FourM, cfg: Config, setup: Setup, out_dir: Path, tracker: R
     from model.evaluate import evaluate
 
     model.eval()
-    results = evaluate(model, setup.specs, cfg.data.root, cfg.eval)
+    e = cfg.eval
+    results = evaluate(
+        model,
+        setup.specs,
+        cfg.data.root,
+        num_samples=e.num_samples,
+        batch_size=e.batch_size,
+        seed=e.seed,
+        generation_steps=e.generation_steps,
+        probe_samples=e.probe_samples,
+        figure=out_dir / "generation.png",
+    )
     (out_dir / "eval.json").write_text(json.dumps(results, indent=2))
     if tracker is not None:
         tracker.log_metrics({f"eval/{k}": v for k, v in results.items()}, cfg.train.steps)
         tracker.log_artifact(out_dir / "eval.json")
+        tracker.log_artifact(out_dir / "generation.png")
     return results

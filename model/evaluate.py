@@ -1,0 +1,306 @@
+"""Fixed-budget, fixed-seed evaluation on the validation split, so every run is comparable.
+
+``evaluate`` returns flat metric keys:
+
+- ``loss/<m>``, ``acc/<m>`` (and ``loss/mean``, ``acc/mean`` over modalities): cross-entropy
+  and token accuracy under ``random`` masking with fixed budgets and a fixed mask seed.
+- Cross-modal tasks, generated (``model.generate``), decoded to native form and scored
+  against exact ground truth re-rendered from the generator (``model.metrics``):
+  ``rgb->semseg/miou``, ``rgb->depth/delta1``, ``rgb->depth/abs_rel``,
+  ``rgb->caption/attr_acc``, ``rgb->boxes/miou``, ``caption->rgb/verifier``.
+- ``probe/count_acc``: a ridge probe on mean-pooled encoder features of rgb-only inputs,
+  fitted on train scenes, predicting the number of visible objects of val scenes.
+
+Cross-modal tasks and the probe need a generated data set (ground truth and tokenizers);
+on bring-your-own tokens only the loss and accuracy are reported. ``trivial_baselines`` and
+``token_ceilings`` score constant predictions and the tokenizers' own round trip with the
+same scorer, as the floor and the ceiling of each metric in report tables.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from model.build import load_tokenizers, scene_config
+from model.dataset import DatasetSpec, ModalitySpec, load_split
+from model.generate import generate, pack_present
+from model.masking import build_masking
+from model.metrics import (
+    attribute_accuracy,
+    box_miou,
+    caption_objects,
+    depth_metrics,
+    scene_objects,
+    semseg_miou,
+    truth_boxes,
+)
+from model.modalities import MODALITIES
+from model.network import FourM
+from model.packing import pack
+from model.scenes import SceneConfig, Scenes, render
+from model.verifier import verifier_score
+
+TASKS: dict[str, tuple[str, str]] = {  # name -> (given, target)
+    "rgb->semseg": ("rgb", "semseg"),
+    "rgb->depth": ("rgb", "depth"),
+    "rgb->caption": ("rgb", "caption"),
+    "rgb->boxes": ("rgb", "boxes"),
+    "caption->rgb": ("caption", "rgb"),
+}
+
+
+@dataclass
+class Truth:
+    """Ground truth of the first scenes of a split of a generated data set."""
+
+    cfg: SceneConfig
+    scenes: Scenes
+
+    @classmethod
+    def load(cls, spec: DatasetSpec, split: str, num: int) -> Truth:
+        cfg = scene_config(spec)
+        return cls(cfg, render(cfg, spec.generator["seed"], split, np.arange(num)))
+
+    def native(self, modality: str) -> Any:
+        return MODALITIES[modality].truth(self.cfg, self.scenes)
+
+    @property
+    def counts(self) -> np.ndarray:
+        """Visible objects per scene: int64 [B]."""
+        return self.scenes.present.sum(1)
+
+
+def score(task: str, pred: Any, truth: Truth) -> dict[str, float]:
+    """Metrics of one task's native predictions (arrays or word lists, one per scene of ``truth``)."""
+    cfg, scenes = truth.cfg, truth.scenes
+    if task == "rgb->semseg":
+        return {"miou": semseg_miou(pred, scenes.semseg, cfg.num_classes)}
+    if task == "rgb->depth":
+        return depth_metrics(pred, scenes.depth)
+    if task == "rgb->caption":
+        return {"attr_acc": attribute_accuracy([caption_objects(w, cfg) for w in pred], scene_objects(cfg, scenes))}
+    if task == "rgb->boxes":
+        return {"miou": box_miou(pred, truth_boxes(cfg, scenes))}
+    if task == "caption->rgb":
+        return {"verifier": verifier_score(pred, truth.native("caption"), cfg)}
+    raise ValueError(f"unknown task {task!r}; tasks: {list(TASKS)}")
+
+
+def _flat(task: str, scores: dict[str, float]) -> dict[str, float]:
+    return {f"{task}/{k}": v for k, v in scores.items()}
+
+
+def _decode(tokenizer: Any, spec: ModalitySpec, tokens: torch.Tensor) -> Any:
+    """int64 [B, N_m] -> native values (images reshaped to their grid first)."""
+    return tokenizer.decode(tokens.cpu().numpy().reshape(len(tokens), *spec.array_shape))
+
+
+def _device(model: FourM) -> torch.device:
+    return next(model.parameters()).device
+
+
+def masked_prediction(
+    model: FourM,
+    specs: dict[str, ModalitySpec],
+    tokens: dict[str, torch.Tensor],
+    batch_size: int,
+    seed: int,
+    input_budget: int,
+    target_budget: int,
+) -> dict[str, float]:
+    """Per-modality cross-entropy and token accuracy under ``random`` masking with a fixed mask seed.
+
+    tokens: modality -> int64 [N, N_m]. Masks depend only on (seed, data), never on the run.
+    """
+    masking = build_masking("random", specs, input_budget, target_budget, {})
+    generator = torch.Generator().manual_seed(seed)
+    names = sorted(specs)
+    loss, hits, count = (torch.zeros(len(names), dtype=torch.float64) for _ in range(3))
+    for start in range(0, len(tokens[names[0]]), batch_size):
+        batch = {n: t[start : start + batch_size] for n, t in tokens.items()}
+        enc, dec = pack(specs, batch, masking(batch, generator), input_budget, target_budget)
+        enc, dec = enc.to(_device(model)), dec.to(_device(model))
+        logits = model(enc, dec)
+        for i, n in enumerate(names):
+            target = dec.target[(dec.modality == i) & ~dec.pad]
+            loss[i] += F.cross_entropy(logits[n].float(), target, reduction="sum").item()
+            hits[i] += (logits[n].argmax(-1) == target).sum().item()
+            count[i] += len(target)
+    present = count > 0
+    out = {}
+    for prefix, total in (("loss", loss), ("acc", hits)):
+        per = total / count.clamp(min=1)
+        out |= {f"{prefix}/{n}": float(per[i]) for i, n in enumerate(names) if present[i]}
+        out[f"{prefix}/mean"] = float(per[present].mean())
+    return out
+
+
+def encoder_features(model: FourM, specs: dict[str, ModalitySpec], rgb: torch.Tensor, batch_size: int) -> torch.Tensor:
+    """Mean-pooled encoder features of rgb-only inputs: int64 [N, N_rgb] -> float [N, D]."""
+    out = []
+    for part in rgb.split(batch_size):
+        part = part.to(_device(model))
+        enc, _ = pack_present(specs, {"rgb": part}, {"rgb": torch.ones_like(part, dtype=torch.bool)}, {})
+        out.append(model.encode(enc).float().mean(1).cpu())  # every slot is an rgb token: no pad to exclude
+    return torch.cat(out)
+
+
+def ridge_probe(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Tensor, ridge: float = 1.0) -> torch.Tensor:
+    """Closed-form ridge regression onto one-hot labels, then argmax: [N, D], int64 [N], [M, D] -> int64 [M]."""
+    mean, std = train_x.mean(0), train_x.std(0).clamp(min=1e-6)
+
+    def design(x: torch.Tensor) -> torch.Tensor:
+        x = ((x - mean) / std).double()
+        return torch.cat([x, torch.ones(len(x), 1, dtype=x.dtype)], 1)
+
+    x = design(train_x)
+    y = F.one_hot(train_y, int(train_y.max()) + 1).double()
+    weights = torch.linalg.solve(x.T @ x + ridge * torch.eye(x.shape[1], dtype=x.dtype), x.T @ y)
+    return (design(test_x) @ weights).argmax(1)
+
+
+@torch.no_grad()
+def evaluate(
+    model: FourM,
+    specs: dict[str, ModalitySpec],
+    data_root: str | Path,
+    num_samples: int = 500,
+    batch_size: int = 100,
+    seed: int = 1234,
+    input_budget: int = 128,
+    target_budget: int = 64,
+    generation_steps: int = 8,
+    dense_steps: int = 1,
+    probe_samples: int = 1000,
+    figure: str | Path | None = None,
+    figure_scenes: int = 4,
+) -> dict[str, float]:
+    """All metrics on the first ``num_samples`` val scenes (see the module docstring for keys).
+
+    generation_steps: ROAR steps of caption->rgb; dense_steps: of rgb->semseg and rgb->depth,
+        whose outputs are nearly determined by the rgb (one step keeps evaluation cheap).
+    probe_samples: train scenes the count probe is fitted on.
+    figure: if set (and the data set is generated), a PNG of the first ``figure_scenes`` scenes'
+        inputs, generations and ground truth.
+    """
+    spec = DatasetSpec.load(data_root)
+    val = load_split(data_root, "val")
+    num = min(num_samples, spec.splits["val"])
+    val = {n: t[:num] for n, t in val.items() if n in specs}
+    was_training = model.training
+    model.eval()
+    try:
+        metrics = masked_prediction(model, specs, val, batch_size, seed, input_budget, target_budget)
+        if spec.generator is None:
+            return metrics
+        truth = Truth.load(spec, "val", num)
+        tokenizers = load_tokenizers(data_root)
+        generated = {}
+        for task, (src, dst) in TASKS.items():
+            if src not in specs or dst not in specs:
+                continue
+            steps = generation_steps if task == "caption->rgb" else dense_steps
+            generator = torch.Generator().manual_seed(seed)
+            parts = [generate(model, specs, {src: p}, [dst], generator, steps) for p in val[src].split(batch_size)]
+            ids = torch.cat([part.tokens[dst] for part in parts])
+            generated[dst] = _decode(tokenizers[dst], specs[dst], ids)
+            metrics |= _flat(task, score(task, generated[dst], truth))
+        if "rgb" in specs:
+            metrics["probe/count_acc"] = _probe(
+                model, specs, data_root, spec, val["rgb"], truth, probe_samples, batch_size
+            )
+    finally:
+        model.train(was_training)
+    if figure is not None:
+        _figure(figure, truth, generated, figure_scenes)
+    return metrics
+
+
+def _probe(
+    model: FourM,
+    specs: dict[str, ModalitySpec],
+    data_root: str | Path,
+    spec: DatasetSpec,
+    val_rgb: torch.Tensor,
+    val_truth: Truth,
+    probe_samples: int,
+    batch_size: int,
+) -> float:
+    """Object-count accuracy on val of a ridge probe fitted on ``probe_samples`` train scenes."""
+    num_train = min(probe_samples, spec.splits["train"])
+    train_rgb = load_split(data_root, "train", ["rgb"])["rgb"][:num_train]
+    train_counts = torch.from_numpy(Truth.load(spec, "train", num_train).counts)
+    pred = ridge_probe(
+        encoder_features(model, specs, train_rgb, batch_size),
+        train_counts,
+        encoder_features(model, specs, val_rgb, batch_size),
+    )
+    return float((pred.numpy() == val_truth.counts).mean())
+
+
+def _figure(out: str | Path, truth: Truth, generated: dict[str, Any], scenes: int) -> Path:
+    from model.show import generation_figure  # matplotlib only when a figure is asked for
+
+    given = {src: truth.native(src)[:scenes] for src, dst in TASKS.values() if dst in generated}
+    return generation_figure(
+        given,
+        {m: v[:scenes] for m, v in generated.items()},
+        {m: truth.native(m)[:scenes] for m in generated},
+        out,
+        canvas=truth.cfg.canvas,
+        num_classes=truth.cfg.num_classes,
+    )
+
+
+def _most_common(values: Any) -> Any:
+    return Counter(values).most_common(1)[0][0]
+
+
+def trivial_baselines(data_root: str | Path, num_samples: int = 500, reference_samples: int = 1000) -> dict[str, float]:
+    """The metrics of predictions that ignore the input, fitted on ``reference_samples`` train scenes.
+
+    semseg: the majority class everywhere; depth: the per-pixel mean depth map; caption and
+    boxes: ``max_objects`` copies of the most frequent attributes / class and the mean box;
+    caption->rgb: the true image of another scene; count probe: the majority count.
+    """
+    spec = DatasetSpec.load(data_root)
+    truth = Truth.load(spec, "val", min(num_samples, spec.splits["val"]))
+    train = Truth.load(spec, "train", min(reference_samples, spec.splits["train"]))
+    cfg, n, k = truth.cfg, len(truth.scenes), truth.cfg.max_objects
+    objects = [o for scene in scene_objects(cfg, train.scenes) for o in scene]
+    size, color, shape = (_most_common(values) for values in zip(*objects))
+    classes = [c for scene in truth_boxes(cfg, train.scenes) for c, _ in scene]
+    mean_box = np.round(train.scenes.box[train.scenes.present].mean(0)).astype(int)
+    box_words = [_most_common(classes), *(f"@{v}" for v in mean_box)]
+    preds = {
+        "rgb->semseg": np.full_like(truth.scenes.semseg, np.bincount(train.scenes.semseg.ravel()).argmax()),
+        "rgb->depth": np.broadcast_to(train.scenes.depth.mean(0), truth.scenes.depth.shape),
+        "rgb->caption": [" and ".join([f"{size} {color} {shape}"] * k).split()] * n,
+        "rgb->boxes": [box_words * k] * n,
+        "caption->rgb": np.roll(truth.scenes.rgb, 1, axis=0),
+    }
+    metrics = {}
+    for task, pred in preds.items():
+        metrics |= _flat(task, score(task, pred, truth))
+    metrics["probe/count_acc"] = float((truth.counts == np.bincount(train.counts).argmax()).mean())
+    return metrics
+
+
+def token_ceilings(data_root: str | Path, num_samples: int = 500) -> dict[str, float]:
+    """The metrics of the val tokens themselves, decoded: the best a model predicting tokens can score."""
+    spec = DatasetSpec.load(data_root)
+    num = min(num_samples, spec.splits["val"])
+    truth = Truth.load(spec, "val", num)
+    tokenizers = load_tokenizers(data_root)
+    val = load_split(data_root, "val", sorted({dst for _, dst in TASKS.values()}))
+    metrics = {}
+    for task, (_, dst) in TASKS.items():
+        metrics |= _flat(task, score(task, _decode(tokenizers[dst], spec.modalities[dst], val[dst][:num]), truth))
+    return metrics

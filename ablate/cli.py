@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import subprocess
 import sys
 from pathlib import Path
 
+from ablate.study import StudyError
 from model.config import ConfigError, compose
 from model.dataset import DataFormatError
 
@@ -80,6 +82,64 @@ def generate(args: argparse.Namespace) -> None:
     print(f"wrote {path}")
 
 
+def _study(args: argparse.Namespace):
+    from ablate.study import find_study_file, load_study
+
+    return load_study(find_study_file(args.study))
+
+
+def plan(args: argparse.Namespace) -> None:
+    from ablate.overview import plan_table
+
+    print(plan_table(_study(args)))
+
+
+def submit(args: argparse.Namespace) -> None:
+    study = _study(args)
+    try:
+        _submit(study, args)
+    except KeyboardInterrupt:
+        sys.exit(f"\nstopped watching; launched runs go on. `ablate submit {args.study}` again picks them up "
+                 "and launches the rest.")
+
+
+def _submit(study, args: argparse.Namespace) -> None:
+    if study.spec.search is not None:
+        from ablate.search import Search, summary
+
+        print(summary(Search(study).run()))
+        return
+    from ablate.compare import comparison_table
+    from ablate.dispatch import submit as submit_runs
+    from ablate.ledger import Ledger
+
+    states = submit_runs(study, wait=args.wait)
+    if all(s in ("done", "failed") for s in states.values()):
+        print(comparison_table(study, study.runs, Ledger(study).records()))
+    else:
+        print(f"submitted; watch with `ablate status {args.study}` or `ablate ui {args.study}`")
+
+
+def status(args: argparse.Namespace) -> None:
+    from ablate.overview import status_table
+
+    print(status_table(_study(args)))
+
+
+def ui(args: argparse.Namespace) -> None:
+    from ablate.tracking import store_uri
+
+    study = _study(args)
+    cmd = ui_command(store_uri(study.store), args.port)
+    print(f"MLflow UI for {study.name} on http://127.0.0.1:{args.port} (Ctrl-C to stop)")
+    subprocess.run(cmd, check=False)
+
+
+def ui_command(store: str, port: int) -> list[str]:
+    return [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", store, "--host", "127.0.0.1",
+            "--port", str(port)]
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="ablate", description="nano4M: pre-train small 4M models and ablate their masking."
@@ -129,6 +189,28 @@ def parser() -> argparse.ArgumentParser:
     g.add_argument("--seed", type=int, default=0, help="generation seed")
     g.add_argument("--out", type=Path, default=Path("generation.png"), help="PNG path (default generation.png)")
     g.set_defaults(func=generate)
+
+    study_help = "a study YAML file, or the name of one in studies/"
+    pl = sub.add_parser("plan", help="list a study's runs: settings, state, estimated cost",
+                        description="Validate a study and list every run it has: what varies, its seed, its state "
+                        "(done, running, queued, failed, interrupted, pruned, missing) and an estimated cost.")
+    pl.add_argument("study", help=study_help)
+    pl.set_defaults(func=plan)
+    su = sub.add_parser("submit", help="run what a study is missing (resume interrupted runs, retry failed ones)",
+                        description="Launch the missing runs of a study, resume interrupted ones from their "
+                        "checkpoints and retry failed ones up to executor.max_retries. Finished runs are skipped. "
+                        "Local and debug executors (and searches) run in the foreground until all runs end; "
+                        "a SLURM study returns once submitted unless --wait.")
+    su.add_argument("study", help=study_help)
+    su.add_argument("--wait", action="store_true", help="SLURM: wait for the runs, then print the comparison")
+    su.set_defaults(func=submit)
+    st = sub.add_parser("status", help="a study's runs with their state and progress (step/total)")
+    st.add_argument("study", help=study_help)
+    st.set_defaults(func=status)
+    u = sub.add_parser("ui", help="open the MLflow UI on a study's store (bound to 127.0.0.1)")
+    u.add_argument("study", help=study_help)
+    u.add_argument("--port", type=int, default=5000, help="port (default 5000)")
+    u.set_defaults(func=ui)
     return p
 
 
@@ -142,7 +224,7 @@ def main(argv: list[str] | None = None) -> int:
         p.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         args.func(args)
-    except (ConfigError, DataFormatError, FileNotFoundError) as e:
+    except (ConfigError, DataFormatError, StudyError, FileNotFoundError) as e:
         print(f"ablate: error: {e}", file=sys.stderr)
         return 2
     return 0

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import torch
 from accelerate import Accelerator
-from accelerate.utils import set_seed
+from accelerate.utils import DistributedDataParallelKwargs, set_seed
 from tabulate import tabulate
 from tqdm import tqdm
 
@@ -146,8 +146,11 @@ def train(
     if t.threads:
         torch.set_num_threads(t.threads)
     # cpu=True is what makes Accelerate read torchrun's RANK/WORLD_SIZE on a GPU-less machine (gloo backend).
+    # Dirichlet-style masking can leave a modality (and its head) out of one process's slice: DDP must
+    # not wait for gradients of parameters a process did not use.
     accelerator = Accelerator(
         cpu=not torch.cuda.is_available(),
+        kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)],
         mixed_precision=_mixed_precision(cfg),
         gradient_accumulation_steps=t.grad_accum,
     )
@@ -176,18 +179,17 @@ def train(
         accelerator.load_state(str(resume_from))
     tracker = _tracker(cfg, out_dir, accelerator)
 
-    data = load_split(cfg.data.root, "train")
-    # The data order is a pure function of the seed: on resume, skip the batches already seen.
-    stream = batches(data, t.batch_size * world, torch.Generator().manual_seed(t.seed + DATA_STREAM))
-    for _ in range(state.step * t.grad_accum):
-        next(stream)
-
-    history = (out_dir / "history.jsonl").open("a") if accelerator.is_main_process else None
+    history = _open_history(out_dir / "history.jsonl", state.step) if accelerator.is_main_process else None
     stop_at = min(until_step or t.steps, t.steps)
     bar = tqdm(total=t.steps, initial=state.step, desc="train", unit="step", disable=not (progress and rank == 0))
     model.train()
     tokens_seen, t0, last = 0, time.perf_counter(), {}
     try:
+        data = load_split(cfg.data.root, "train")
+        # The data order is a pure function of the seed: on resume, skip the batches already seen.
+        stream = batches(data, t.batch_size * world, torch.Generator().manual_seed(t.seed + DATA_STREAM))
+        for _ in range(state.step * t.grad_accum):
+            next(stream)
         while state.step < stop_at:
             per_mod_sum: dict[str, float] = {}
             setup.masking.set_progress(state.step, t.steps)
@@ -236,7 +238,8 @@ def train(
                 save_checkpoint(accelerator, out_dir, state.step)
     except BaseException as e:
         if tracker is not None:
-            tracker.end("KILLED" if isinstance(e, KeyboardInterrupt) else "FAILED")
+            # Interrupts and submitit's requeue exit are not failures: the run goes on from its checkpoint.
+            tracker.end("KILLED" if isinstance(e, (KeyboardInterrupt, SystemExit)) else "FAILED")
         raise
     finally:
         bar.close()
@@ -263,6 +266,14 @@ def eval_table(results: dict[str, float]) -> str:
     """The evaluation as a two-column table, cross-modal tasks first."""
     rows = sorted(results.items(), key=lambda kv: ("->" not in kv[0] and not kv[0].startswith("probe"), kv[0]))
     return tabulate([(k, f"{v:.4f}") for k, v in rows], headers=["metric (val)", "value"], tablefmt="github")
+
+
+def _open_history(path: Path, step: int):
+    """Append to the run's history, first dropping lines logged after the checkpoint we resume from."""
+    if path.is_file():
+        kept = [line for line in path.read_text().splitlines() if json.loads(line)["step"] <= step]
+        path.write_text("".join(line + "\n" for line in kept))
+    return path.open("a")
 
 
 def _local_inputs(setup: Setup, batch: dict, masks: dict, local: slice) -> tuple[EncoderInput, DecoderInput]:

@@ -1,0 +1,192 @@
+"""Launching a study's runs with submitit and following them to the end.
+
+``Dispatcher`` is the one moving part: it records a run (MLflow child run, run folder), submits a
+``TrainJob`` for it, notices when the job ends, and relaunches a failed run up to
+``executor.max_retries`` times. ``submit`` drives it over a grid; ``ablate.search`` over Optuna trials.
+
+A ``TrainJob`` trains or resumes the run in its folder. On preemption or timeout submitit calls
+its ``checkpoint``, which requeues a fresh ``TrainJob``: the new process resumes from the last
+checkpoint on disk and continues the same MLflow run (its id is in the run folder).
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections import Counter
+from dataclasses import dataclass
+
+import submitit
+from tqdm import tqdm
+
+from ablate.ledger import ALIVE_STATES, Ledger, Record, state
+from ablate.study import Run, Study
+
+POLL_S = 1.0
+
+
+@dataclass
+class TrainJob:
+    """What a job runs: ``train`` on one run's resolved config."""
+
+    config: dict
+    evaluate: bool = True
+
+    def __call__(self) -> dict[str, float]:
+        from model.config import from_dict
+        from model.train import train
+
+        if submitit.JobEnvironment().num_tasks > 1:
+            # One task per GPU; Accelerate reads RANK/LOCAL_RANK/WORLD_SIZE. Keeping every GPU visible keeps
+            # Accelerate's cuda:LOCAL_RANK valid.
+            submitit.helpers.TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
+        return train(from_dict(self.config), evaluate_at_end=self.evaluate, progress=False)
+
+    def checkpoint(self, *args: object, **kwargs: object) -> submitit.helpers.DelayedSubmission:
+        return submitit.helpers.DelayedSubmission(TrainJob(self.config, self.evaluate))
+
+
+def make_executor(study: Study) -> submitit.Executor:
+    ex = study.spec.executor
+    executor = submitit.AutoExecutor(folder=study.dir / "submitit" / "%j", cluster=ex.kind)
+    params = {"name": f"nano4m-{study.name}", "timeout_min": ex.timeout_min,
+              "tasks_per_node": ex.tasks_per_node or max(1, ex.gpus_per_node),
+              "gpus_per_node": ex.gpus_per_node or None}
+    if ex.kind == "slurm":
+        params |= {
+            "nodes": 1, "cpus_per_task": ex.cpus_per_task or max(1, ex.threads_per_run), "mem_gb": ex.mem_gb,
+            "slurm_partition": ex.partition, "slurm_account": ex.account,
+            "slurm_array_parallelism": ex.array_parallelism or ex.max_parallel,
+            "slurm_signal_delay_s": ex.signal_delay_s, "slurm_setup": ex.setup or None,
+            "slurm_additional_parameters": ex.additional or None,
+        }
+    executor.update_parameters(**{k: v for k, v in params.items() if v is not None})
+    return executor
+
+
+@dataclass
+class Active:
+    run: Run
+    run_id: str
+    job: submitit.Job | None  # None: launched by an earlier submitter, followed through the ledger
+
+
+class Dispatcher:
+    """Keeps track of the runs it launched or adopted until each is done or has failed for good."""
+
+    def __init__(self, study: Study, ledger: Ledger):
+        self.study, self.ledger = study, ledger
+        self.parent_id = ledger.parent_id()
+        self.executor = make_executor(study)
+        self.active: dict[str, Active] = {}
+
+    def launch(self, runs: list[Run], records: dict[str, Record], tags: dict[str, str] | None = None) -> None:
+        """Record and submit runs (SLURM: as one job array)."""
+        if not runs:
+            return
+        prepared = [self.ledger.prepare(run, records.get(run.key), self.parent_id, tags or {}) for run in runs]
+        with self.executor.batch():
+            jobs = [self.executor.submit(TrainJob(run.config, self.study.spec.evaluate)) for run in runs]
+        for run, record, job in zip(runs, prepared, jobs):
+            self.ledger.set_tags(record.run_id, executor=self.study.spec.executor.kind, job_id=job.job_id)
+            self.active[run.key] = Active(run, record.run_id, job)
+
+    def follow(self, run: Run, record: Record) -> None:
+        """Wait for a run whose job an earlier submitter launched."""
+        self.active[run.key] = Active(run, record.run_id, None)
+
+    def retry(self, run: Run, record: Record) -> bool:
+        """Relaunch a failed run if it has retries left (counted in its ``retries`` tag)."""
+        if record.retries >= self.study.spec.executor.max_retries:
+            return False
+        self.ledger.set_tags(record.run_id, retries=record.retries + 1)
+        self.launch([run], {run.key: record})
+        return True
+
+    def cancel(self, key: str) -> None:
+        active = self.active.pop(key)
+        if active.job is not None:
+            active.job.cancel(check=False)
+
+    def poll(self) -> list[tuple[Run, str]]:
+        """Runs that ended since the last poll: ``done``, or ``failed`` once their retries are spent."""
+        ended = []
+        for key, active in list(self.active.items()):
+            if not self._ended(active):
+                continue
+            del self.active[key]
+            record = self.ledger.record(active.run_id)
+            if record.status == "FINISHED":
+                ended.append((active.run, "done"))
+                continue
+            self.ledger.end(record.run_id, "FAILED")  # the job may have died before the trainer could say so
+            retried = self.retry(active.run, self.ledger.record(active.run_id))
+            what = f"relaunched (retry {record.retries + 1} of {self.study.spec.executor.max_retries})"
+            tqdm.write(f"run {key} ({active.run.label}) failed: {_reason(active.job)}; "
+                       f"{what if retried else 'no retries left'}", file=sys.stderr)
+            if not retried:
+                ended.append((active.run, "failed"))
+        return ended
+
+    def _ended(self, active: Active) -> bool:
+        if active.job is not None:
+            return active.job.done()
+        return state(self.ledger.record(active.run_id)) not in ALIVE_STATES
+
+
+def _reason(job: submitit.Job | None) -> str:
+    if job is None:
+        return "its job ended without finishing"
+    try:
+        error = job.exception()
+    except Exception as e:  # noqa: BLE001  (no result at all: cancelled, killed, out of memory)
+        error = e
+    lines = str(error or "the job ended without finishing").strip().splitlines()
+    return f"{lines[-1] if lines else type(error).__name__} (log: {job.paths.stderr})"
+
+
+def submit(study: Study, wait: bool = False, progress: bool = True) -> dict[str, str]:
+    """Launch what is missing, resume what was interrupted, retry what failed; returns run key -> state.
+
+    local and debug runs are driven from here (at most ``max_parallel`` at once), so this waits for
+    them; a SLURM study is one job array, waited for only with ``wait``.
+    """
+    ledger = Ledger(study)
+    dispatcher = Dispatcher(study, ledger)
+    records = ledger.records()
+    states = {run.key: state(records.get(run.key)) for run in study.runs}
+    todo = []
+    for run in study.runs:
+        s, record = states[run.key], records.get(run.key)
+        if s in ALIVE_STATES:
+            dispatcher.follow(run, record)
+        elif s in ("missing", "interrupted"):
+            todo.append(run)
+        elif s == "failed" and dispatcher.retry(run, record):
+            states[run.key] = "queued"
+    counts = Counter(states.values())
+    print(f"{study.name}: {len(study.runs)} runs ({', '.join(f'{n} {s}' for s, n in counts.items())}); "
+          f"launching {len(todo)}", file=sys.stderr)
+    ex = study.spec.executor
+    if ex.kind == "slurm":
+        dispatcher.launch(todo, records)
+        todo = []
+        if not wait:
+            return {key: "queued" if key in dispatcher.active else s for key, s in states.items()}
+    limit = ex.max_parallel if ex.kind == "local" else 1
+    done = sum(s in ("done", "pruned", "failed") for s in states.values())
+    with tqdm(total=len(study.runs), initial=done, desc=study.name, unit="run", disable=not progress) as bar:
+        while todo or dispatcher.active:
+            free = limit - len(dispatcher.active)
+            if todo and free > 0:
+                dispatcher.launch(todo[:free], records)
+                todo = todo[free:]
+            for run, outcome in dispatcher.poll():
+                states[run.key] = outcome
+                bar.update(1)
+            bar.set_postfix(active=len(dispatcher.active), failed=list(states.values()).count("failed"))
+            if dispatcher.active:
+                time.sleep(POLL_S)
+    if all(s in ("done", "failed") for s in states.values()):
+        ledger.end(dispatcher.parent_id, "FINISHED" if all(s == "done" for s in states.values()) else "FAILED")
+    return states

@@ -1,0 +1,181 @@
+"""What a study has done so far, kept in its MLflow store: the ledger the submitter reads and writes.
+
+One experiment per study, a parent run for the study, one child run per run key, tagged::
+
+    study, run_key, config_hash, seed, family, code_version, retries, executor, job_id
+    (and search_params for an Optuna trial's run, pruned when the pruner stopped it)
+
+A run's state combines its MLflow status with whether its job is still alive:
+
+    missing      no MLflow run yet (or created and never launched)
+    queued       launched, waiting for a slot
+    running      its job is alive
+    done         FINISHED
+    failed       FAILED (relaunched while ``retries`` < ``executor.max_retries``)
+    interrupted  started, not finished, no live job: launching it again resumes its checkpoint
+    pruned       stopped by the search's pruner
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+
+from mlflow.entities import RunStatus
+from mlflow.tracking import MlflowClient
+
+from ablate.study import Run, Study
+from ablate.tracking import ensure_experiment, metric_name, store_uri
+
+ALIVE_STATES = ("queued", "running")
+_PAGE = 1000
+
+
+@dataclass
+class Record:
+    """One MLflow run as the ledger sees it."""
+
+    run_id: str
+    status: str
+    tags: dict[str, str]
+    metrics: dict[str, float]
+    start_ms: int | None
+    end_ms: int | None
+
+    @property
+    def retries(self) -> int:
+        return int(self.tags.get("retries", 0))
+
+    @property
+    def seconds(self) -> float | None:
+        return (self.end_ms - self.start_ms) / 1000 if self.start_ms and self.end_ms else None
+
+    def metric(self, name: str) -> float | None:
+        return self.metrics.get(metric_name(name))  # as the trainer logged it
+
+
+class Ledger:
+    """The study's MLflow experiment. ``create=False`` reads only (and touches no file) for plan and status."""
+
+    def __init__(self, study: Study, create: bool = True):
+        self.study = study
+        db = study.dir / "mlflow.db"
+        if not create and not db.is_file():
+            self.client, self.experiment_id = None, None
+            return
+        self.client = MlflowClient(store_uri(study.store))
+        if create:
+            self.experiment_id = ensure_experiment(study.store, study.name)
+        else:
+            exp = self.client.get_experiment_by_name(study.name)
+            self.experiment_id = exp.experiment_id if exp else None
+
+    def records(self) -> dict[str, Record]:
+        """Child runs by run key."""
+        if self.experiment_id is None:
+            return {}
+        out, token = {}, None
+        while True:
+            page = self.client.search_runs([self.experiment_id], "tags.kind = 'run'", max_results=_PAGE,
+                                           page_token=token)
+            out.update({r.data.tags["run_key"]: _record(r) for r in page})
+            token = page.token
+            if not token:
+                return out
+
+    def record(self, run_id: str) -> Record:
+        return _record(self.client.get_run(run_id))
+
+    def parent_id(self) -> str:
+        """The study's parent run (RUNNING while its runs are), created with the study file as artifact."""
+        found = self.client.search_runs([self.experiment_id], "tags.kind = 'study'", max_results=1)
+        if found:
+            self.client.update_run(found[0].info.run_id, status="RUNNING")
+            return found[0].info.run_id
+        run = self.client.create_run(self.experiment_id, run_name=self.study.name, tags={
+            "kind": "study", "study": self.study.name, "code_version": code_version(),
+            "mlflow.note.content": self.study.spec.description,
+        })
+        self.client.log_artifact(run.info.run_id, str(self.study.path))
+        return run.info.run_id
+
+    def prepare(self, run: Run, record: Record | None, parent_id: str, tags: dict[str, str]) -> Record:
+        """Make sure the run has its MLflow run and its folder names it; never replaces a recorded run."""
+        if record is None:
+            created = self.client.create_run(self.experiment_id, run_name=f"{run.label} s{run.seed}", tags={
+                "kind": "run", "mlflow.parentRunId": parent_id, "study": self.study.name, "run_key": run.key,
+                "config_hash": run.config_hash, "seed": str(run.seed), "family": run.family,
+                "code_version": code_version(), "retries": "0", **tags,
+            })
+            self.client.update_run(created.info.run_id, status="SCHEDULED")
+            record = self.record(created.info.run_id)
+        run.out_dir.mkdir(parents=True, exist_ok=True)
+        # The trainer continues the MLflow run this file names (a requeued job included).
+        (run.out_dir / "mlflow_run_id").write_text(record.run_id)
+        return record
+
+    def set_tags(self, run_id: str, **tags: object) -> None:
+        for key, value in tags.items():
+            self.client.set_tag(run_id, key, str(value))
+
+    def end(self, run_id: str, status: str) -> None:
+        """Close a run the trainer could not close itself (its job died, or the pruner stopped it)."""
+        if self.client.get_run(run_id).info.status not in ("FINISHED", status):
+            self.client.set_terminated(run_id, status=status)
+
+
+def state(record: Record | None) -> str:
+    """One of the states in the module docstring."""
+    if record is None or (record.status == "SCHEDULED" and "job_id" not in record.tags):
+        return "missing"
+    if record.tags.get("pruned"):
+        return "pruned"
+    if record.status == "FINISHED":
+        return "done"
+    if job_alive(record.tags.get("executor", ""), record.tags.get("job_id", "")):
+        return "queued" if record.status == "SCHEDULED" else "running"
+    return "failed" if record.status == "FAILED" else "interrupted"
+
+
+def job_alive(kind: str, job_id: str) -> bool:
+    """Whether a job launched by some submitter (maybe an earlier one) still runs or waits to."""
+    if kind == "slurm":
+        try:
+            out = subprocess.run(["squeue", "-h", "-j", job_id, "-o", "%T"], capture_output=True, text=True,
+                                 timeout=30)
+        except (OSError, subprocess.TimeoutExpired):
+            return False
+        return bool(out.stdout.strip())
+    if kind == "local":  # the job id is the pid of submitit's job controller
+        cmdline = Path(f"/proc/{job_id}/cmdline")
+        try:
+            return b"submitit" in cmdline.read_bytes()  # a reused pid or a zombie is not our job
+        except OSError:
+            return False
+    return False  # debug jobs run inside the submitter
+
+
+def _record(run) -> Record:
+    info = run.info
+    status = info.status if isinstance(info.status, str) else RunStatus.to_string(info.status)
+    return Record(info.run_id, status, dict(run.data.tags), dict(run.data.metrics), info.start_time, info.end_time)
+
+
+@cache
+def code_version() -> str:
+    """``git describe`` of the code that submits (``-dirty`` when it has uncommitted changes)."""
+    repo = Path(__file__).resolve().parents[1]
+    try:
+        out = subprocess.run(["git", "describe", "--always", "--dirty", "--tags"], cwd=repo, capture_output=True,
+                             text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return "unknown"
+    return out.stdout.strip() or "unknown"
+
+
+def search_params(record: Record) -> dict | None:
+    return json.loads(record.tags["search_params"]) if "search_params" in record.tags else None
+

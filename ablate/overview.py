@@ -1,0 +1,164 @@
+"""``ablate plan`` and ``ablate status``: one row per run, from the study file, its ledger and its run folders.
+
+Plan's cost column is ``steps x batch x (input + target budget) / tokens per second`` (budgets are
+the packed lengths, an upper bound on the tokens a step sees), where tokens per second is what
+this study's runs of the same model logged, or else a few training steps timed here; finished
+runs show their measured wall time instead.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import statistics
+import tempfile
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+from tabulate import tabulate
+
+from ablate.ledger import Ledger, Record, search_params, state
+from ablate.study import Run, Study
+from model.config import ConfigError
+from model.dataset import DataFormatError
+
+MEASURE_STEPS = 5
+
+
+@dataclass
+class Row:
+    run: Run
+    record: Record | None
+    state: str
+
+
+def rows(study: Study) -> list[Row]:
+    """Every run of a grid, or every run a search has launched so far."""
+    records = Ledger(study, create=False).records()
+    runs = study.runs if study.spec.search is None else _search_runs(study, records)
+    return [Row(run, records.get(run.key), state(records.get(run.key))) for run in runs]
+
+
+def _search_runs(study: Study, records: dict[str, Record]) -> list[Run]:
+    runs = []
+    for record in records.values():
+        if (params := search_params(record)) is None:
+            continue
+        try:
+            runs.append(study.make_run({**study.spec.base, **params}, study.spec.seeds[0], params))
+        except (ConfigError, DataFormatError):  # from an earlier version of the study file
+            continue
+    return runs
+
+
+def _axes(table: list[Row]) -> list[str]:
+    return list(dict.fromkeys(k for row in table for k in row.run.settings))
+
+
+def plan_table(study: Study) -> str:
+    table = rows(study)
+    speeds = _throughputs(study, table)
+    axes = _axes(table)
+    body, remaining, max_retries = [], 0.0, study.spec.executor.max_retries
+    for row in table:
+        seconds = row.record.seconds if row.state == "done" and row.record else None
+        if seconds is not None:
+            cost = f"{_duration(seconds)} (measured)"
+        else:
+            seconds = _tokens(row.run) / speeds[_model_key(row.run)][0]
+            gave_up = row.state == "pruned" or (row.state == "failed" and row.record.retries >= max_retries)
+            remaining += 0 if gave_up else seconds
+            cost = f"≈{_duration(seconds)}"
+        retries = f"{row.record.retries}/{max_retries}" if row.record else ""
+        body.append([row.run.key, *(row.run.settings.get(a, "") for a in axes), row.run.seed, row.state, retries,
+                     cost])
+    lines = [tabulate(body, headers=["run", *axes, "seed", "state", "retries", "time"], tablefmt="github")]
+    ex = study.spec.executor
+    if study.spec.search:
+        base = study.make_run(study.spec.base, study.spec.seeds[0], {})
+        if _model_key(base) not in speeds:
+            speeds[_model_key(base)] = _measure(base)
+        per_trial = _tokens(base) / speeds[_model_key(base)][0]
+        todo = study.spec.search.trials - len(table)
+        remaining += max(0, todo) * per_trial
+        lines.append(f"\nsearch: {len(table)} of {study.spec.search.trials} trials launched so far; "
+                     f"a trial ≈{_duration(per_trial)}")
+    lines.append(f"\nremaining: ≈{_duration(remaining)} of training, ≈{_duration(remaining / ex.max_parallel)} wall "
+                 f"with max_parallel={ex.max_parallel} ({ex.kind} executor)")
+    for key, (speed, source) in speeds.items():
+        lines.append(f"tokens/s {speed:,.0f} for model {key}: {source}")
+    lines.append("time ≈ steps x batch x (input + target budget) / tokens/s, training steps only (each run also "
+                 "starts up and evaluates); done runs: MLflow run start to end (start-up and evaluation included)")
+    return "\n".join(lines)
+
+
+def status_table(study: Study) -> str:
+    table = rows(study)
+    axes = _axes(table)
+    body = []
+    for row in table:
+        step, loss = _progress(row.run.out_dir)
+        total = row.run.config["train"]["steps"]
+        job = row.record.tags.get("job_id", "") if row.record else ""
+        body.append([row.run.key, *(row.run.settings.get(a, "") for a in axes), row.run.seed, row.state,
+                     f"{step}/{total}", f"{loss:.3f}" if loss is not None else "", job])
+    counts = Counter(row.state for row in table)
+    footer = f"\n{len(table)} runs: " + ", ".join(f"{n} {s}" for s, n in counts.items())
+    if study.spec.search:
+        footer += f" (search: {study.spec.search.trials} trials)"
+    headers = ["run", *axes, "seed", "state", "step", "train/loss", "job"]
+    return tabulate(body, headers=headers, tablefmt="github") + footer
+
+
+def _progress(out_dir: Path) -> tuple[int, float | None]:
+    """Last logged step and loss from the run folder's history.jsonl."""
+    history = out_dir / "history.jsonl"
+    lines = history.read_text().splitlines() if history.is_file() else []
+    if not lines:
+        return 0, None
+    last = json.loads(lines[-1])
+    return last["step"], last.get("train/loss")
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    return f"{seconds / 60:.1f} min" if seconds < 5400 else f"{seconds / 3600:.1f} h"
+
+
+def _tokens(run: Run) -> float:
+    t, m = run.config["train"], run.config["masking"]
+    return t["steps"] * t["batch_size"] * t["grad_accum"] * (m["input_budget"] + m["target_budget"])
+
+
+def _model_key(run: Run) -> str:
+    """What throughput mostly depends on."""
+    m = run.config["model"]
+    return f"dim {m['dim']}, depth {m['enc_depth']}+{m['dec_depth']}, mlp x{m['mlp_ratio']}"
+
+
+def _throughputs(study: Study, table: list[Row]) -> dict[str, tuple[float, str]]:
+    """Tokens per second per model: logged by this study's runs, else measured here."""
+    logged: dict[str, list[float]] = {}
+    for row in table:
+        if row.record and (speed := row.record.metric("train/tokens_per_s")):
+            logged.setdefault(_model_key(row.run), []).append(speed)
+    out = {key: (statistics.median(v), f"median of {len(v)} runs of this study") for key, v in logged.items()}
+    for row in table:
+        if _model_key(row.run) not in out:
+            out[_model_key(row.run)] = _measure(row.run)
+    return out
+
+
+def _measure(run: Run) -> tuple[float, str]:
+    """Time a few training steps of a run's config here, untracked, in a scratch folder."""
+    from model.config import from_dict
+    from model.train import train
+
+    with tempfile.TemporaryDirectory() as scratch:
+        config = copy.deepcopy(run.config)
+        config["train"].update(steps=MEASURE_STEPS, log_every=MEASURE_STEPS, out_dir=scratch)
+        config["tracking"]["enabled"] = False
+        speed = train(from_dict(config), evaluate_at_end=False, progress=False)["train/tokens_per_s"]
+    return speed, f"{MEASURE_STEPS} steps timed here, one run alone"

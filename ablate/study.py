@@ -1,0 +1,448 @@
+"""A study: one YAML file, validated as a whole, expanded into runs keyed by what they train.
+
+A run is ``(resolved config, seed)``. Its key, ``<config hash>-s<seed>``, names its folder
+``<study dir>/runs/<key>/`` and tags its MLflow run, so a resubmitted study finds its runs again
+whatever job ids the scheduler hands out. The hash covers the resolved config except the seed
+and the bookkeeping the study fills in itself (``BOOKKEEPING``).
+
+The study folder, ``studies/<name>/`` next to the YAML, holds ``mlflow.db`` (the study's MLflow
+store), ``runs/``, ``submitit/`` (job logs) and ``optuna.journal`` (a search's trials).
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import itertools
+import json
+import re
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from hydra import initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from model.config import CONF_DIR, ConfigError, compose, to_dict
+from model.dataset import DataFormatError
+from model.masking import STRATEGIES
+
+# Config keys the study sets itself; the message says what to use instead.
+BOOKKEEPING = {
+    "train.seed": "list seeds under 'seeds'",
+    "train.out_dir": "runs live in the study folder",
+    "train.threads": "use executor.threads_per_run",
+    "tracking": "every run is tracked in the study's own MLflow store",
+}
+Positive = Annotated[int, Field(ge=1)]
+NonNegative = Annotated[int, Field(ge=0)]
+
+
+class StudyError(ValueError):
+    """A study that cannot run; the message names the file, the key, the value and what is allowed."""
+
+
+class Schema(BaseModel):
+    """Strict: no unknown keys, no silent "3" -> 3 conversions."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+class SearchParam(Schema):
+    type: Literal["float", "int", "categorical"]
+    low: float | None = None
+    high: float | None = None
+    log: bool = False
+    step: float | None = None
+    choices: list[str | int | float | bool | None] | None = None
+
+    @model_validator(mode="after")
+    def _consistent(self) -> SearchParam:
+        if self.type == "categorical":
+            if not self.choices or self.low is not None or self.high is not None:
+                raise ValueError("a categorical parameter needs a non-empty 'choices' list and no low/high")
+            return self
+        if self.low is None or self.high is None or self.choices is not None:
+            raise ValueError(f"a {self.type} parameter needs 'low' and 'high' (and no 'choices')")
+        if not self.low < self.high:
+            raise ValueError(f"low={self.low} must be below high={self.high}")
+        if self.log and (self.low <= 0 or self.step is not None):
+            raise ValueError("log=true needs low > 0 and no step")
+        if self.type == "int" and not all(float(v).is_integer() for v in (self.low, self.high, self.step or 1)):
+            raise ValueError("an int parameter needs integer low, high and step")
+        return self
+
+
+class SearchSpec(Schema):
+    """Optuna search over config keys; each trial is one run with the study's seed."""
+
+    params: dict[str, SearchParam] = Field(min_length=1)
+    trials: Positive
+    metric: str = "eval/loss/mean"
+    direction: Literal["minimize", "maximize"] = "minimize"
+    sampler: Literal["tpe", "random"] = "tpe"
+    pruner: Literal["none", "median"] = "none"
+    intermediate: str = "train/loss"  # what the pruner compares across trials at equal steps
+    seed: int = 0  # the sampler's
+
+    @model_validator(mode="after")
+    def _pruner_direction(self) -> SearchSpec:
+        if self.pruner != "none" and self.direction == "maximize" and self.intermediate.startswith("train/loss"):
+            raise ValueError(f"pruner={self.pruner!r} compares 'intermediate' in the study's direction (maximize); "
+                             f"{self.intermediate!r} is a loss: set an intermediate metric that grows")
+        return self
+
+
+class ExecutorSpec(Schema):
+    kind: Literal["local", "debug", "slurm"] = "local"
+    max_parallel: Positive = 1  # runs at once (local processes, search trials; SLURM array default)
+    threads_per_run: NonNegative = 0  # torch CPU threads per run (0: torch's default)
+    max_retries: NonNegative = 2  # relaunches of a failed run
+    timeout_min: Positive = 60
+    # SLURM (ignored by local and debug, except gpus_per_node and tasks_per_node)
+    partition: str | None = None
+    account: str | None = None
+    gpus_per_node: NonNegative = 0
+    tasks_per_node: Positive | None = None  # default: one per GPU, at least one
+    cpus_per_task: Positive | None = None
+    mem_gb: float | None = Field(default=None, gt=0)
+    array_parallelism: Positive | None = None  # default: max_parallel
+    signal_delay_s: NonNegative = 120  # USR2 this long before the time limit: checkpoint, requeue
+    setup: list[str] = Field(default_factory=list)  # shell lines run in the job first
+    additional: dict[str, str | int | float | bool] = Field(default_factory=dict)  # other sbatch options
+
+
+class ReportSpec(Schema):
+    baseline: dict[str, Any] | None = None  # overrides that identify the baseline configuration
+    metrics: list[str] = Field(default_factory=lambda: ["eval/loss/mean", "eval/acc/mean"], min_length=1)
+
+
+class StudySpec(Schema):
+    """The study file."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    description: str = ""
+    base: dict[str, Any] = Field(default_factory=dict)
+    seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
+    grid: dict[str, Annotated[list[Any], Field(min_length=1)]] = Field(default_factory=dict)
+    variants: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    search: SearchSpec | None = None
+    evaluate: bool = True  # evaluate every run at its end (report metrics come from there)
+    executor: ExecutorSpec = Field(default_factory=ExecutorSpec)
+    report: ReportSpec = Field(default_factory=ReportSpec)
+
+
+@dataclass(frozen=True)
+class Run:
+    """One training run of a study: a resolved config (bookkeeping filled in) and a seed."""
+
+    key: str
+    config_hash: str
+    seed: int
+    settings: dict[str, Any]  # what sets it apart in its study: variant name, grid values or search params
+    overrides: dict[str, Any]  # every study override it was composed from
+    config: dict = field(repr=False)
+
+    @property
+    def out_dir(self) -> Path:
+        return Path(self.config["train"]["out_dir"])
+
+    @property
+    def family(self) -> str:
+        return self.config["masking"]["name"]
+
+    @property
+    def label(self) -> str:
+        return " ".join(f"{k}={v}" for k, v in self.settings.items()) or self.config_hash
+
+
+@dataclass
+class Study:
+    """A validated study file, where it keeps its state, and its runs (a search has none up front)."""
+
+    spec: StudySpec
+    path: Path
+    runs: list[Run] = field(default_factory=list)
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
+    def dir(self) -> Path:
+        return self.path.parent.resolve() / self.spec.name
+
+    @property
+    def store(self) -> str:
+        return f"sqlite:///{self.dir / 'mlflow.db'}"
+
+    def make_run(self, overrides: dict[str, Any], seed: int, settings: dict[str, Any]) -> Run:
+        """Compose and check one run; raises ``ConfigError``/``DataFormatError``."""
+        return self.make_runs(overrides, [seed], settings)[0]
+
+    def make_runs(self, overrides: dict[str, Any], seeds: list[int], settings: dict[str, Any]) -> list[Run]:
+        """One config composed and checked once, then one run per seed."""
+        from model.train import check
+
+        cfg = compose([override(k, v) for k, v in overrides.items()])
+        check(cfg)
+        resolved = to_dict(cfg)
+        digest = config_hash(resolved)
+        runs = []
+        for seed in seeds:
+            key = f"{digest}-s{seed}"
+            config = copy.deepcopy(resolved)
+            config["train"].update(seed=seed, out_dir=str(self.dir / "runs" / key),
+                                   threads=self.spec.executor.threads_per_run)
+            config["tracking"].update(uri=self.store, experiment=self.name, run_name=key, enabled=True)
+            runs.append(Run(key, digest, seed, settings, dict(overrides), config))
+        return runs
+
+
+def config_hash(config: dict) -> str:
+    """12 hex digits of the resolved config, seed and bookkeeping excluded."""
+    identity = copy.deepcopy(config)
+    for dotted in BOOKKEEPING:
+        section, _, leaf = dotted.partition(".")
+        if leaf:
+            identity[section].pop(leaf, None)
+        else:
+            identity.pop(section, None)
+    return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:12]
+
+
+_PLAIN = re.compile(r"[A-Za-z_/][\w\-./]*")
+
+
+def override(key: str, value: Any) -> str:
+    """A Hydra override ``key=value`` for a YAML value (strings quoted unless plainly a word or path)."""
+    return f"{key}={_hydra_value(value)}"
+
+
+def _hydra_value(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, (list, tuple)):
+        return "[" + ",".join(_hydra_value(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ",".join(f"{k}:{_hydra_value(v)}" for k, v in value.items()) + "}"
+    text = str(value)
+    if _PLAIN.fullmatch(text) and text.lower() not in {"true", "false", "null", "nan", "inf"}:
+        return text
+    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+class _Loader(yaml.SafeLoader):
+    """Safe YAML that also reads ``1e-3`` as a float (PyYAML's YAML 1.1 resolver wants ``1.0e-3``)."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:\d[\d_]*\.?\d*|\.\d+)[eE][-+]?\d+$"),
+    list("-+0123456789."),
+)
+
+
+def load_study(path: str | Path) -> Study:
+    """Read, validate and expand a study file; all problems at once in one ``StudyError``."""
+    path = Path(path)
+    where = str(path)
+    try:
+        raw = yaml.load(path.read_text(), Loader=_Loader)
+    except OSError as e:
+        raise StudyError(f"{where}: cannot read the study file ({e.strerror})") from None
+    except yaml.YAMLError as e:
+        raise StudyError(f"{where}: not valid YAML: {e}") from None
+    if not isinstance(raw, dict):
+        raise StudyError(f"{where}: a study file is a mapping with keys {sorted(StudySpec.model_fields)}")
+    problems: list[str] = []
+    try:
+        spec = StudySpec.model_validate(raw)
+    except ValidationError as e:
+        problems = [_describe(err) for err in e.errors()]
+        # Check the rest too: the sections without errors, with defaults for the others.
+        broken = {err["loc"][0] for err in e.errors()}
+        try:
+            spec = StudySpec.model_validate({k: v for k, v in raw.items() if k not in broken})
+        except ValidationError:
+            raise _error(where, problems) from None
+    study = Study(spec, path)
+    found, bad_choices = _check_keys(spec)
+    problems += found
+    problems += _expand(study, bad_choices) if spec.search is None else _check_search(study, bad_choices)
+    if problems:
+        raise _error(where, problems)
+    return study
+
+
+def _error(where: str, problems: list[str]) -> StudyError:
+    unique = list(dict.fromkeys(problems))
+    lines = "\n".join(f"  {where}: {p}" for p in unique)
+    return StudyError(f"{where} is not a valid study ({len(unique)} problem{'s' * (len(unique) > 1)}):\n{lines}")
+
+
+def _describe(err: dict) -> str:
+    """One pydantic error as 'key.path: value: what is wrong; what is allowed'."""
+    loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
+    if err["type"] == "extra_forbidden":
+        return f"{loc}: unknown key; allowed keys here: {', '.join(_fields_at(err['loc'][:-1]))}"
+    if err["type"] == "value_error":
+        return f"{loc}: {err['msg'].removeprefix('Value error, ')}"
+    if err["type"] == "missing":
+        return f"{loc}: required key is missing"
+    return f"{loc}: {err['input']!r}: {err['msg'].replace('Input should', 'should')}"
+
+
+def _fields_at(loc: tuple) -> list[str]:
+    """The keys allowed by the schema at a location (walking models, dicts, lists and optionals)."""
+    node: Any = StudySpec
+    for part in loc:
+        node = node.model_fields[part].annotation if _is_model(node) else typing.get_args(node)[-1]
+        node = _unwrap(node)
+    return list(node.model_fields)
+
+
+def _unwrap(node: Any) -> Any:
+    if typing.get_origin(node) in (typing.Union, types.UnionType):
+        return next((a for a in typing.get_args(node) if _is_model(a)), node)
+    if typing.get_origin(node) is Annotated:
+        return typing.get_args(node)[0]
+    return node
+
+
+def _is_model(node: Any) -> bool:
+    return isinstance(node, type) and issubclass(node, BaseModel)
+
+
+def group_options() -> dict[str, list[str]]:
+    """Config groups (``model``, ``masking``, ...) and their choices, as Hydra sees them."""
+    with initialize_config_dir(str(CONF_DIR), version_base=None):
+        loader = GlobalHydra.instance().config_loader()
+        return {g: sorted(loader.get_group_options(g)) for g in loader.list_groups("") if g != "hydra"}
+
+
+def _sources(spec: StudySpec) -> list[tuple[str, str, list[Any]]]:
+    """Every (study key path, config key, values) the study sets."""
+    out = [(f"base.{k}", k, [v]) for k, v in spec.base.items()]
+    out += [(f"grid.{k}", k, v) for k, v in spec.grid.items()]
+    out += [(f"variants.{n}.{k}", k, [v]) for n, o in spec.variants.items() for k, v in o.items()]
+    if spec.search:
+        out += [(f"search.params.{k}", k, p.choices or []) for k, p in spec.search.params.items()]
+    if spec.report.baseline:
+        out += [(f"report.baseline.{k}", k, [v]) for k, v in spec.report.baseline.items()]
+    return out
+
+
+def _check_keys(spec: StudySpec) -> tuple[list[str], set[tuple[str, str]]]:
+    """Bookkeeping keys, group choices and masking names, before anything is composed.
+
+    Returns the problems and the unknown (key, choice) pairs, whose configurations are not composed.
+    """
+    problems, bad_choices = [], set()
+    groups = group_options()
+    for path, key, values in _sources(spec):
+        bare = key.lstrip("+~")
+        for reserved, instead in BOOKKEEPING.items():
+            if bare == reserved or bare.startswith(reserved + "."):
+                problems.append(f"{path}: set by the study ({instead})")
+        allowed = groups.get(bare) or (sorted(STRATEGIES) if bare == "masking.name" else None)
+        for value in values if allowed else []:
+            if value not in allowed:
+                bad_choices.add((key, value))
+                what = "masking strategy" if bare.startswith("masking") else f"{bare} choice"
+                problems.append(f"{path}: {value!r}: unknown {what}; allowed: {', '.join(allowed)}")
+    if len(set(spec.seeds)) < len(spec.seeds):
+        problems.append(f"seeds: {spec.seeds}: seeds must be distinct")
+    for name, overrides in spec.variants.items():
+        if shared := sorted(set(overrides) & set(spec.grid)):
+            problems.append(f"variants.{name}: sets {shared}, which are also grid axes; set each key in one place")
+    if spec.search and (spec.grid or spec.variants):
+        problems.append("search: a study is either a grid (grid/variants) or a search, not both")
+    if spec.search and len(spec.seeds) > 1:
+        problems.append(f"seeds: {spec.seeds}: a search runs each trial with one seed; list one "
+                        "(re-run the best configuration over seeds as a grid study)")
+    if spec.search and not spec.evaluate and spec.search.metric.startswith("eval/"):
+        problems.append(f"search.metric: {spec.search.metric!r} needs evaluate: true")
+    return problems, bad_choices
+
+
+def _expand(study: Study, skip: set[tuple[str, str]]) -> list[str]:
+    """Fill ``study.runs`` with every (variant x grid point) x seed; returns the problems found."""
+    spec, problems = study.spec, []
+    variants = list(spec.variants.items()) or [(None, {})]
+    for (variant, chosen), point in itertools.product(variants, itertools.product(*spec.grid.values())):
+        axes = dict(zip(spec.grid, point))
+        overrides = {**spec.base, **chosen, **axes}
+        settings = ({"variant": variant} if variant else {}) | axes
+        if _uses(overrides, skip):
+            continue
+        try:
+            study.runs += study.make_runs(overrides, spec.seeds, settings)
+        except (ConfigError, DataFormatError) as e:
+            origin = {**{k: (f"base.{k}", v) for k, v in spec.base.items()},
+                      **{k: (f"variants.{variant}.{k}", v) for k, v in chosen.items()},
+                      **{k: (f"grid.{k}", v) for k, v in axes.items()}}
+            problems.append(_attribute(str(e), origin, settings))
+    if spec.report.baseline and study.runs and not any(matches(r, spec.report.baseline) for r in study.runs):
+        choices = sorted({r.label for r in study.runs})
+        problems.append(f"report.baseline: {spec.report.baseline!r} matches no configuration; configurations: "
+                        f"{choices}")
+    return problems
+
+
+def _check_search(study: Study, skip: set[tuple[str, str]]) -> list[str]:
+    """A search's runs are not known up front: compose base alone and every corner of each parameter."""
+    spec, problems = study.spec, []
+    seed = spec.seeds[0]
+    corners: list[tuple[str, dict[str, Any]]] = [("base", {})]
+    for key, p in spec.search.params.items():
+        values = p.choices if p.type == "categorical" else [_cast(p, p.low), _cast(p, p.high)]
+        corners += [(f"search.params.{key}", {key: v}) for v in values]
+    for where, extra in corners:
+        if _uses({**spec.base, **extra}, skip):
+            continue
+        try:
+            study.make_run({**spec.base, **extra}, seed, extra)
+        except (ConfigError, DataFormatError) as e:
+            origin = {k: (f"base.{k}", v) for k, v in spec.base.items()} | {k: (where, v) for k, v in extra.items()}
+            problems.append(_attribute(str(e), origin, extra))
+    return problems
+
+
+def _uses(overrides: dict[str, Any], pairs: set[tuple[str, str]]) -> bool:
+    return any(isinstance(v, str) and (k, v) in pairs for k, v in overrides.items())
+
+
+def _cast(param: SearchParam, value: float) -> float | int:
+    return int(value) if param.type == "int" else value
+
+
+def _attribute(message: str, origin: dict[str, tuple[str, Any]], settings: dict[str, Any]) -> str:
+    """Name the study key a config error comes from: the longest override key the message mentions,
+    else the override whose (string) value it mentions, such as a missing data folder."""
+    named = [k for k in origin if k.lstrip("+~") in message]
+    named = named or [k for k, (_, v) in origin.items() if isinstance(v, str) and len(v) > 2 and v in message]
+    if named:
+        return f"{origin[max(named, key=len)][0]}: {message}"
+    where = " ".join(f"{k}={v}" for k, v in settings.items())
+    return f"{'configuration ' + where if where else 'base'}: {message}"
+
+
+def matches(run: Run, selector: dict[str, Any]) -> bool:
+    return all(run.overrides.get(k) == v or run.settings.get(k) == v for k, v in selector.items())
+
+
+def find_study_file(name: str) -> Path:
+    """A path, or the name of a study in ``studies/``."""
+    path = Path(name)
+    if not path.exists() and not path.suffix and (Path("studies") / f"{name}.yaml").is_file():
+        return Path("studies") / f"{name}.yaml"
+    return path

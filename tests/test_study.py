@@ -1,0 +1,220 @@
+"""Studies: validation before anything runs, run identity, states, and the local submit/resume/retry/search cycle."""
+
+from __future__ import annotations
+
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from ablate.cli import main, ui_command
+from ablate.dispatch import submit
+from ablate.ledger import Ledger, Record, state
+from ablate.overview import plan_table, status_table
+from ablate.search import Search, open_search
+from ablate.study import StudyError, config_hash, load_study
+from model.config import from_dict
+from model.train import train
+
+TINY = {"model": "tiny", "train.steps": 4, "train.batch_size": 8, "train.log_every": 1, "train.checkpoint_every": 2}
+LOCAL = {"kind": "local", "max_parallel": 2, "threads_per_run": 1}
+
+
+def write_study(tmp_path: Path, data_root, name: str = "s", **sections) -> Path:
+    root, _ = data_root
+    study = {"name": name, "base": {**TINY, "data.root": str(root)}, "evaluate": False, "executor": LOCAL,
+             "report": {"metrics": ["train/loss"]}, **sections}
+    path = tmp_path / f"{name}.yaml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(study, sort_keys=False))
+    return path
+
+
+def test_every_problem_is_reported_with_file_key_value_and_allowed_and_nothing_is_touched(data_root, tmp_path, capsys):
+    path = write_study(tmp_path, data_root, seeds=[0], grid={"masking": ["random", "blockx"], "train.stepz": [1]},
+                       executor={"kind": "local", "max_parallel": 0, "threads_per_run": "one", "gpu": 1})
+    with pytest.raises(StudyError) as e:
+        load_study(path)
+    message = str(e.value)
+    lines = message.splitlines()[1:]
+    assert all(line.strip().startswith(str(path)) for line in lines), message
+    assert "executor.gpu: unknown key; allowed keys here: kind, max_parallel" in message  # wrong key
+    assert "executor.threads_per_run: 'one': should be a valid integer" in message  # wrong type
+    assert "executor.max_parallel: 0: should be greater than or equal to 1" in message  # out of range
+    assert "grid.masking: 'blockx': unknown masking strategy; allowed: " in message  # unknown strategy
+    assert "dirichlet" in message and "random" in message
+    assert "grid.train.stepz: unknown config key 'train.stepz'; allowed keys under 'train':" in message  # composed
+    assert len(lines) == 5
+
+    assert main(["submit", str(path)]) == 2
+    assert "ablate: error: " in capsys.readouterr().err
+    assert not (tmp_path / "s").exists()  # no study folder, no MLflow store, no job
+
+
+def test_bookkeeping_keys_search_ranges_and_a_bad_run_config_are_refused(data_root, tmp_path):
+    path = write_study(tmp_path, data_root, base={**TINY, "data.root": str(data_root[0]), "train.seed": 1},
+                       grid={"masking.input_budget": [64, 5000]}, report={"baseline": {"masking": "block"}})
+    with pytest.raises(StudyError) as e:
+        load_study(path)
+    assert "base.train.seed: set by the study (list seeds under 'seeds')" in str(e.value)
+    assert "grid.masking.input_budget: masking.input_budget=5000: must be an integer from 1 to" in str(e.value)
+    assert "report.baseline: {'masking': 'block'} matches no configuration" in str(e.value)
+
+    search = {"params": {"train.lr": {"type": "float", "low": 1.0, "high": 0.1}}, "trials": 2}
+    with pytest.raises(StudyError, match=r"search.params.train.lr: low=1.0 must be below high=0.1"):
+        load_study(write_study(tmp_path, data_root, name="q", search=search))
+
+
+def test_run_identity_is_stable_seed_separated_and_ignores_bookkeeping(data_root, tmp_path):
+    grid = {"masking": ["random", "dirichlet"]}
+    a = load_study(write_study(tmp_path, data_root, seeds=[0, 1], grid=grid))
+    again = load_study(write_study(tmp_path, data_root, seeds=[0, 1], grid=grid))
+    busier = load_study(write_study(tmp_path / "elsewhere", data_root, seeds=[1], grid=grid,
+                                    executor={**LOCAL, "threads_per_run": 2}))
+    keys = [r.key for r in a.runs]
+    assert keys == [r.key for r in again.runs]
+    assert len(set(keys)) == 4 and len({r.config_hash for r in a.runs}) == 2
+    assert a.runs[0].config_hash == a.runs[1].config_hash and keys[:2] == [f"{a.runs[0].config_hash}-s{s}"
+                                                                         for s in (0, 1)]
+    assert [r.key for r in busier.runs] == [keys[1], keys[3]]  # threads and study folder are not identity
+    assert a.runs[0].out_dir == tmp_path / "s" / "runs" / keys[0]
+    longer = load_study(write_study(tmp_path, data_root, name="t", base={**TINY, "data.root": str(data_root[0]),
+                                                                         "train.steps": 5}, grid=grid))
+    assert longer.runs[0].config_hash != a.runs[0].config_hash
+    assert config_hash(a.runs[0].config) == a.runs[0].config_hash
+    assert from_dict(a.runs[0].config).train.seed == 0  # a run's config is complete and valid
+
+
+def test_variants_are_named_non_cartesian_configurations(data_root, tmp_path):
+    variants = {"dir-a0.5": {"masking": "dirichlet", "masking.input_alphas.rgb": 0.5}, "rand": {"masking": "random"}}
+    study = load_study(write_study(tmp_path, data_root, variants=variants, grid={"train.lr": [1e-3, 2e-3]}))
+    assert [r.label for r in study.runs] == ["variant=dir-a0.5 train.lr=0.001", "variant=dir-a0.5 train.lr=0.002",
+                                              "variant=rand train.lr=0.001", "variant=rand train.lr=0.002"]
+    assert study.runs[0].config["masking"]["input_alphas"]["rgb"] == 0.5
+
+
+def _record(status: str, **tags: str) -> Record:
+    return Record("id", status, tags, {}, None, None)
+
+
+def test_states_from_mlflow_status_and_job_liveness(data_root, tmp_path):
+    assert state(None) == "missing"
+    assert state(_record("SCHEDULED")) == "missing"  # created, never launched
+    assert state(_record("FINISHED")) == "done"
+    assert state(_record("FAILED", executor="local", job_id="1")) == "failed"  # pid 1 is no submitit job
+    assert state(_record("RUNNING", executor="local", job_id="999999999")) == "interrupted"
+    assert state(_record("KILLED", pruned="1")) == "pruned"
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)", "submitit"])
+    try:
+        while not Path(f"/proc/{sleeper.pid}/cmdline").read_bytes():  # exec still in progress
+            time.sleep(0.01)
+        assert state(_record("RUNNING", executor="local", job_id=str(sleeper.pid))) == "running"
+        assert state(_record("SCHEDULED", executor="local", job_id=str(sleeper.pid))) == "queued"
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+
+    study = load_study(write_study(tmp_path, data_root, seeds=[0, 1]))
+    plan = plan_table(study)
+    assert plan.count("missing") == 2 and "tokens/s" in plan
+    assert not (tmp_path / "s" / "mlflow.db").exists()  # plan reads, never creates
+
+
+def _metric_steps(ledger: Ledger, run_id: str) -> list[int]:
+    return sorted(m.step for m in ledger.client.get_metric_history(run_id, "train/loss"))
+
+
+def test_submit_resumes_interrupted_runs_and_resubmission_skips_finished_ones(data_root, tmp_path):
+    path = write_study(tmp_path, data_root, seeds=[0, 1], grid={"masking": ["random", "dirichlet"]},
+                       report={"baseline": {"masking": "random"}, "metrics": ["train/loss"]})
+    study = load_study(path)
+    # One run was interrupted after a checkpoint, as a killed job would leave it.
+    victim = study.runs[0]
+    ledger = Ledger(study)
+    record = ledger.prepare(victim, None, ledger.parent_id(), {})
+    train(from_dict(victim.config), evaluate_at_end=False, progress=False, until_step=2)
+    assert state(ledger.record(record.run_id)) == "interrupted"
+
+    started = time.monotonic()
+    assert set(submit(study, progress=False).values()) == {"done"}
+    print(f"4 local runs: {time.monotonic() - started:.1f} s")
+    records = ledger.records()
+    assert len(records) == 4 and records[victim.key].run_id == record.run_id  # the same MLflow run continued
+    assert _metric_steps(ledger, record.run_id) == [1, 2, 3, 4]
+    for run in study.runs:
+        rec = records[run.key]
+        assert rec.status == "FINISHED" and rec.tags["run_key"] == run.key and rec.tags["family"] == run.family
+        assert rec.tags["mlflow.parentRunId"] == ledger.parent_id() and rec.tags["seed"] == str(run.seed)
+        assert {"config_hash", "code_version", "study"} <= set(rec.tags)
+        assert (run.out_dir / "mlflow_run_id").read_text() == rec.run_id
+    assert "done" in status_table(study) and "4/4" in status_table(study)
+
+    folders = {p: p.stat().st_mtime_ns for p in (tmp_path / "s" / "runs").rglob("*")}
+    assert set(submit(load_study(path), progress=False).values()) == {"done"}
+    assert ledger.records() == records  # no new MLflow run, nothing re-logged
+    assert {p: p.stat().st_mtime_ns for p in (tmp_path / "s" / "runs").rglob("*")} == folders
+    assert len(list((tmp_path / "s" / "submitit").glob("*/*_submitted.pkl"))) == 4  # nothing launched again
+
+
+def test_a_failing_run_is_retried_up_to_the_bound(data_root, tmp_path):
+    broken = tmp_path / "broken"  # passes the spec check, fails when the job loads the training split
+    broken.mkdir()
+    shutil.copy(Path(data_root[0]) / "spec.json", broken / "spec.json")
+    path = write_study(tmp_path, data_root, base={**TINY, "data.root": str(broken)},
+                       executor={**LOCAL, "max_retries": 1})
+    study = load_study(path)
+    assert list(submit(study, progress=False).values()) == ["failed"]
+    (record,) = Ledger(study).records().values()
+    assert record.status == "FAILED" and record.retries == 1
+    assert len(list((tmp_path / "s" / "submitit").glob("*/*_submitted.pkl"))) == 2  # first try + one retry
+
+    assert list(submit(load_study(path), progress=False).values()) == ["failed"]  # retries spent: not launched
+    assert Ledger(study).records()[record.tags["run_key"]].retries == 1
+    assert len(list((tmp_path / "s" / "submitit").glob("*/*_submitted.pkl"))) == 2
+
+
+def _finished(study_path: Path) -> dict[int, tuple[dict, float]]:
+    search = open_search(load_study(study_path))
+    return {t.number: (t.params, t.value) for t in search.get_trials() if t.state.name == "COMPLETE"}
+
+
+def test_a_killed_search_restarts_without_losing_finished_trials(data_root, tmp_path):
+    search = {"params": {"train.lr": {"type": "float", "low": 1e-4, "high": 1e-2, "log": True},
+                         "masking": {"type": "categorical", "choices": ["random", "dirichlet"]}},
+              "trials": 2, "metric": "train/loss", "sampler": "random", "pruner": "median"}
+    path = write_study(tmp_path, data_root, search=search, executor={**LOCAL, "max_parallel": 1})
+    journal = tmp_path / "s" / "optuna.journal"
+    submitter = subprocess.Popen([sys.executable, "-m", "ablate.cli", "submit", str(path)],
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while not (journal.exists() and _finished(path)):
+        assert time.monotonic() < deadline and submitter.poll() is None
+        time.sleep(0.5)
+    submitter.send_signal(signal.SIGKILL)
+    submitter.wait()
+    before = _finished(path)
+
+    study = load_study(path)
+    result = Search(study, progress=False).run()
+    trials = result.get_trials()
+    assert len(trials) == 2 and all(t.state.name == "COMPLETE" for t in trials)
+    assert {n: v for n, v in _finished(path).items() if n in before} == before
+    records = Ledger(study).records()
+    assert len(records) == 2 and {t.user_attrs["run_key"] for t in trials} == set(records)
+
+    journal.unlink()  # trials lost: the finished MLflow runs come back as trials, nothing is re-run
+    again = Search(load_study(path), progress=False).run()
+    assert sorted(t.value for t in again.get_trials()) == sorted(t.value for t in trials)
+    assert Ledger(study).records().keys() == records.keys()
+
+
+def test_ui_serves_the_study_store_on_localhost(data_root, tmp_path):
+    study = load_study(write_study(tmp_path, data_root))
+    cmd = ui_command(study.store, 5123)
+    assert cmd[1:4] == ["-m", "mlflow", "ui"] and cmd[cmd.index("--backend-store-uri") + 1] == study.store
+    assert cmd[cmd.index("--host") + 1] == "127.0.0.1" and cmd[cmd.index("--port") + 1] == "5123"

@@ -51,6 +51,7 @@ def generate(args: argparse.Namespace) -> None:
     from model.build import load_tokenizers, scene_config
     from model.checkpoint import load_run
     from model.dataset import DatasetSpec, load_split
+    from model.evaluate import decode_tokens
     from model.generate import generate as run_generation
     from model.modalities import MODALITIES
     from model.scenes import render
@@ -68,12 +69,9 @@ def generate(args: argparse.Namespace) -> None:
     spec_scene = scene_config(DatasetSpec.load(cfg.data.root))
     scenes = render(spec_scene, cfg.data.seed, "val", idx)
 
-    def native(name, tokens):
-        return tokenizers[name].decode(tokens.numpy().reshape(len(idx), *specs[name].array_shape))
-
     path = generation_figure(
-        {m: native(m, t) for m, t in given.items()},
-        {m: native(m, t) for m, t in out.tokens.items()},
+        {m: decode_tokens(tokenizers[m], specs[m], t) for m, t in given.items()},
+        {m: decode_tokens(tokenizers[m], specs[m], t) for m, t in out.tokens.items()},
         {m: MODALITIES[m].truth(spec_scene, scenes) for m in args.targets},
         args.out,
         canvas=spec_scene.canvas,

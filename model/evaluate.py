@@ -97,7 +97,7 @@ def _flat(task: str, scores: dict[str, float]) -> dict[str, float]:
     return {f"{task}/{k}": v for k, v in scores.items()}
 
 
-def _decode(tokenizer: Any, spec: ModalitySpec, tokens: torch.Tensor) -> Any:
+def decode_tokens(tokenizer: Any, spec: ModalitySpec, tokens: torch.Tensor) -> Any:
     """int64 [B, N_m] -> native values (images reshaped to their grid first)."""
     return tokenizer.decode(tokens.cpu().numpy().reshape(len(tokens), *spec.array_shape))
 
@@ -210,7 +210,7 @@ def evaluate(
             generator = torch.Generator().manual_seed(seed)
             parts = [generate(model, specs, {src: p}, [dst], generator, steps) for p in val[src].split(batch_size)]
             ids = torch.cat([part.tokens[dst] for part in parts])
-            generated[dst] = _decode(tokenizers[dst], specs[dst], ids)
+            generated[dst] = decode_tokens(tokenizers[dst], specs[dst], ids)
             metrics |= _flat(task, score(task, generated[dst], truth))
         if "rgb" in specs:
             metrics["probe/count_acc"] = _probe(
@@ -302,5 +302,5 @@ def token_ceilings(data_root: str | Path, num_samples: int = 500) -> dict[str, f
     val = load_split(data_root, "val", sorted({dst for _, dst in TASKS.values()}))
     metrics = {}
     for task, (_, dst) in TASKS.items():
-        metrics |= _flat(task, score(task, _decode(tokenizers[dst], spec.modalities[dst], val[dst][:num]), truth))
+        metrics |= _flat(task, score(task, decode_tokens(tokenizers[dst], spec.modalities[dst], val[dst][:num]), truth))
     return metrics

@@ -210,8 +210,9 @@ def train(
                     if accelerator.sync_gradients:
                         scheduler.step()
                     optimizer.zero_grad(set_to_none=True)
-                # Adaptive strategies mask the global batch, so they learn from every process's losses.
-                setup.masking.observe(*_global(accelerator, dec, token_loss))
+                if setup.masking.learns_from_losses:
+                    # They mask the global batch, so they learn from every process's losses.
+                    setup.masking.observe(*_global(accelerator, dec, token_loss))
                 tokens_seen += int((~enc.pad).sum() + (~dec.pad).sum()) * world
                 for k, v in per_mod.items():
                     per_mod_sum[k] = per_mod_sum.get(k, 0.0) + float(v.detach()) / t.grad_accum

@@ -108,6 +108,9 @@ class MaskingStrategy(ABC):
             self.params = params
             self.configure()
 
+    # Families that learn from training losses set this, so the trainer only gathers losses for them.
+    learns_from_losses: ClassVar[bool] = False
+
     def observe(self, dec: DecoderInput, token_loss: torch.Tensor) -> None:  # noqa: B027 (a no-op hook)
         """Called after every step with the detached per-slot loss float [B, Ld] (pad slots ignored)."""
 

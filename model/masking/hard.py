@@ -41,6 +41,8 @@ def _number_in(key: str, value: Any, low: float, high: float, low_open: bool, hi
 
 @register("hard")
 class HardMasking(MaskingStrategy):
+    learns_from_losses = True
+
     @dataclass
     class Params(MaskingStrategy.Params):
         random_fraction: Any = field(default_factory=lambda: {"schedule": "linear", "start": 1.0, "end": 0.5})

@@ -133,6 +133,18 @@ def ui(args: argparse.Namespace) -> None:
     subprocess.run(cmd, check=False)
 
 
+def explore(args: argparse.Namespace) -> None:
+    import torch
+
+    from ablate.explorer.explorer import Explorer
+    from ablate.explorer.server import server
+
+    torch.set_num_threads(args.threads)
+    explorer = Explorer(_study(args), reports=args.reports)
+    print(f"explorer for {explorer.study.name} on http://{args.host}:{args.port} (Ctrl-C to stop)")
+    server(explorer, args.host, args.port).run()
+
+
 def ui_command(store: str, port: int) -> list[str]:
     return [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", store, "--host", "127.0.0.1",
             "--port", str(port)]
@@ -209,6 +221,22 @@ def parser() -> argparse.ArgumentParser:
     u.add_argument("study", help=study_help)
     u.add_argument("--port", type=int, default=5000, help="port (default 5000)")
     u.set_defaults(func=ui)
+    ex = sub.add_parser(
+        "explore", help="a local web page: what each strategy's best model sees, predicts and attends to",
+        description="Serve a page over a finished study: pick a scene (held-out, new from a seed, or a typed "
+        "caption), what is given and predicted, paint a hidden region, and compare side by side each masking "
+        "family's predictions, confidence, attention and encoder features. Each family is represented by its "
+        "best finished run by the study's objective: the search metric (and direction) of a search study, else "
+        "the first of report.metrics (minimized if it is a loss or abs_rel, else maximized).")
+    ex.add_argument("study", help=study_help)
+    ex.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    ex.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
+    ex.add_argument("--reports", type=Path, default=Path("reports"),
+                    help="folder holding the reports of `ablate report` (default reports/; the page links "
+                    "REPORTS/STUDY/)")
+    ex.add_argument("--threads", type=int, default=1,
+                    help="torch CPU threads (default 1: the page's forward passes are small; more threads contend)")
+    ex.set_defaults(func=explore)
     return p
 
 

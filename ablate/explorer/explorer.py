@@ -20,7 +20,7 @@ from ablate.explorer.features import ATTRIBUTES, Projection, attribute_labels
 from ablate.explorer.predict import Query, predict, rounded
 from ablate.explorer.requests import FeaturesRequest, PredictRequest, SceneRequest
 from ablate.explorer.scenes import Scene, SceneError, SceneSource
-from ablate.study import Study
+from ablate.study import Study, StudyError
 from model.attention import layer_index
 from model.evaluate import decode_tokens, encoder_features
 from model.scenes import render
@@ -39,7 +39,10 @@ class Explorer:
         self.strategies: dict[str, Strategy] = load_strategies(study)
         first = next(iter(self.strategies.values()))
         self.specs = first.specs
-        self.source = SceneSource(first.cfg.data.root)
+        try:
+            self.source = SceneSource(first.cfg.data.root)
+        except SceneError as e:
+            raise StudyError(f"{study.path}: {e}") from None
         self.report_dir = (Path(reports) / study.name).resolve()
         grids = {s.grid for s in self.specs.values() if s.kind == "image"}
         self.paint_grid: tuple[int, int] | None = next(iter(grids)) if len(grids) == 1 else None

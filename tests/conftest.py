@@ -34,7 +34,7 @@ def explore_study(data_root, tmp_path_factory):
         "variants": {"random": {"masking": "random"}, "random-lr": {"masking": "random", "train.lr": 0.02},
                      "block": {"masking": "block"}, "hard": {"masking": "hard"}},
         "evaluate": False,
-        "executor": {"kind": "local", "max_parallel": 2, "threads_per_run": 1},
+        "executor": {"kind": "debug"},  # in this process: no interpreter start per run
         "report": {"metrics": ["train/loss"]},
     }
     path = folder / "explore.yaml"

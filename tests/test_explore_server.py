@@ -152,7 +152,7 @@ def test_scenes_from_a_seed_and_from_a_typed_caption(explore_server):
 
 
 @pytest.mark.parametrize("body, status, message", [
-    (b"{not json", 422, "JSON decode error"),
+    (b"{not json", 422, "the body is not valid JSON: Expecting property name"),
     ({**BASE, "scene": {"index": "3"}}, 422, "scene.index: Input should be a valid integer"),
     ({**BASE, "scene": {"index": -1}}, 422, "scene.index: Input should be greater than or equal to 0"),
     ({**BASE, "stategies": FAMILIES}, 422, "stategies: Extra inputs are not permitted"),

@@ -49,6 +49,7 @@ def rounded(x: torch.Tensor, decimals: int = 3) -> list:
 
 @torch.no_grad()
 def predict(strategy: Strategy, query: Query, tokenizers: dict[str, Any]) -> dict:
+    """The strategy's column of the page: its run, predictions, attention and training masks (module docstring)."""
     model, specs = strategy.model, strategy.specs
     given = {m: query.scene.tokens[m] for m in query.given}
     out = generate(model, specs, given, query.targets, torch.Generator().manual_seed(GENERATION_SEED),
@@ -81,15 +82,16 @@ def _attention(strategy: Strategy, query: Query, generated: dict[str, torch.Tens
     self_weights, features = encoder_attention(model, enc, query.layer)
     cross_weights = cross_attention(model, enc, dec, query.layer, features)
     real = ~enc.pad[0]  # pack_present gives one pad slot when nothing at all is given
-    keys = {"modality": [model.names[i] for i in enc.modality[0, real]], "position": enc.position[0, real].tolist()}
+    keys = {"modality": [model.names[i] for i in enc.modality[0, real].tolist()],
+            "position": enc.position[0, real].tolist()}
     encoder = self_weights[0].mean(0)[real][:, real]  # [Le, Le], heads averaged
     rows = cross_weights[0].mean(0)[:, real]  # [Ld, Le]
     cross = {}
     for m in query.targets:
         per_position: list[list[float] | None] = [None] * specs[m].num_tokens
         slots = ((dec.modality[0] == model.names.index(m)) & ~dec.pad[0]).nonzero()[:, 0]
-        for slot, row in zip(dec.position[0, slots].tolist(), rounded(rows[slots])):
-            per_position[slot] = row
+        for position, row in zip(dec.position[0, slots].tolist(), rounded(rows[slots])):
+            per_position[position] = row
         cross[m] = per_position
     return {"keys": keys, "encoder": rounded(encoder), "cross": cross}
 

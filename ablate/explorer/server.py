@@ -41,6 +41,9 @@ def _describe(errors: list[dict]) -> str:
     """pydantic's errors as 'key.path: what is wrong' lines."""
     lines = []
     for err in errors:
+        if err["type"] == "json_invalid":
+            lines.append(f"the body is not valid JSON: {err.get('ctx', {}).get('error', err['msg'])}")
+            continue
         loc = ".".join(str(p) for p in err["loc"] if p != "body") or "body"
         lines.append(f"{loc}: {err['msg']}")
     return "; ".join(dict.fromkeys(lines))

@@ -136,9 +136,8 @@ const withEos = (words) => [...words, "[EOS]"];
 
 // ---------- the attention rows ----------
 
-// An attention row over the encoder slots -> per given modality, a Map position -> weight.
-function byModality(row) {
-  const keys = state.result.strategies[state.strategies[0]].attention.keys;
+// An attention row over the encoder slots (named by `keys`) -> per given modality, a Map position -> weight.
+function byModality(row, keys) {
   const out = {};
   keys.modality.forEach((m, slot) => {
     out[m] = out[m] || new Map();
@@ -148,9 +147,8 @@ function byModality(row) {
 }
 
 // "rgb #12 (0.081)": the slot a row attends to most.
-function peak(row) {
+function peak(row, keys) {
   if (!row || !row.length) return "";
-  const keys = state.result.strategies[state.strategies[0]].attention.keys;
   const best = row.indexOf(Math.max(...row));
   return `; most: ${keys.modality[best]} #${keys.position[best]} (${row[best].toFixed(3)})`;
 }
@@ -162,9 +160,9 @@ function meanRows(matrix) {
 }
 
 // Tiles of the given inputs with `row` (weights over encoder slots) as a spotlight.
-function attentionTiles(row, {title, marked, onToken}) {
+function attentionTiles(row, keys, {title, marked, onToken}) {
   const scene = state.result.scene;
-  const weights = row ? byModality(row) : {};
+  const weights = row ? byModality(row, keys) : {};
   return state.given.map((m) => {
     const w = weights[m] || new Map();
     const max = Math.max(0, ...w.values());
@@ -259,14 +257,14 @@ function renderColumn(name) {
     el("div", {class: "row training-masks"}, ...trainingMaskTiles(column)),
     el("div", {class: "row-title"}, `encoder self-attention, layer ${layer}: `
       + (querySlot >= 0 ? `from ${state.query.modality} #${state.query.position} (click it again for the mean)`
-        : "received, mean over queries (click a token to attend from it)") + peak(encoderRow)),
-    el("div", {class: "row encoder-attention"}, ...attentionTiles(encoderRow, {
+        : "received, mean over queries (click a token to attend from it)") + peak(encoderRow, attention.keys)),
+    el("div", {class: "row encoder-attention"}, ...attentionTiles(encoderRow, attention.keys, {
       title: "self-attention", marked: querySlot >= 0 ? state.query : null, onToken: pickQuery,
     })),
     el("div", {class: "row-title"}, `decoder cross-attention, layer ${layer}: from ${targetName}`
-      + (crossRow ? peak(crossRow) : " (given, not predicted)")),
+      + (crossRow ? peak(crossRow, attention.keys) : " (given, not predicted)")),
     el("div", {class: "row cross-attention", "data-target": targetName},
-      ...attentionTiles(crossRow, {title: `from ${targetName}`})),
+      ...attentionTiles(crossRow, attention.keys, {title: `from ${targetName}`})),
   );
 }
 
@@ -435,7 +433,7 @@ function keepSelectionsValid() {
     const center = spec.kind === "image" ? Math.floor(spec.grid[0] / 2) * spec.grid[1] + Math.floor(spec.grid[1] / 2) : 0;
     state.target = {modality: first, position: center};
   }
-  const keys = state.result.strategies[state.strategies[0]].attention.keys;
+  const keys = Object.values(state.result.strategies)[0].attention.keys; // the same inputs for every strategy
   const present = state.query && keys.modality.some((m, s) => m === state.query.modality && keys.position[s] === state.query.position);
   if (!present) state.query = null;
 }

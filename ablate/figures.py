@@ -18,17 +18,13 @@ import pandas as pd
 import seaborn as sns
 from tqdm import tqdm
 
-from ablate.directions import ARROWS, direction
+from ablate.directions import direction
 from ablate.stats import t_interval
-from ablate.table import short
+from ablate.table import MARKDOWN, metric_label, short
 
 MASK_FIGURE = "masks/mask_frequency.png"  # the artifact model/train.py logs
 MAX_ANNOTATED_ROWS = 40
 PNG_DPI = 120
-
-
-def metric_label(metric: str) -> str:
-    return f"{metric.removeprefix('eval/')} {ARROWS[direction(metric)]}"
 
 
 def draw(name: str, figure: plt.Figure, out: Path) -> list[Path]:
@@ -71,7 +67,7 @@ def metrics_figure(per_seed: pd.DataFrame, metrics: list[str], keys: list[str]) 
                           marker="D", capsize=0.15, ax=ax)
             ax.tick_params(axis="x", labelrotation=20 if part[x].str.len().max() > 9 else 0)
         ax.set_xlabel(short(x) if x in keys else "configuration")
-        ax.set_ylabel(metric_label(metric))
+        ax.set_ylabel(metric_label(metric, MARKDOWN))
     handles, labels = axes.flat[0].get_legend_handles_labels()
     for ax in axes.flat[: len(metrics)]:
         if ax.get_legend() is not None:
@@ -136,7 +132,7 @@ def deltas_figure(long: pd.DataFrame, metrics: list[str], precision: int) -> plt
                 vmin=-limit or -1, vmax=limit or 1, linewidths=0.5 if annotate else 0,
                 yticklabels=1 if annotate else -(-len(labels) // MAX_ANNOTATED_ROWS),  # every k-th label
                 cbar_kws={"label": "improvement (%)"}, ax=ax)
-    ax.set_xticklabels([metric_label(m) for m in metrics], rotation=25, ha="right")
+    ax.set_xticklabels([metric_label(m, MARKDOWN) for m in metrics], rotation=25, ha="right")
     ax.tick_params(axis="y", labelrotation=0)
     ax.set_xlabel("")
     ax.set_ylabel("")

@@ -7,7 +7,7 @@
     *.pdf, *.png          the figures (``ablate/figures.py``)
 
 Numbers come from finished runs only (MLflow status FINISHED): a failed or missing seed lowers n, which
-the table shows against the planned count.
+the table shows against the planned count. Runs of configurations the study file no longer has are left out.
 """
 
 from __future__ import annotations
@@ -122,13 +122,16 @@ def planned_runs(study: Study) -> pd.DataFrame:
 
 
 def _check_logged(study: Study, metrics: list[str], logged: pd.DataFrame) -> None:
+    """Every metric must have been logged by some run (MLflow's names: ``rgb->depth`` is ``rgb-_depth``)."""
     names = set(logged["metric"])
     for metric in metrics:
-        if metric_name(metric) not in names:
-            prefix = metric.split("/")[0] + "/"
-            near = sorted(n for n in names if n.startswith(prefix)) or sorted(names)
-            raise ReportError(f"report.metrics: {metric!r}: no run of study {study.name!r} logged it; metrics "
-                              f"logged{' under ' + prefix if near[0].startswith(prefix) else ''}: {', '.join(near)}")
+        if metric_name(metric) in names:
+            continue
+        prefix = metric.split("/")[0] + "/"
+        near = sorted(n for n in names if n.startswith(prefix))
+        found = f"under {prefix}: {', '.join(near)}" if near else f": {', '.join(sorted(names)) or 'none yet'}"
+        raise ReportError(f"report.metrics: {metric!r}: no run of study {study.name!r} logged it; metrics logged "
+                          + found)
 
 
 def _baseline(study: Study, spec: ReportSpec, plan: pd.DataFrame, finished: pd.DataFrame) -> str:

@@ -111,14 +111,13 @@ def masks_figure(images: dict[str, Path]) -> plt.Figure:
     return figure
 
 
-def deltas_figure(long: pd.DataFrame, metrics: list[str], precision: int) -> plt.Figure:
-    """long: ``stats.compare``'s rows with label and baseline; the baseline's own row is left out."""
+def deltas_figure(long: pd.DataFrame, metrics: list[str], precision: int, baseline: str) -> plt.Figure:
+    """long: ``stats.compare``'s rows with label and baseline; the baselines' own rows are left out."""
     rows = long[~long["baseline"]]
-    baseline_label = long.loc[long["baseline"], "label"].iloc[0]
     labels = list(dict.fromkeys(rows["label"].astype(str)))
-    base = long[long["baseline"]].set_index("metric")["mean"]
     sign = np.array([1.0 if direction(m) == "higher" else -1.0 for m in rows["metric"]])
-    improvement = 100 * sign * rows["delta"].to_numpy() / np.abs(base.reindex(rows["metric"]).to_numpy())
+    base = (rows["mean"] - rows["delta"]).abs().to_numpy()  # the baseline's mean
+    improvement = 100 * sign * rows["delta"].to_numpy() / base
     text = [f"{d:+.{precision}f}{'*' * bool(s)}" if np.isfinite(d) else "–"
             for d, s in zip(rows["delta"], rows["significant"])]
     frame = rows.assign(improvement=improvement, text=text, label=rows["label"].astype(str))
@@ -136,13 +135,13 @@ def deltas_figure(long: pd.DataFrame, metrics: list[str], precision: int) -> plt
     ax.tick_params(axis="y", labelrotation=0)
     ax.set_xlabel("")
     ax.set_ylabel("")
-    ax.set_title(f"Difference from the baseline ({baseline_label}); * significant after correction;\n"
+    ax.set_title(f"Difference from the baseline ({baseline}); * significant after correction;\n"
                  "colour: relative change in the metric's better direction", fontsize=10)
     return figure
 
 
 def draw_all(per_seed: pd.DataFrame, curves: pd.DataFrame, masks: dict[str, Path], long: pd.DataFrame,
-             keys: list[str], metrics: list[str], precision: int, out: Path) -> list[Path]:
+             keys: list[str], metrics: list[str], precision: int, baseline: str, out: Path) -> list[Path]:
     """Every figure the data allow (no curves logged, no mask maps, or no configuration but the baseline:
     that figure is left out)."""
     todo = {"metrics": lambda: metrics_figure(per_seed, metrics, keys)}
@@ -151,7 +150,7 @@ def draw_all(per_seed: pd.DataFrame, curves: pd.DataFrame, masks: dict[str, Path
     if masks:
         todo["masks"] = lambda: masks_figure(masks)
     if (~long["baseline"]).any():
-        todo["deltas"] = lambda: deltas_figure(long, metrics, precision)
+        todo["deltas"] = lambda: deltas_figure(long, metrics, precision, baseline)
     paths = []
     with sns.axes_style("whitegrid"), sns.plotting_context("paper", font_scale=1.15):
         for name, make in tqdm(todo.items(), desc="figures", unit="figure", leave=False):

@@ -25,7 +25,7 @@ from ablate import snapshot
 from ablate.directions import direction
 from ablate.stats import aggregate, compare
 from ablate.study import ReportSpec, Study, StudyError, layout_problems, matches, settings_keys
-from ablate.table import LATEX, MARKDOWN, Layout, Markup, to_latex, to_markdown, wide
+from ablate.table import LATEX, MARKDOWN, Layout, Markup, short, to_latex, to_markdown, wide
 from ablate.tracking import metric_name
 
 CORRECTIONS = {"holm": "Holm", "bh": "Benjamini-Hochberg"}
@@ -52,19 +52,22 @@ def make_report(study: Study, spec: ReportSpec, out: Path, figures: bool = True)
     finished = snap.runs[snap.runs["status"] == "FINISHED"][["run_id", "run_key"]].merge(
         plan, left_on="run_key", right_on="key")
     _check_logged(study, spec.metrics, snap.metrics)
-    baseline = _baseline(study, spec, plan, finished)
+    baselines, baseline = _baselines(study, spec, plan, finished)
 
     names = {metric_name(m): m for m in spec.metrics}
     values = snap.metrics[snap.metrics["metric"].isin(names)].merge(finished, on="run_id")
     values = values.assign(metric=values["metric"].map(names))[["config", "seed", "metric", "value"]]
     summary = aggregate(values, plan.groupby("config", sort=False).size(), spec.metrics)
-    result = compare(values, summary, baseline, {m: direction(m) for m in spec.metrics}, spec.correction, spec.alpha)
     configs = plan.drop_duplicates("config").set_index("config").drop(columns=["key", "seed"])
-    long = result.reset_index().join(configs, on="config").assign(baseline=lambda t: t["config"] == baseline)
+    column_groups = {c: tuple(row) for c, row in zip(configs.index, configs[spec.columns].itertuples(index=False))}
+    result = compare(values, summary, baselines, {m: direction(m) for m in spec.metrics}, spec.correction,
+                     spec.alpha, column_groups)
+    long = result.reset_index().join(configs, on="config")
+    long["baseline"] = long["config"].map(baselines) == long["config"]  # a baseline itself
 
     out.mkdir(parents=True, exist_ok=True)
     provenance = _provenance(study, snap.runs, finished)
-    markdown, files = _write_tables(study, spec, long, provenance, out)
+    markdown, files = _write_tables(study, spec, long, baseline, provenance, out)
     if figures:
         from ablate.figures import MASK_FIGURE, draw_all
 
@@ -72,11 +75,11 @@ def make_report(study: Study, spec: ReportSpec, out: Path, figures: bool = True)
         found = snapshot.artifacts(study, list(first["run_id"]), MASK_FIGURE)
         masks = {str(f): found[r] for f, r in zip(first["family"], first["run_id"]) if r in found}
         files += draw_all(values.join(configs, on="config"), snap.curves.merge(finished, on="run_id"), masks, long,
-                          settings_keys(study.spec), spec.metrics, spec.precision, out)
+                          settings_keys(study.spec), spec.metrics, spec.precision, baseline, out)
     return Report(out, markdown, files)
 
 
-def _write_tables(study: Study, spec: ReportSpec, long: pd.DataFrame, provenance: str,
+def _write_tables(study: Study, spec: ReportSpec, long: pd.DataFrame, baseline: str, provenance: str,
                   out: Path) -> tuple[str, list[Path]]:
     """table.md, table.tex and summary.csv; returns the Markdown and the paths."""
     keys = settings_keys(study.spec)
@@ -84,7 +87,6 @@ def _write_tables(study: Study, spec: ReportSpec, long: pd.DataFrame, provenance
                     spec.columns, spec.metrics, spec.precision)
     caption = spec.caption or study.spec.description or study.name
     tests = int(np.isfinite(long["p"]).sum())
-    baseline = str(long.loc[long["baseline"], "label"].iloc[0])
     markdown = f"**{caption}**\n\n" + to_markdown(wide(long, layout, MARKDOWN),
                                                    _legend(spec, baseline, tests, MARKDOWN) + "\n\n" + provenance)
     latex = to_latex(wide(long, layout, LATEX), LATEX.escape(caption), spec.label or f"tab:{study.name}",
@@ -134,24 +136,37 @@ def _check_logged(study: Study, metrics: list[str], logged: pd.DataFrame) -> Non
                           + found)
 
 
-def _baseline(study: Study, spec: ReportSpec, plan: pd.DataFrame, finished: pd.DataFrame) -> str:
-    """The config hash of the one configuration ``spec.baseline`` picks (default: the study's first)."""
-    labels = dict(zip(plan["config"], plan["label"].astype(str)))
+def _baselines(study: Study, spec: ReportSpec, plan: pd.DataFrame, finished: pd.DataFrame) -> tuple[dict, str]:
+    """Each configuration's baseline (config hash -> config hash), and how the legend names it.
+
+    ``report.baseline`` picks one configuration (default: the study's first), or several that differ in some
+    settings (``{masking: random}`` in a masking x budget grid): each configuration is then compared with the
+    picked one that has its own values of those settings (random at the same budget)."""
+    runs = {r.config_hash: r for r in study.runs}
+    labels = {config: run.label for config, run in runs.items()}
     if spec.baseline is None:
-        config = plan["config"].iloc[0]
+        picked = [plan["config"].iloc[0]]
     else:
-        picked = list(dict.fromkeys(r.config_hash for r in study.runs if matches(r, spec.baseline)))
-        if len(picked) != 1:
-            raise ReportError(f"report.baseline: {spec.baseline!r} matches {len(picked)} configurations of study "
-                              f"{study.name!r} ({[labels[c] for c in picked]}); it must pick one of: "
-                              f"{list(dict.fromkeys(labels.values()))}")
-        config = picked[0]
-    if config not in set(finished["config"]):
-        done = list(dict.fromkeys(finished["label"].astype(str)))
-        raise ReportError(f"report.baseline: {labels[config]!r} has no finished run (0 of "
-                          f"{int((plan['config'] == config).sum())} planned); configurations with finished runs: "
-                          f"{done or 'none yet'}")
-    return config
+        picked = [config for config, run in runs.items() if matches(run, spec.baseline)]
+    if not picked:
+        raise ReportError(f"report.baseline: {spec.baseline!r} matches no configuration of study {study.name!r}; "
+                          f"configurations: {list(labels.values())}")
+    free = [k for k in settings_keys(study.spec) if len({str(runs[c].settings.get(k)) for c in picked}) > 1]
+    out = {}
+    for config, run in runs.items():
+        same = [b for b in picked if all(runs[b].settings.get(k) == run.settings.get(k) for k in free)]
+        if not same:
+            raise ReportError(f"report.baseline: {spec.baseline!r} picks {[labels[b] for b in picked]}, which differ "
+                              f"in {free}; {labels[config]!r} has none at its own {free}")
+        out[config] = same[0]
+    done = set(finished["config"])
+    if missing := [b for b in dict.fromkeys(out.values()) if b not in done]:
+        raise ReportError(f"report.baseline: {labels[missing[0]]!r} has no finished run (0 of "
+                          f"{int((plan['config'] == missing[0]).sum())} planned); configurations with finished runs: "
+                          f"{[labels[c] for c in dict.fromkeys(finished['config'])] or 'none yet'}")
+    if not free:
+        return out, labels[picked[0]]
+    return out, " ".join(f"{k}={v}" for k, v in spec.baseline.items()) + f" at the same {', '.join(map(short, free))}"
 
 
 def _legend(spec: ReportSpec, baseline_label: str, tests: int, markup: Markup) -> str:

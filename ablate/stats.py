@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import warnings
 from collections import defaultdict
-from collections.abc import Mapping
+from collections.abc import Callable, Hashable, Mapping
 from functools import cache
 from typing import Literal
 
@@ -86,40 +86,43 @@ def aggregate(values: pd.DataFrame, planned: pd.Series, metrics: list[str]) -> p
     return out
 
 
-def compare(values: pd.DataFrame, summary: pd.DataFrame, baseline: str, directions: dict[str, Direction],
-            correction: Correction = "holm", alpha: float = 0.05) -> pd.DataFrame:
-    """``aggregate``'s table with, per cell: delta (mean minus the baseline's), p and p_adj against the
-    baseline, significant; best (per metric, by its direction; every config with the best mean) and p_best,
-    p_best_adj, tied against the first best."""
+def compare(values: pd.DataFrame, summary: pd.DataFrame, baselines: dict[str, str], directions: dict[str, Direction],
+            correction: Correction = "holm", alpha: float = 0.05,
+            columns: dict[str, Hashable] | None = None) -> pd.DataFrame:
+    """``aggregate``'s table with, per cell: delta (mean minus its baseline's: ``baselines`` maps every config
+    to its baseline config), p and p_adj against the baseline, significant; best (by the metric's direction,
+    in each table column: ``columns`` maps a config to its column group, default one for all; every config
+    with the best mean) and p_best, p_best_adj, tied against the first best."""
     series: dict[tuple[str, str], dict[int, float]] = defaultdict(dict)  # (config, metric) -> seed -> value
     for config, seed, metric, value in values[["config", "seed", "metric", "value"]].itertuples(index=False):
         series[config, metric][seed] = value
     out = summary.copy()
-    base = out.xs(baseline, level="config")["mean"]
-    out["delta"] = out["mean"] - base.reindex(out.index.get_level_values("metric")).to_numpy()
+    out["delta"] = out["mean"].to_numpy() - out["mean"].reindex([(baselines[c], m) for c, m in out.index]).to_numpy()
 
-    best = {}  # metric -> the config the others are tested against
+    column_of = {config: (columns or {}).get(config) for config in out.index.get_level_values("config")}
+    best = {}  # (metric, column group) -> the config the others there are tested against
     out["best"] = False
-    for metric, column in out["mean"].groupby(level="metric"):
+    table_columns = pd.Series([(m, column_of[c]) for c, m in out.index], index=out.index)
+    for (metric, group), column in out["mean"].groupby(table_columns):
         column = column.dropna()
         if len(column):
             top = column.min() if directions[metric] == "lower" else column.max()
-            best[metric] = column.index[column == top][0][0]
+            best[metric, group] = column.index[column == top][0][0]
             out.loc[column.index[column == top], "best"] = True  # equal means share the bold
 
-    def against(other: dict[str, str]) -> np.ndarray:
-        """p of every cell against the cell of config ``other[metric]`` (NaN against itself or nothing)."""
+    def against(versus: Callable[[str, str], str | None]) -> np.ndarray:
+        """p of every cell against the cell of config ``versus(config, metric)`` (NaN against itself or none)."""
         pairs = []
         for config, metric in out.index:
-            versus = other.get(metric)
-            pairs.append((series.get((config, metric), {}), series.get((versus, metric), {}) if versus != config
+            other = versus(config, metric)
+            pairs.append((series.get((config, metric), {}), series.get((other, metric), {}) if other != config
                           else {}))
         return p_values(pairs)
 
-    out["p"] = against(dict.fromkeys(out.index.get_level_values("metric"), baseline))
+    out["p"] = against(lambda config, metric: baselines[config])
     out["p_adj"] = adjust(out["p"].to_numpy(), correction)
     out["significant"] = out["p_adj"] < alpha
-    out["p_best"] = against(best)
+    out["p_best"] = against(lambda config, metric: best.get((metric, column_of[config])))
     out["p_best_adj"] = adjust(out["p_best"].to_numpy(), correction)
     out["tied"] = ~out["best"] & out["mean"].notna() & ~(out["p_best_adj"] < alpha)
     return out

@@ -131,11 +131,14 @@ def to_markdown(table: pd.DataFrame, note: str) -> str:
 
 
 def to_latex(table: pd.DataFrame, caption: str, label: str, note: str) -> str:
-    """A floating table with booktabs rules and the note under the tabular."""
+    """A floating table with booktabs rules, shrunk to the line width if wider (graphicx's ``\\resizebox``),
+    and the note under the tabular. Needs ``\\usepackage{booktabs,graphicx}``."""
     flat = with_row_keys(table)
     keys = flat.shape[1] - table.shape[1]
     latex = flat.style.hide(axis="index").to_latex(
         hrules=True, caption=caption, label=label, position_float="centering", multicol_align="c",
         column_format="l" * keys + "c" * table.shape[1],
     )
-    return latex.replace("\\end{table}", f"\\par\\smallskip{{\\footnotesize {note}}}\n\\end{{table}}")
+    shrink = r"\resizebox{\ifdim\width>\linewidth\linewidth\else\width\fi}{!}{%" + "\n\\begin{tabular}"
+    return (latex.replace("\\begin{tabular}", shrink).replace("\\end{tabular}", "\\end{tabular}}")
+            .replace("\\end{table}", f"\\par\\smallskip{{\\footnotesize {note}}}\n\\end{{table}}"))

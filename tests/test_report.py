@@ -34,11 +34,13 @@ KNOWN = {
 FAMILIES = [*KNOWN, "sparse"]  # sparse: planned, nothing recorded
 
 
-def write_study(folder: Path, data_root) -> Path:
-    study = {"name": "known", "description": "Known values", "seeds": SEEDS,
+def write_study(folder: Path, data_root, name: str = "known", seeds: list[int] = SEEDS,
+                grid: dict | None = None) -> Path:
+    study = {"name": name, "description": "Known values", "seeds": seeds,
              "base": {"model": "tiny", "train.steps": 4, "data.root": str(data_root[0])},
-             "grid": {"masking": FAMILIES}, "report": {"baseline": {"masking": "random"}, "metrics": [LOSS, ACC]}}
-    path = folder / "studies" / "known.yaml"
+             "grid": grid or {"masking": FAMILIES},
+             "report": {"baseline": {"masking": "random"}, "metrics": [LOSS, ACC]}}
+    path = folder / "studies" / f"{name}.yaml"
     path.parent.mkdir(parents=True)
     path.write_text(yaml.safe_dump(study, sort_keys=False))
     return path
@@ -66,6 +68,20 @@ def known(data_root, tmp_path_factory):
             record(ledger, parent, run, values)
         elif masking == "block" and run.seed == 1:
             record(ledger, parent, run, {}, status="FAILED")
+    return study
+
+
+@pytest.fixture(scope="module")
+def grouped(data_root, tmp_path_factory):
+    """Two families at two input budgets, two seeds, every run finished."""
+    grid = {"masking": ["random", "block"], "masking.input_budget": [64, 96]}
+    study = load_study(write_study(tmp_path_factory.mktemp("grouped"), data_root, "grouped", [0, 1], grid))
+    ledger = Ledger(study)
+    parent = ledger.parent_id()
+    for run in study.runs:
+        block, budget = run.settings["masking"] == "block", run.settings["masking.input_budget"]
+        record(ledger, parent, run, {LOSS: 2.0 - 0.2 * block - budget / 1000 + run.seed / 100,
+                                     ACC: 0.5 + 0.1 * block + budget / 1000 + run.seed / 100})
     return study
 
 
@@ -114,6 +130,7 @@ def test_welch_where_seeds_are_not_shared_and_nan_is_left_out_of_the_correction(
     assert np.isclose(p[3], stats.ttest_ind([1.5, 1.4, 1.7], [1.5, 1.4, 1.7], equal_var=False).pvalue)
     adjusted = adjust(np.array([0.01, np.nan, 0.04]), "holm")
     assert np.allclose(adjusted[[0, 2]], [0.02, 0.04]) and math.isnan(adjusted[1])
+    assert np.allclose(adjust(np.array([0.04, 0.01, 0.01]), "holm"), [0.04, 0.03, 0.03])  # tied p, tied result
 
 
 def test_best_in_bold_ties_marked_missing_seeds_and_nan_shown(known, tmp_path):
@@ -162,7 +179,8 @@ def test_bad_input_names_it_and_lists_what_exists(known, tmp_path, monkeypatch, 
 
     with pytest.raises(ReportError) as e:
         make_report(known, report_spec(known, {"baseline": {"masking": "hard"}}), tmp_path, figures=False)
-    assert "{'masking': 'hard'} matches 0 configurations" in str(e.value) and "masking=dirichlet" in str(e.value)
+    assert "{'masking': 'hard'} matches no configuration of study 'known'; configurations: ['masking=random', " \
+           "'masking=dirichlet'" in str(e.value)
     with pytest.raises(ReportError) as e:
         make_report(known, report_spec(known, {"baseline": {"masking": "sparse"}}), tmp_path, figures=False)
     assert "'masking=sparse' has no finished run (0 of 3 planned)" in str(e.value)
@@ -210,11 +228,28 @@ def test_cli_writes_markdown_latex_csv_and_figures(known, tmp_path, capsys):
     assert r"Known values \& more" in latex and r"\label{tab:known}" in latex
 
 
-def test_table_tex_compiles_with_pdflatex_and_shows_the_table(known, tmp_path):
+def test_grouped_columns_get_two_header_levels_and_a_baseline_each(grouped, tmp_path):
+    result = make_report(grouped, report_spec(grouped, {"columns": ["masking.input_budget"]}), tmp_path,
+                         figures=False)
+    summary = pd.read_csv(tmp_path / "summary.csv").set_index(["masking", "masking.input_budget", "metric"])
+    # {masking: random} picks random at both budgets: each block cell is compared with random at its budget.
+    assert np.allclose(summary.loc[("block", slice(None), LOSS), "delta"], -0.2)
+    assert summary.loc[("random", slice(None), LOSS), "baseline"].all()
+    assert summary.loc[("block", slice(None), LOSS), "best"].all()  # the best of each column, budget by budget
+    assert "difference from the baseline (masking=random at the same input_budget)" in result.markdown
+    header = result.markdown.splitlines()[2]
+    assert header.split("|")[1].strip() == "masking"
+    assert "input_budget=64 · loss/mean ↓" in header and "input_budget=96 · acc/mean ↑" in header
+    latex = (tmp_path / "table.tex").read_text()
+    assert r"\multicolumn{2}{c}{input\_budget=64}" in latex and r"\multicolumn{2}{c}{input\_budget=96}" in latex
+    assert "random" in latex and "block" in latex
+
+
+def test_table_tex_compiles_with_pdflatex_and_shows_the_table(grouped, tmp_path):
     for tool in ("pdflatex", "pdftoppm", "pdftotext"):
         assert shutil.which(tool), f"{tool} is missing: run `bash scripts/debian-packages.sh tex`"
-    make_report(known, report_spec(known, {}), tmp_path, figures=False)
-    (tmp_path / "doc.tex").write_text("\\documentclass{article}\n\\usepackage{booktabs}\n\\begin{document}\n"
+    make_report(grouped, report_spec(grouped, {"columns": ["masking.input_budget"]}), tmp_path, figures=False)
+    (tmp_path / "doc.tex").write_text("\\documentclass{article}\n\\usepackage{booktabs,graphicx}\n\\begin{document}\n"
                                       "\\input{table.tex}\n\\end{document}\n")
     run = subprocess.run(["pdflatex", "-interaction=nonstopmode", "-halt-on-error", "doc.tex"], cwd=tmp_path,
                          capture_output=True, text=True, timeout=120)
@@ -223,4 +258,4 @@ def test_table_tex_compiles_with_pdflatex_and_shows_the_table(known, tmp_path):
     assert plt.imread(tmp_path / "doc.png").shape[1] > 500
     text = subprocess.run(["pdftotext", "-layout", "doc.pdf", "-"], cwd=tmp_path, capture_output=True,
                           text=True).stdout
-    assert "dirichlet" in text and "1.610 ± 0.105" in text and "loss/mean" in text
+    assert "budget=64" in text and "loss/mean" in text and "1.741 ± 0.007" in text

@@ -64,15 +64,16 @@ def refresh(study: Study, curves: list[str]) -> Snapshot:
     where = folder(study)
     state = _read_json(where / "state.json")
     current = state.get("format") == FORMAT and state.get("curves") == curves and (where / "runs.parquet").is_file()
+    started_ms = int(time.time() * 1000)
     stamp = _stamp(db)  # before reading: a write during the read shows next time
-    if current and state.get("stamp") == stamp:
+    if current and state.get("stamp") == stamp:  # nothing written since, so no run created before now is missing
+        _write(where, None, state | {"refreshed_ms": started_ms})
         return _read(where)
     ledger = Ledger(study, create=False)
     if ledger.experiment_id is None:
         raise StudyError(f"{study.path}: study {study.name!r} has no runs recorded ({db} holds none); run "
                          f"`ablate submit {study.path}` first")
     old = _read(where) if current else Snapshot.empty()
-    started_ms = int(time.time() * 1000)
 
     since = state["refreshed_ms"] - CLOCK_MARGIN_MS if current else None
     records = {r.run_id: r for r in ledger.records(created_after_ms=since).values()}

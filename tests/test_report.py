@@ -157,6 +157,10 @@ def test_best_in_bold_ties_marked_missing_seeds_and_nan_shown(known, tmp_path):
 def test_the_snapshot_follows_runs_that_finish_later(known, tmp_path):
     before, _ = summary_of(known, tmp_path)
     assert before.loc[("block", LOSS), "n"] == 1
+    runs = known.dir / "snapshot" / "runs.parquet"
+    written = runs.stat().st_mtime_ns
+    summary_of(known, tmp_path)
+    assert runs.stat().st_mtime_ns == written  # the store did not change: the snapshot is not rebuilt
     ledger = Ledger(known)
     late = next(r for r in known.runs if r.settings["masking"] == "block" and r.seed == 2)
     record(ledger, ledger.parent_id(), late, {LOSS: 1.8, ACC: 0.57})

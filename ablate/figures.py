@@ -24,7 +24,7 @@ from ablate.table import MARKDOWN, metric_label, short
 
 MASK_FIGURE = "masks/mask_frequency.png"  # the artifact model/train.py logs
 MAX_ANNOTATED_ROWS = 40
-PNG_DPI = 120
+PNG_DPI = 100
 
 
 def draw(name: str, figure: plt.Figure, out: Path) -> list[Path]:

@@ -117,10 +117,13 @@ def _index(labels: list[tuple], names: list[str | None]) -> pd.Index:
 
 def with_row_keys(table: pd.DataFrame) -> pd.DataFrame:
     """The row keys as the first columns, named in the bottom header level (the table's own index dropped)."""
-    keys = table.index.to_frame(index=False) if table.index.names != [None] else pd.DataFrame(index=table.index)
+    body = table.reset_index(drop=True)
+    if table.index.names == [None]:  # no row keys: one row
+        return body
+    keys = table.index.to_frame(index=False)
     if table.columns.nlevels > 1:
         keys.columns = pd.MultiIndex.from_tuples([("",) * (table.columns.nlevels - 1) + (k,) for k in keys.columns])
-    return pd.concat([keys, table.reset_index(drop=True)], axis=1)
+    return pd.concat([keys, body], axis=1)
 
 
 def to_markdown(table: pd.DataFrame, note: str) -> str:

@@ -248,6 +248,11 @@ def test_grouped_columns_get_two_header_levels_and_a_baseline_each(grouped, tmp_
     assert r"\multicolumn{2}{c}{input\_budget=64}" in latex and r"\multicolumn{2}{c}{input\_budget=96}" in latex
     assert "random" in latex and "block" in latex
 
+    every_setting_a_column = make_report(grouped, report_spec(grouped, {"rows": [], "columns": [
+        "masking", "masking.input_budget"]}), tmp_path / "one_row", figures=False).markdown
+    body = [line for line in every_setting_a_column.splitlines() if line.startswith("|")][2:]
+    assert len(body) == 1 and body[0].count("|") == 2 * 2 * 2 + 1  # one row, 2 families x 2 budgets x 2 metrics
+
 
 def test_table_tex_compiles_with_pdflatex_and_shows_the_table(grouped, tmp_path):
     for tool in ("pdflatex", "pdftoppm", "pdftotext"):

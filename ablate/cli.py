@@ -11,6 +11,7 @@ from ablate.study import StudyError
 from model.config import ConfigError, compose
 from model.dataset import DataFormatError
 
+REPORTS = Path("reports")
 EPILOG = "Overrides are Hydra-style key=value pairs, e.g. data.train_size=2000 data.scene.canvas=32."
 
 
@@ -107,15 +108,42 @@ def _submit(study, args: argparse.Namespace) -> None:
 
         print(summary(Search(study).run()))
         return
-    from ablate.compare import comparison_table
     from ablate.dispatch import submit as submit_runs
-    from ablate.ledger import Ledger
+    from ablate.report import make_report
 
     states = submit_runs(study, wait=args.wait)
     if all(s in ("done", "failed") for s in states.values()):
-        print(comparison_table(study, study.runs, Ledger(study).records()))
+        _print_report(make_report(study, study.spec.report, REPORTS / study.name))
     else:
         print(f"submitted; watch with `ablate status {args.study}` or `ablate ui {args.study}`")
+
+
+def report(args: argparse.Namespace) -> None:
+    from ablate import snapshot
+    from ablate.report import make_report, report_spec
+    from ablate.study import find_study_file
+
+    study = snapshot.load(find_study_file(args.study))
+    options = {"metrics": args.metrics, "rows": args.rows, "columns": args.columns, "precision": args.precision,
+               "caption": args.caption, "label": args.label, "correction": args.correction, "alpha": args.alpha,
+               "baseline": dict(args.baseline) if args.baseline else None}
+    _print_report(make_report(study, report_spec(study, options), args.out or REPORTS / study.name,
+                              figures=not args.no_figures))
+
+
+def _print_report(result) -> None:
+    print("\n" + result.markdown)
+    print(f"report written to {result.folder}/ ({', '.join(p.name for p in result.files)})")
+
+
+def key_value(text: str) -> tuple[str, object]:
+    """``masking=random`` -> ("masking", "random"); the value is read as YAML, as in a study file."""
+    import yaml
+
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected key=value, e.g. masking=random")
+    return key, yaml.safe_load(value)
 
 
 def status(args: argparse.Namespace) -> None:
@@ -212,8 +240,32 @@ def parser() -> argparse.ArgumentParser:
                         "Local and debug executors (and searches) run in the foreground until all runs end; "
                         "a SLURM study returns once submitted unless --wait.")
     su.add_argument("study", help=study_help)
-    su.add_argument("--wait", action="store_true", help="SLURM: wait for the runs, then print the comparison")
+    su.add_argument("--wait", action="store_true", help="SLURM: wait for the runs, then write and print the report")
     su.set_defaults(func=submit)
+    r = sub.add_parser(
+        "report", help="a study's table (Markdown, LaTeX), statistics and figures, written to reports/STUDY/",
+        description="Aggregate a study's finished runs over seeds (mean, sd, n of planned), compare every "
+        "configuration with the baseline (paired t-test over shared seeds, else Welch; Holm or Benjamini-Hochberg "
+        "across the table), bold the best value of each metric and mark the values not significantly different "
+        "from it. Writes table.md, table.tex (booktabs), summary.csv and figures (PDF and PNG). Runs are read from "
+        "the study's MLflow store into studies/NAME/snapshot/ (only what changed is read again). Options replace "
+        "the keys of the study's report: section for this report.",
+        epilog="Example: ablate report quickstart --columns masking.input_budget --correction bh --precision 2")
+    r.add_argument("study", help=study_help)
+    r.add_argument("--metrics", nargs="+", help="metrics to compare (default: report.metrics)")
+    r.add_argument("--rows", nargs="+", help="settings that form the rows (default: those not in --columns)")
+    r.add_argument("--columns", nargs="+", help="settings that form grouped column headers (default: none)")
+    r.add_argument("--baseline", nargs="+", type=key_value, metavar="KEY=VALUE",
+                   help="settings or overrides that pick the baseline configuration (default: report.baseline, "
+                   "else the study's first configuration)")
+    r.add_argument("--correction", choices=["holm", "bh"], help="multiple-comparison correction (default holm)")
+    r.add_argument("--alpha", type=float, help="significance level after correction (default 0.05)")
+    r.add_argument("--precision", type=int, help="digits after the decimal point (default 3)")
+    r.add_argument("--caption", help="table caption (default: the study's description)")
+    r.add_argument("--label", help="LaTeX label (default tab:STUDY)")
+    r.add_argument("--out", type=Path, help="output folder (default reports/STUDY)")
+    r.add_argument("--no-figures", action="store_true", help="tables and summary only")
+    r.set_defaults(func=report)
     st = sub.add_parser("status", help="a study's runs with their state and progress (step/total)")
     st.add_argument("study", help=study_help)
     st.set_defaults(func=status)
@@ -227,11 +279,11 @@ def parser() -> argparse.ArgumentParser:
         "caption), what is given and predicted, paint a hidden region, and compare side by side each masking "
         "family's predictions, confidence, attention and encoder features. Each family is represented by its "
         "best finished run by the study's objective: the search metric (and direction) of a search study, else "
-        "the first of report.metrics (minimized if it is a loss or abs_rel, else maximized).")
+        "the first of report.metrics in its direction (ablate/directions.py).")
     ex.add_argument("study", help=study_help)
     ex.add_argument("--port", type=int, default=8000, help="port (default 8000)")
     ex.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
-    ex.add_argument("--reports", type=Path, default=Path("reports"),
+    ex.add_argument("--reports", type=Path, default=REPORTS,
                     help="folder holding the reports of `ablate report` (default reports/; the page links "
                     "REPORTS/STUDY/)")
     ex.add_argument("--threads", type=int, default=1,

@@ -73,14 +73,16 @@ class Ledger:
             exp = self.client.get_experiment_by_name(study.name)
             self.experiment_id = exp.experiment_id if exp else None
 
-    def records(self) -> dict[str, Record]:
-        """Child runs by run key."""
+    def records(self, created_after_ms: int | None = None) -> dict[str, Record]:
+        """Child runs by run key (only those created after ``created_after_ms``, if given)."""
         if self.experiment_id is None:
             return {}
+        query = "tags.kind = 'run'"
+        if created_after_ms is not None:
+            query += f" and attributes.start_time > {created_after_ms}"  # MLflow sets it when a run is created
         out, token = {}, None
         while True:
-            page = self.client.search_runs([self.experiment_id], "tags.kind = 'run'", max_results=_PAGE,
-                                           page_token=token)
+            page = self.client.search_runs([self.experiment_id], query, max_results=_PAGE, page_token=token)
             out.update({r.data.tags["run_key"]: _record(r) for r in page})
             token = page.token
             if not token:

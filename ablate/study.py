@@ -25,8 +25,9 @@ from typing import Annotated, Any, Literal
 import yaml
 from hydra import initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from ablate.directions import direction, known_patterns
 from model.config import CONF_DIR, ConfigError, compose, to_dict
 from model.dataset import DataFormatError
 from model.masking import STRATEGIES
@@ -117,8 +118,33 @@ class ExecutorSpec(Schema):
 
 
 class ReportSpec(Schema):
+    """What ``ablate report`` compares and how its table is laid out (see ``ablate/report.py``)."""
+
     baseline: dict[str, Any] | None = None  # overrides that identify the baseline configuration
     metrics: list[str] = Field(default_factory=lambda: ["eval/loss/mean", "eval/acc/mean"], min_length=1)
+    rows: list[str] | None = None  # settings keys that form the rows (default: those not in columns)
+    columns: list[str] = Field(default_factory=list)  # settings keys that form grouped column headers
+    precision: Annotated[int, Field(ge=0, le=8)] = 3  # digits after the decimal point
+    caption: str | None = None  # default: the study's description
+    label: str | None = None  # LaTeX label, default tab:<study name>
+    correction: Literal["holm", "bh"] = "holm"  # across the table's tests: Holm (FWER) or Benjamini-Hochberg (FDR)
+    alpha: float = Field(default=0.05, gt=0, lt=1)  # significance level after correction
+    curves: list[str] = Field(default_factory=lambda: ["train/loss"])  # per-step metrics drawn as training curves
+
+    @field_validator("metrics")
+    @classmethod
+    def _known_direction(cls, metrics: list[str]) -> list[str]:
+        unknown = [m for m in metrics if direction(m) is None]
+        if unknown:
+            raise ValueError(f"{unknown}: no known direction (lower or higher is better); a metric name must "
+                             f"contain one of the patterns in ablate/directions.py: {known_patterns()}")
+        return metrics
+
+    @model_validator(mode="after")
+    def _rows_and_columns_apart(self) -> ReportSpec:
+        if both := sorted(set(self.rows or []) & set(self.columns)):
+            raise ValueError(f"rows and columns share {both}; a settings key goes in one of them")
+        return self
 
 
 class StudySpec(Schema):
@@ -276,7 +302,7 @@ def load_study(path: str | Path) -> Study:
             raise _error(where, problems) from None
     study = Study(spec, path)
     found, bad_choices = _check_keys(spec)
-    problems += found
+    problems += found + layout_problems(spec)
     problems += _expand(study, bad_choices) if spec.search is None else _check_search(study, bad_choices)
     if problems:
         raise _error(where, problems)
@@ -374,6 +400,24 @@ def _check_keys(spec: StudySpec) -> tuple[list[str], set[tuple[str, str]]]:
     return problems, bad_choices
 
 
+def settings_keys(spec: StudySpec) -> list[str]:
+    """What sets a study's runs apart (``Run.settings``): the variant name, grid axes, or search parameters."""
+    if spec.search:
+        return list(spec.search.params)
+    return ["variant"] * bool(spec.variants) + list(spec.grid)
+
+
+def layout_problems(spec: StudySpec) -> list[str]:
+    """Report rows and columns must be settings of the study, and name all of them if rows are given."""
+    allowed, report = settings_keys(spec), spec.report
+    problems = [f"report.{part}: {key!r}: not a setting of this study; settings: {allowed}"
+                for part in ("rows", "columns") for key in getattr(report, part) or [] if key not in allowed]
+    if report.rows is not None and (left := [k for k in allowed if k not in report.rows + report.columns]):
+        problems.append(f"report.rows: {report.rows}: with report.columns {report.columns} it leaves out {left}; "
+                        "configurations differing only there would share a cell (omit rows to get the rest)")
+    return problems
+
+
 def _expand(study: Study, skip: set[tuple[str, str]]) -> list[str]:
     """Fill ``study.runs`` with every (variant x grid point) x seed; returns the problems found."""
     spec, problems = study.spec, []
@@ -443,6 +487,10 @@ def matches(run: Run, selector: dict[str, Any]) -> bool:
 def find_study_file(name: str) -> Path:
     """A path, or the name of a study in ``studies/``."""
     path = Path(name)
-    if not path.exists() and not path.suffix and (Path("studies") / f"{name}.yaml").is_file():
+    if path.exists():
+        return path
+    if not path.suffix and (Path("studies") / f"{name}.yaml").is_file():
         return Path("studies") / f"{name}.yaml"
-    return path
+    known = sorted(p.stem for p in Path("studies").glob("*.yaml"))
+    raise StudyError(f"unknown study {name!r}: no such file, and no studies/{name}.yaml; "
+                     f"studies in studies/: {', '.join(known) or 'none'}")

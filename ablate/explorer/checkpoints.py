@@ -1,7 +1,7 @@
 """Which model speaks for each masking family: the best finished run by the study's objective.
 
 The objective is the study's search metric and direction when it is a search, else the first
-report metric, minimized when it is a loss or an error (``LOWER_IS_BETTER``) and maximized otherwise.
+report metric in its direction (``ablate/directions.py``; the study file is refused without one).
 """
 
 from __future__ import annotations
@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from ablate.directions import direction
 from ablate.overview import rows
 from ablate.study import Run, Study, StudyError
 from model.checkpoint import load_masking, load_run
@@ -17,8 +18,6 @@ from model.dataset import ModalitySpec
 from model.masking import MaskingStrategy
 from model.network import FourM
 from model.train import latest_checkpoint
-
-LOWER_IS_BETTER = ("loss", "abs_rel")  # metric name parts; every other metric is a score
 
 
 @dataclass(frozen=True)
@@ -35,8 +34,7 @@ def objective(study: Study) -> Objective:
     if study.spec.search is not None:
         return Objective(study.spec.search.metric, study.spec.search.direction, "search.metric")
     metric = study.spec.report.metrics[0]
-    lower = any(part.startswith(LOWER_IS_BETTER) for part in metric.split("/"))
-    return Objective(metric, "minimize" if lower else "maximize", "report.metrics[0]")
+    return Objective(metric, "minimize" if direction(metric) == "lower" else "maximize", "report.metrics[0]")
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,158 @@
+"""A report's figures (seaborn), each written as PDF (for the paper) and PNG (for a look):
+
+    metrics    each report metric against the study's numeric setting (alpha, mask ratio, budget) or its
+               configurations, per masking family: per-seed points, mean, 95% Student-t confidence interval
+    curves     training curves (``report.curves``) per family: mean over seeds, ± sd band
+    masks      the realized-mask frequency maps (``model/mask_stats.py``) of one run per family, one row each
+    deltas     configurations x metrics: the difference from the baseline, coloured by the relative
+               improvement in the metric's direction, * where significant after correction
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import seaborn as sns
+from tqdm import tqdm
+
+from ablate.directions import direction
+from ablate.stats import t_interval
+from ablate.table import MARKDOWN, metric_label, short
+
+MASK_FIGURE = "masks/mask_frequency.png"  # the artifact model/train.py logs
+MAX_ANNOTATED_ROWS = 40
+PNG_DPI = 100
+
+
+def draw(name: str, figure: plt.Figure, out: Path) -> list[Path]:
+    """``name``.pdf (vector, for the paper) and ``name``.png (for a look)."""
+    paths = [out / f"{name}.pdf", out / f"{name}.png"]
+    for path in paths:
+        figure.savefig(path, dpi=PNG_DPI)
+    plt.close(figure)
+    return paths
+
+
+def x_axis(per_seed: pd.DataFrame, keys: list[str]) -> tuple[str, bool]:
+    """The first numeric setting with several values; else the only setting, or the configuration label.
+    -> (column, whether numeric)."""
+    for key in keys:
+        values = per_seed[key].astype(object)
+        if values.nunique() > 1 and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+            return key, True
+    return (keys[0] if len(keys) == 1 else "label"), False
+
+
+def metrics_figure(per_seed: pd.DataFrame, metrics: list[str], keys: list[str]) -> plt.Figure:
+    """per_seed: one row per (finished run, metric): value, family, label and the settings."""
+    x, numeric = x_axis(per_seed, keys)
+    cols = min(3, len(metrics))
+    rows = -(-len(metrics) // cols)
+    figure, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.4 * rows), squeeze=False, layout="constrained")
+    for ax in axes.flat[len(metrics):]:
+        ax.set_axis_off()
+    order = None if numeric else [str(v) for v in per_seed[x].cat.categories if v in set(per_seed[x])]
+    data = per_seed.assign(**{x: per_seed[x].astype(float if numeric else str)})
+    for ax, metric in zip(axes.flat, metrics):
+        part = data[data["metric"] == metric]
+        if numeric:
+            sns.lineplot(part, x=x, y="value", hue="family", errorbar=t_interval, marker="o", ax=ax)
+            sns.scatterplot(part, x=x, y="value", hue="family", alpha=0.45, s=18, legend=False, ax=ax)
+        else:
+            sns.stripplot(part, x=x, y="value", hue="family", order=order, alpha=0.6, size=5, legend=False, ax=ax)
+            sns.pointplot(part, x=x, y="value", hue="family", order=order, errorbar=t_interval, linestyle="none",
+                          marker="D", capsize=0.15, ax=ax)
+            ax.tick_params(axis="x", labelrotation=20 if part[x].str.len().max() > 9 else 0)
+        ax.set_xlabel(short(x) if x in keys else "configuration")
+        ax.set_ylabel(metric_label(metric, MARKDOWN))
+    handles, labels = axes.flat[0].get_legend_handles_labels()
+    for ax in axes.flat[: len(metrics)]:
+        if ax.get_legend() is not None:
+            ax.get_legend().remove()
+    if handles:
+        figure.legend(handles, labels, title="family", loc="outside right upper")  # once, clear of the data
+    figure.suptitle("Per-seed values (points), mean and 95% t-interval over seeds")
+    return figure
+
+
+def curves_figure(curves: pd.DataFrame, keys: list[str]) -> plt.Figure:
+    """curves: one row per (finished run, curve metric, step): value, family, label and the settings.
+    One line per family, ± sd over seeds; or, where a family has several configurations, a panel per family
+    and a line per configuration (coloured along the numeric setting if there is one), the mean over seeds."""
+    if curves.groupby("family", observed=True)["label"].nunique().max() == 1:
+        hue, col, errorbar, what = "family", None, "sd", "mean ± sd over seeds"
+    else:  # too many lines for bands: average the seeds here, in one pass, instead of per line and step
+        key, numeric = x_axis(curves, keys)
+        hue, col, errorbar, what = (key if numeric else "label"), "family", None, "mean over seeds"
+        curves = curves.groupby(["metric", "family", hue, "step"], observed=True, as_index=False)["value"].mean()
+        curves[hue] = curves[hue].astype(float if numeric else str)
+    grid = sns.relplot(curves, x="step", y="value", hue=hue, kind="line", errorbar=errorbar, row="metric", col=col,
+                       facet_kws={"sharey": "row", "sharex": True}, height=3.2, aspect=1.5)
+    grid.set_titles(row_template="{row_name}", col_template="{col_name}")
+    grid.set_axis_labels("step", f"value ({what})")
+    if grid.legend is not None and hue in keys:
+        grid.legend.set_title(short(hue))
+    return grid.figure
+
+
+def masks_figure(images: dict[str, Path]) -> plt.Figure:
+    """One realized-mask frequency map per family, stacked."""
+    pictures = {family: plt.imread(path)[..., :3] for family, path in images.items()}  # opaque: no alpha
+    height, width = next(iter(pictures.values())).shape[:2]
+    figure, axes = plt.subplots(len(pictures), 1, figsize=(width / 100, len(pictures) * (height / 100 + 0.4)),
+                                squeeze=False, layout="constrained")
+    for ax, (family, picture) in zip(axes[:, 0], pictures.items()):
+        ax.imshow(picture)
+        ax.set_axis_off()
+        ax.set_title(family, fontsize=13, fontweight="bold", loc="left")
+    return figure
+
+
+def deltas_figure(long: pd.DataFrame, metrics: list[str], precision: int, baseline: str) -> plt.Figure:
+    """long: ``stats.compare``'s rows with label and baseline; the baselines' own rows are left out."""
+    rows = long[~long["baseline"]]
+    labels = list(dict.fromkeys(rows["label"].astype(str)))
+    sign = np.array([1.0 if direction(m) == "higher" else -1.0 for m in rows["metric"]])
+    base = (rows["mean"] - rows["delta"]).abs().to_numpy()  # the baseline's mean
+    improvement = 100 * sign * rows["delta"].to_numpy() / base
+    text = [f"{d:+.{precision}f}{'*' * bool(s)}" if np.isfinite(d) else "–"
+            for d, s in zip(rows["delta"], rows["significant"])]
+    frame = rows.assign(improvement=improvement, text=text, label=rows["label"].astype(str))
+    color = frame.pivot(index="label", columns="metric", values="improvement").reindex(index=labels, columns=metrics)
+    notes = frame.pivot(index="label", columns="metric", values="text").reindex(index=labels, columns=metrics)
+    limit = float(np.nanmax(np.abs(color.to_numpy()))) if np.isfinite(color.to_numpy()).any() else 1.0
+    annotate = len(labels) <= MAX_ANNOTATED_ROWS  # beyond, colour only (the numbers are in summary.csv)
+    figure, ax = plt.subplots(figsize=(1.6 * len(metrics) + 3, (0.5 if annotate else 0.1) * len(labels) + 2.6),
+                              layout="constrained")
+    sns.heatmap(color, annot=notes.fillna("–").to_numpy() if annotate else False, fmt="", cmap="RdBu", center=0,
+                vmin=-limit or -1, vmax=limit or 1, linewidths=0.5 if annotate else 0,
+                yticklabels=1 if annotate else -(-len(labels) // MAX_ANNOTATED_ROWS),  # every k-th label
+                cbar_kws={"label": "improvement (%)"}, ax=ax)
+    ax.set_xticklabels([metric_label(m, MARKDOWN) for m in metrics], rotation=25, ha="right")
+    ax.tick_params(axis="y", labelrotation=0)
+    ax.set_xlabel("")
+    ax.set_ylabel("")
+    ax.set_title(f"Difference from the baseline ({baseline}); * significant after correction;\n"
+                 "colour: relative change in the metric's better direction", fontsize=10)
+    return figure
+
+
+def draw_all(per_seed: pd.DataFrame, curves: pd.DataFrame, masks: dict[str, Path], long: pd.DataFrame,
+             keys: list[str], metrics: list[str], precision: int, baseline: str, out: Path) -> list[Path]:
+    """Every figure the data allow (no curves logged, no mask maps, or no configuration but the baseline:
+    that figure is left out)."""
+    todo = {"metrics": lambda: metrics_figure(per_seed, metrics, keys)}
+    if len(curves):
+        todo["curves"] = lambda: curves_figure(curves, keys)
+    if masks:
+        todo["masks"] = lambda: masks_figure(masks)
+    if (~long["baseline"]).any():
+        todo["deltas"] = lambda: deltas_figure(long, metrics, precision, baseline)
+    paths = []
+    with sns.axes_style("whitegrid"), sns.plotting_context("paper", font_scale=1.15):
+        for name, make in tqdm(todo.items(), desc="figures", unit="figure", leave=False):
+            paths += draw(name, make(), out)
+    return paths

@@ -1,0 +1,186 @@
+"""``ablate report``: a study's table, the statistics behind it and its figures, in ``reports/<name>/``.
+
+    table.md, table.tex   the same table (``ablate/table.py``): mean ± sd over seeds per configuration and
+                          metric, the delta against the baseline with its corrected test, the best in bold,
+                          ties marked, seeds short of the plan shown; a legend and a provenance line under it
+    summary.csv           every number behind the table (``ablate/stats.py``), with the configurations' settings
+    *.pdf, *.png          the figures (``ablate/figures.py``)
+
+Numbers come from finished runs only (MLflow status FINISHED): a failed or missing seed lowers n, which
+the table shows against the planned count. Runs of configurations the study file no longer has are left out.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from pydantic import ValidationError
+
+from ablate import snapshot
+from ablate.directions import direction
+from ablate.stats import aggregate, compare
+from ablate.study import ReportSpec, Study, StudyError, layout_problems, matches, settings_keys
+from ablate.table import LATEX, MARKDOWN, Layout, Markup, short, to_latex, to_markdown, wide
+from ablate.tracking import metric_name
+
+CORRECTIONS = {"holm": "Holm", "bh": "Benjamini-Hochberg"}
+
+
+class ReportError(StudyError):
+    """A report that cannot be made; the message names what is missing and lists what exists."""
+
+
+@dataclass
+class Report:
+    folder: Path
+    markdown: str  # table.md's text
+    files: list[Path]
+
+
+def make_report(study: Study, spec: ReportSpec, out: Path, figures: bool = True) -> Report:
+    """Refresh the study's snapshot, compare its configurations and write the report into ``out``."""
+    if study.spec.search is not None:
+        raise ReportError(f"{study.path}: {study.name!r} is a search; a report compares a grid's configurations "
+                          "over seeds (see `ablate status` for the trials, then re-run the best ones as a grid study)")
+    snap = snapshot.refresh(study, spec.curves)
+    plan = planned_runs(study)
+    finished = snap.runs[snap.runs["status"] == "FINISHED"][["run_id", "run_key"]].merge(
+        plan, left_on="run_key", right_on="key")
+    _check_logged(study, spec.metrics, snap.metrics)
+    baselines, baseline = _baselines(study, spec, plan, finished)
+
+    names = {metric_name(m): m for m in spec.metrics}
+    values = snap.metrics[snap.metrics["metric"].isin(names)].merge(finished, on="run_id")
+    values = values.assign(metric=values["metric"].map(names))[["config", "seed", "metric", "value"]]
+    summary = aggregate(values, plan.groupby("config", sort=False).size(), spec.metrics)
+    configs = plan.drop_duplicates("config").set_index("config").drop(columns=["key", "seed"])
+    column_groups = {c: tuple(row) for c, row in zip(configs.index, configs[spec.columns].itertuples(index=False))}
+    result = compare(values, summary, baselines, {m: direction(m) for m in spec.metrics}, spec.correction,
+                     spec.alpha, column_groups)
+    long = result.reset_index().join(configs, on="config")
+    long["baseline"] = long["config"].map(baselines) == long["config"]  # a baseline itself
+
+    out.mkdir(parents=True, exist_ok=True)
+    provenance = _provenance(study, snap.runs, finished)
+    markdown, files = _write_tables(study, spec, long, baseline, provenance, out)
+    if figures:
+        from ablate.figures import MASK_FIGURE, draw_all
+
+        first = finished.sort_values(["family", "seed"]).drop_duplicates("family")  # one run per family
+        found = snapshot.artifacts(study, list(first["run_id"]), MASK_FIGURE)
+        masks = {str(f): found[r] for f, r in zip(first["family"], first["run_id"]) if r in found}
+        files += draw_all(values.join(configs, on="config"), snap.curves.merge(finished, on="run_id"), masks, long,
+                          settings_keys(study.spec), spec.metrics, spec.precision, baseline, out)
+    return Report(out, markdown, files)
+
+
+def _write_tables(study: Study, spec: ReportSpec, long: pd.DataFrame, baseline: str, provenance: str,
+                  out: Path) -> tuple[str, list[Path]]:
+    """table.md, table.tex and summary.csv; returns the Markdown and the paths."""
+    keys = settings_keys(study.spec)
+    layout = Layout(spec.rows if spec.rows is not None else [k for k in keys if k not in spec.columns],
+                    spec.columns, spec.metrics, spec.precision)
+    caption = spec.caption or study.spec.description or study.name
+    tests = int(np.isfinite(long["p"]).sum())
+    markdown = f"**{caption}**\n\n" + to_markdown(wide(long, layout, MARKDOWN),
+                                                   _legend(spec, baseline, tests, MARKDOWN) + "\n\n" + provenance)
+    latex = to_latex(wide(long, layout, LATEX), LATEX.escape(caption), spec.label or f"tab:{study.name}",
+                     _legend(spec, baseline, tests, LATEX) + r" \\ " + LATEX.escape(provenance))
+    files = [out / "table.md", out / "table.tex", out / "summary.csv"]
+    files[0].write_text(markdown)
+    files[1].write_text(latex)
+    long.to_csv(files[2], index=False)
+    return markdown, files
+
+
+def report_spec(study: Study, options: dict[str, Any]) -> ReportSpec:
+    """The study's ``report`` section with command-line options (those not None) in place of its keys."""
+    merged = study.spec.report.model_dump() | {k: v for k, v in options.items() if v is not None}
+    try:
+        spec = ReportSpec.model_validate(merged)
+    except ValidationError as e:
+        raise ReportError("bad report options:\n" + "\n".join(
+            f"  --{'.'.join(map(str, err['loc'])) or 'options'}: {err['msg'].removeprefix('Value error, ')}"
+            f" (got {err['input']!r})" for err in e.errors())) from None
+    if problems := layout_problems(study.spec.model_copy(update={"report": spec})):
+        raise ReportError("bad report options:\n" + "\n".join(f"  {p}" for p in problems))
+    return spec
+
+
+def planned_runs(study: Study) -> pd.DataFrame:
+    """One row per planned run: key, config (hash), seed, family, label and the settings (categorical, in the
+    study's order; lists and mappings as text)."""
+    plan = pd.DataFrame([{"key": r.key, "config": r.config_hash, "seed": r.seed, "family": r.family,
+                          "label": r.label, **{k: v if np.isscalar(v) else str(v) for k, v in r.settings.items()}}
+                         for r in study.runs])
+    for key in ("family", "label", *study.runs[0].settings):
+        plan[key] = pd.Categorical(plan[key], categories=list(dict.fromkeys(plan[key])))
+    return plan
+
+
+def _check_logged(study: Study, metrics: list[str], logged: pd.DataFrame) -> None:
+    """Every metric must have been logged by some run (MLflow's names: ``rgb->depth`` is ``rgb-_depth``)."""
+    names = set(logged["metric"])
+    for metric in metrics:
+        if metric_name(metric) in names:
+            continue
+        prefix = metric.split("/")[0] + "/"
+        near = sorted(n for n in names if n.startswith(prefix))
+        found = f"under {prefix}: {', '.join(near)}" if near else f": {', '.join(sorted(names)) or 'none yet'}"
+        raise ReportError(f"report.metrics: {metric!r}: no run of study {study.name!r} logged it; metrics logged "
+                          + found)
+
+
+def _baselines(study: Study, spec: ReportSpec, plan: pd.DataFrame, finished: pd.DataFrame) -> tuple[dict, str]:
+    """Each configuration's baseline (config hash -> config hash), and how the legend names it.
+
+    ``report.baseline`` picks one configuration (default: the study's first), or several that differ in some
+    settings (``{masking: random}`` in a masking x budget grid): each configuration is then compared with the
+    picked one that has its own values of those settings (random at the same budget)."""
+    runs = {r.config_hash: r for r in study.runs}
+    labels = {config: run.label for config, run in runs.items()}
+    if spec.baseline is None:
+        picked = [plan["config"].iloc[0]]
+    else:
+        picked = [config for config, run in runs.items() if matches(run, spec.baseline)]
+    if not picked:
+        raise ReportError(f"report.baseline: {spec.baseline!r} matches no configuration of study {study.name!r}; "
+                          f"configurations: {list(labels.values())}")
+    free = [k for k in settings_keys(study.spec) if len({str(runs[c].settings.get(k)) for c in picked}) > 1]
+    out = {}
+    for config, run in runs.items():
+        same = [b for b in picked if all(runs[b].settings.get(k) == run.settings.get(k) for k in free)]
+        if not same:
+            raise ReportError(f"report.baseline: {spec.baseline!r} picks {[labels[b] for b in picked]}, which differ "
+                              f"in {free}; {labels[config]!r} has none at its own {free}")
+        out[config] = same[0]
+    done = set(finished["config"])
+    if missing := [b for b in dict.fromkeys(out.values()) if b not in done]:
+        raise ReportError(f"report.baseline: {labels[missing[0]]!r} has no finished run (0 of "
+                          f"{int((plan['config'] == missing[0]).sum())} planned); configurations with finished runs: "
+                          f"{[labels[c] for c in dict.fromkeys(finished['config'])] or 'none yet'}")
+    if not free:
+        return out, labels[picked[0]]
+    return out, " ".join(f"{k}={v}" for k, v in spec.baseline.items()) + f" at the same {', '.join(map(short, free))}"
+
+
+def _legend(spec: ReportSpec, baseline_label: str, tests: int, markup: Markup) -> str:
+    return (f"Mean{markup.pm}sd over seeds; in brackets the difference from the baseline "
+            f"({markup.escape(baseline_label)}), * where significant at the {spec.alpha:g} level after "
+            f"{CORRECTIONS[spec.correction]} correction over {tests} tests (paired t-test over shared seeds, else "
+            f"Welch); n=k/m: k of m planned seeds finished. {markup.bold.format('Bold')}: best; {markup.tie}: not "
+            "significantly different from the best.")
+
+
+def _provenance(study: Study, runs: pd.DataFrame, finished: pd.DataFrame) -> str:
+    done = runs[runs["run_id"].isin(finished["run_id"])]
+    hours = float((done["end_ms"] - done["start_ms"]).sum()) / 3.6e6
+    code = ", ".join(sorted(set(done["code_version"]))) or "none"
+    study_hash = hashlib.sha256(study.path.read_bytes()).hexdigest()[:12]
+    return (f"Code {code}; study {study.name} {study_hash}; seeds {', '.join(map(str, study.spec.seeds))}; "
+            f"{len(done)} finished runs, {hours:.2f} run-hours (MLflow start to end).")

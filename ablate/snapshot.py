@@ -1,0 +1,194 @@
+"""What a report reads, kept as files in ``studies/<name>/snapshot/`` so it need not page through MLflow.
+
+    runs.parquet     one row per child run: run_id, run_key, config_hash, seed, status, start_ms, end_ms,
+                     code_version
+    metrics.parquet  run_id, metric, value: each metric's last logged value (MLflow's sanitized names)
+    curves.parquet   run_id, metric, step, value: the whole history of the ``report.curves`` metrics
+    state.json       when the snapshot was last refreshed, the store's size and time then, the curves it holds
+    study.pkl        the expanded study (expanding composes every configuration, about 0.2 s each),
+                     reused while the study file and the code are unchanged
+    artifacts/       run artifacts a report shows (the realized-mask figures), downloaded once
+
+Nothing is read from MLflow while its SQLite files have not changed since the last refresh. Otherwise,
+since a finished run never changes, a refresh reads again only the runs that were not finished when last
+seen (one ``get_run`` each) and the runs created since (one search on start time, with a margin for
+writers waiting on the database lock and for the clocks of other machines). A run deleted from MLflow
+stays in the snapshot: delete the folder to start over.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import pickle
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+import yaml
+from mlflow.exceptions import MlflowException
+from tqdm import tqdm
+
+from ablate.ledger import Ledger, Record
+from ablate.study import Study, StudyError, load_study
+from ablate.tracking import metric_name
+
+FORMAT = 1  # bump when the files' layout changes: older snapshots are then rebuilt
+CLOCK_MARGIN_MS = 2 * 60 * 1000  # > tracking.BUSY_TIMEOUT_S, plus clock skew
+CODE = [Path(__file__).resolve().parents[1] / pkg for pkg in ("ablate", "model")]
+RUN_COLUMNS = ["run_id", "run_key", "config_hash", "seed", "status", "start_ms", "end_ms", "code_version"]
+
+
+@dataclass
+class Snapshot:
+    runs: pd.DataFrame
+    metrics: pd.DataFrame
+    curves: pd.DataFrame
+
+    @classmethod
+    def empty(cls) -> Snapshot:
+        return cls(pd.DataFrame(columns=RUN_COLUMNS), pd.DataFrame(columns=["run_id", "metric", "value"]),
+                   pd.DataFrame(columns=["run_id", "metric", "step", "value"]))
+
+
+def folder(study: Study) -> Path:
+    return study.dir / "snapshot"
+
+
+def refresh(study: Study, curves: list[str]) -> Snapshot:
+    """The study's runs as they are in MLflow now; reads only what may have changed since the last refresh."""
+    db = study.dir / "mlflow.db"
+    where = folder(study)
+    state = _read_json(where / "state.json")
+    current = state.get("format") == FORMAT and state.get("curves") == curves and (where / "runs.parquet").is_file()
+    started_ms = int(time.time() * 1000)
+    stamp = _stamp(db)  # before reading: a write during the read shows next time
+    if current and state.get("stamp") == stamp:  # nothing written since, so no run created before now is missing
+        _write(where, None, state | {"refreshed_ms": started_ms})
+        return _read(where)
+    ledger = Ledger(study, create=False)
+    if ledger.experiment_id is None:
+        raise StudyError(f"{study.path}: study {study.name!r} has no runs recorded ({db} holds none); run "
+                         f"`ablate submit {study.path}` first")
+    old = _read(where) if current else Snapshot.empty()
+
+    since = state["refreshed_ms"] - CLOCK_MARGIN_MS if current else None
+    records = {r.run_id: r for r in ledger.records(created_after_ms=since).values()}
+    finished = set(old.runs.loc[old.runs["status"] == "FINISHED", "run_id"])
+    for run_id in set(old.runs["run_id"]) - finished - set(records):
+        records[run_id] = ledger.record(run_id)
+    fetched = [r for r in records.values() if r.run_id not in finished]
+
+    histories = [_history(ledger, r.run_id, curves) for r in tqdm(fetched, desc=f"{study.name}: reading MLflow runs",
+                                                                   unit="run", disable=len(fetched) < 50)]
+    ids = {r.run_id for r in fetched}
+    new = Snapshot(
+        _concat(_keep(old.runs, ids), pd.DataFrame([_row(r) for r in fetched], columns=RUN_COLUMNS)),
+        _concat(_keep(old.metrics, ids), pd.DataFrame([(r.run_id, k, v) for r in fetched for k, v in r.metrics.items()],
+                                                      columns=old.metrics.columns)),
+        _concat(_keep(old.curves, ids), *histories),
+    )
+    _write(where, new if fetched or not current else None,
+           {"format": FORMAT, "curves": curves, "refreshed_ms": started_ms, "stamp": stamp})
+    return new
+
+
+def load(path: str | Path) -> Study:
+    """``load_study``, reused from ``study.pkl`` while the study file and the code are unchanged."""
+    path = Path(path)
+    try:
+        text = path.read_bytes()
+        name = yaml.safe_load(text)["name"]
+        if Path(name).name != name:
+            raise ValueError(name)
+        cache = path.parent / name / "snapshot" / "study.pkl"
+    except (OSError, yaml.YAMLError, TypeError, KeyError, ValueError):
+        return load_study(path)  # which says what is wrong
+    key = hashlib.sha256(text + str(path.resolve()).encode() + _code_digest()).hexdigest()
+    if cache.is_file():
+        cached_key, study = pickle.loads(cache.read_bytes())
+        if cached_key == key:
+            return dataclasses.replace(study, path=path)
+    study = load_study(path)
+    if cache.parent.parent.resolve() == study.dir:
+        _atomic(cache, lambda tmp: tmp.write_bytes(pickle.dumps((key, study))))
+    return study
+
+
+def artifacts(study: Study, run_ids: list[str], path: str) -> dict[str, Path]:
+    """Each run's artifact ``path``, downloaded into the snapshot once; runs that have none are left out."""
+    local = {run_id: folder(study) / "artifacts" / run_id / path for run_id in run_ids}
+    missing = [run_id for run_id, file in local.items() if not file.is_file()]
+    client = Ledger(study, create=False).client if missing else None
+    for run_id in missing:
+        local[run_id].parent.mkdir(parents=True, exist_ok=True)
+        try:  # a file lands in the given folder under its own name
+            client.download_artifacts(run_id, path, str(local[run_id].parent))
+        except (MlflowException, OSError):
+            continue
+    return {run_id: file for run_id, file in local.items() if file.is_file()}
+
+
+def _stamp(db: Path) -> list:
+    """Size and modification time of the SQLite store and its write-ahead log: any write changes one."""
+    return [[f.stat().st_size, f.stat().st_mtime_ns] if f.is_file() else None
+            for f in (db, db.with_name(db.name + "-wal"))]
+
+
+def _history(ledger: Ledger, run_id: str, curves: list[str]) -> pd.DataFrame:
+    rows = [(run_id, name, m.step, m.value) for name in curves
+            for m in ledger.client.get_metric_history(run_id, metric_name(name))]
+    return pd.DataFrame(rows, columns=["run_id", "metric", "step", "value"])
+
+
+def _row(record: Record) -> list:
+    tags = record.tags
+    return [record.run_id, tags.get("run_key"), tags.get("config_hash"), int(tags.get("seed", -1)), record.status,
+            record.start_ms, record.end_ms, tags.get("code_version", "unknown")]
+
+
+def _keep(table: pd.DataFrame, dropped: set[str]) -> pd.DataFrame:
+    return table[~table["run_id"].isin(dropped)]
+
+
+def _concat(*tables: pd.DataFrame) -> pd.DataFrame:
+    tables = [t for t in tables if len(t)] or tables[:1]
+    return pd.concat(tables, ignore_index=True)
+
+
+def _read(where: Path) -> Snapshot:
+    return Snapshot(*(pd.read_parquet(where / f"{part}.parquet") for part in ("runs", "metrics", "curves")))
+
+
+def _write(where: Path, snapshot: Snapshot | None, state: dict) -> None:
+    """The tables (unless None: unchanged), then the state."""
+    for part in ("runs", "metrics", "curves") if snapshot is not None else ():
+        _atomic(where / f"{part}.parquet", getattr(snapshot, part).to_parquet)
+    _atomic(where / "state.json", lambda tmp: tmp.write_text(json.dumps(state)))  # last: the others are complete
+
+
+def _atomic(path: Path, write) -> None:
+    """Write through a temporary file and rename, so a reader never sees half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    write(tmp)
+    os.replace(tmp, path)
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def _code_digest() -> bytes:
+    """Of the sources a study's expansion depends on (configs, masking strategies, the study schema)."""
+    digest = hashlib.sha256()
+    for root in CODE:
+        for file in sorted(f for f in root.rglob("*") if f.suffix in (".py", ".yaml")):
+            digest.update(file.read_bytes())
+    return digest.digest()

@@ -3,7 +3,10 @@ every interaction changes what the page shows."""
 
 from __future__ import annotations
 
+import shutil
+
 import pytest
+from PIL import Image
 from playwright.sync_api import Page, sync_playwright
 
 CHROMIUM = "/usr/bin/chromium"  # scripts/debian-packages.sh chromium installs it
@@ -170,3 +173,22 @@ def test_a_bad_caption_shows_the_servers_message(page):
     set_value(page, "#caption", "a purple cow")
     page.wait_for_function("document.querySelector('#status').classList.contains('error')", timeout=60_000)
     assert "unknown words ['a', 'cow']" in page.inner_text("#status")
+
+
+def test_the_report_button_shows_the_table_and_the_figures(page, explore_server):
+    _, explorer = explore_server
+    folder = explorer.report_dir
+    try:
+        folder.mkdir(parents=True)
+        (folder / "table.md").write_text("| masking | loss |\n|---|---|\n| random | 5.3 |\n")
+        Image.new("RGB", (40, 30), "blue").save(folder / "metrics.png")
+        page.click("#report-toggle")
+        page.wait_for_selector("#report-table")
+        assert "| random | 5.3 |" in page.inner_text("#report-table")
+        figure = page.locator("#report img")
+        figure.wait_for()
+        assert figure.get_attribute("src") == "/report/metrics.png"
+        page.wait_for_function("document.querySelector('#report img').naturalWidth === 40")
+        assert page.locator("#report a").all_inner_texts() == ["metrics.png", "table.md"]
+    finally:
+        shutil.rmtree(folder)

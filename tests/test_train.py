@@ -4,6 +4,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import mlflow
 import pytest
@@ -102,3 +103,17 @@ def test_training_lowers_the_loss(data_root, tmp_path):
     losses = _losses(tmp_path / "run")
     assert losses[-1] < 0.9 * losses[0]
     assert torch.isfinite(torch.tensor(losses)).all()
+
+
+FAMILIES = sorted(p.stem for p in (Path(__file__).parents[1] / "model" / "conf" / "masking").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_every_masking_family_trains_without_nan(data_root, tmp_path, family):
+    """A few hundred steps of ``tiny`` per family preset: finite losses that fall."""
+    cfg = _cfg(data_root, tmp_path, f"masking={family}", "train.steps=200", "train.batch_size=16",
+               "train.log_every=10", "train.warmup_steps=20", "tracking.enabled=false")
+    train(cfg, evaluate_at_end=False, progress=False)
+    losses = torch.tensor(_losses(tmp_path / "run"))
+    assert len(losses) == 20 and torch.isfinite(losses).all()
+    assert losses[-5:].mean() < 0.8 * losses[0]

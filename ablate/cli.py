@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import argparse
-import subprocess
+import os
 import sys
 from pathlib import Path
 
@@ -129,13 +129,14 @@ def ui(args: argparse.Namespace) -> None:
 
     study = _study(args)
     cmd = ui_command(store_uri(study.store), args.port)
-    print(f"MLflow UI for {study.name} on http://127.0.0.1:{args.port} (Ctrl-C to stop)")
-    subprocess.run(cmd, check=False)
+    print(f"MLflow UI for {study.name} on http://127.0.0.1:{args.port} (Ctrl-C to stop)", flush=True)
+    os.execv(cmd[0], cmd)  # the server takes this process's place, so stopping it stops the server
 
 
 def ui_command(store: str, port: int) -> list[str]:
+    # One worker: one person looks at one study (MLflow's default of 4 workers is heavy on a laptop).
     return [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", store, "--host", "127.0.0.1",
-            "--port", str(port)]
+            "--port", str(port), "--workers", "1"]
 
 
 def parser() -> argparse.ArgumentParser:

@@ -49,7 +49,10 @@ def open_search(study: Study) -> optuna.Study:
     # Seeded by how many trials exist, so a restarted random sampler does not replay its first picks.
     seed = spec.seed + len(_existing_trials(storage, study.name))
     sampler = optuna.samplers.TPESampler(seed=seed) if spec.sampler == "tpe" else optuna.samplers.RandomSampler(seed)
-    pruner = optuna.pruners.MedianPruner() if spec.pruner == "median" else optuna.pruners.NopPruner()
+    pruner = optuna.pruners.NopPruner()
+    if spec.pruner == "median":
+        pruner = optuna.pruners.MedianPruner(n_startup_trials=spec.prune_after_trials,
+                                             n_warmup_steps=spec.prune_after_step)
     return optuna.create_study(storage=storage, study_name=study.name, direction=spec.direction, sampler=sampler,
                                pruner=pruner, load_if_exists=True)
 

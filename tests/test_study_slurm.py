@@ -5,8 +5,8 @@ from __future__ import annotations
 import subprocess
 import time
 
+from study_files import TINY, write_study
 from test_slurm_cluster import ACCOUNT, slurm_cluster  # noqa: F401  (the session fixture)
-from test_study import TINY, write_study
 
 from ablate.dispatch import Dispatcher, submit
 from ablate.ledger import Ledger

@@ -13,6 +13,7 @@ import time
 import urllib.request
 from pathlib import Path
 
+import optuna
 import psutil
 import pytest
 from study_files import LOCAL, TINY, write_study
@@ -215,6 +216,24 @@ def test_a_sigkilled_run_resumes_on_resubmission_with_every_metric_step_logged_o
             assert logged == expected, (run.data.tags["run_key"], key)
 
 
+def test_cancel_stops_the_running_run_and_the_waiting_submitter_launches_nothing_more(data_root, tmp_path, capsys):
+    base = {**TINY, "data.root": str(data_root[0]), "train.steps": 2000, "train.checkpoint_every": 50}
+    path = write_study(tmp_path, data_root, base=base, seeds=[0, 1], executor={**LOCAL, "max_parallel": 1})
+    first, second = load_study(path).runs
+    submitter = subprocess.Popen([sys.executable, "-m", "ablate.cli", "submit", str(path)],
+                                 stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    _wait_for(lambda: (first.out_dir / "history.jsonl").is_file(), "training step")
+
+    assert main(["cancel", str(path)]) == 0
+    assert "cancelled 1 queued or running runs" in capsys.readouterr().out
+    out, _ = submitter.communicate(timeout=120)  # it returns instead of retrying or launching the second run
+    assert submitter.returncode == 0 and "cancelled; `ablate submit" in out
+    records = Ledger(load_study(path)).records()
+    assert records[first.key].status == "KILLED" and state(records[first.key]) == "interrupted"
+    assert records[first.key].retries == 0 and second.key not in records
+    assert len(list((tmp_path / "s" / "submitit").glob("*/*_submitted.pkl"))) == 1
+
+
 def test_a_failing_run_is_retried_up_to_the_bound(data_root, tmp_path):
     broken = tmp_path / "broken"  # passes the spec check, fails when the job loads the training split
     broken.mkdir()
@@ -232,39 +251,63 @@ def test_a_failing_run_is_retried_up_to_the_bound(data_root, tmp_path):
     assert len(list((tmp_path / "s" / "submitit").glob("*/*_submitted.pkl"))) == 2
 
 
-def _finished(study_path: Path) -> dict[int, tuple[dict, float]]:
-    search = open_search(load_study(study_path))
-    return {t.number: (t.params, t.value) for t in search.get_trials() if t.state.name == "COMPLETE"}
+def _trials(study_path: Path) -> list[optuna.trial.FrozenTrial]:
+    return open_search(load_study(study_path)).get_trials()
 
 
-def test_a_killed_search_restarts_without_losing_finished_trials(data_root, tmp_path):
-    search = {"params": {"train.lr": {"type": "float", "low": 1e-4, "high": 1e-2, "log": True},
-                         "masking": {"type": "categorical", "choices": ["random", "dirichlet"]}},
-              "trials": 2, "metric": "train/loss", "sampler": "random", "pruner": "median"}
-    path = write_study(tmp_path, data_root, search=search, executor={**LOCAL, "max_parallel": 1})
+def _outcomes(trials: list[optuna.trial.FrozenTrial]) -> dict[int, tuple]:
+    return {t.number: (t.state.name, t.params, t.value, t.user_attrs.get("run_key")) for t in trials}
+
+
+def test_a_pruned_search_survives_a_killed_submitter_and_ends_with_its_trial_count(data_root, tmp_path):
+    base = {**TINY, "data.root": str(data_root[0]), "train.steps": 80, "train.log_every": 4,
+            "train.checkpoint_every": 20, "train.warmup_steps": 0, "train.min_lr": 0.0}
+    # The random sampler with seed 1 draws lr 7e-5 and 2e-3 for trials 0 and 1, then 1e-6 and 2e-5: trials 2
+    # and 3 barely learn, and the median pruner stops them once trials 0 and 1 are complete.
+    search = {"params": {"train.lr": {"type": "float", "low": 1e-6, "high": 3e-2, "log": True}}, "trials": 8,
+              "metric": "train/loss", "sampler": "random", "seed": 1, "pruner": "median", "prune_after_trials": 2}
+    path = write_study(tmp_path, data_root, base=base, search=search)  # two trials at a time
     journal = tmp_path / "s" / "optuna.journal"
-    submitter = subprocess.Popen([sys.executable, "-m", "ablate.cli", "submit", str(path)],
-                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 120
-    while not (journal.exists() and _finished(path)):
-        assert time.monotonic() < deadline and submitter.poll() is None
-        time.sleep(0.5)
-    submitter.send_signal(signal.SIGKILL)
+    command = [sys.executable, "-m", "ablate.cli", "submit", str(path)]
+    submitter = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def pruned_while_another_runs() -> bool:
+        assert submitter.poll() is None, "the search ended before it could be killed"
+        states = {t.state.name for t in _trials(path)} if journal.exists() else set()
+        return {"PRUNED", "RUNNING"} <= states
+
+    _wait_for(pruned_while_another_runs, "pruned trial while another runs", timeout_s=300)
+    submitter.kill()
     submitter.wait()
-    before = _finished(path)
+    before = {n: o for n, o in _outcomes(_trials(path)).items() if o[0] != "RUNNING"}
 
+    restarted = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert restarted.returncode == 0, restarted.stderr
+    trials = _trials(path)
+    assert len(trials) == 8 and {t.state.name for t in trials} == {"COMPLETE", "PRUNED"}
+    assert {n: o for n, o in _outcomes(trials).items() if n in before} == before  # nothing finished changed
     study = load_study(path)
-    result = Search(study, progress=False).run()
-    trials = result.get_trials()
-    assert len(trials) == 2 and all(t.state.name == "COMPLETE" for t in trials)
-    assert {n: v for n, v in _finished(path).items() if n in before} == before
-    records = Ledger(study).records()
-    assert len(records) == 2 and {t.user_attrs["run_key"] for t in trials} == set(records)
+    ledger = Ledger(study)
+    runs = {r.data.tags["run_key"]: r for r in ledger.client.search_runs([ledger.experiment_id], "tags.kind = 'run'")}
+    assert len(runs) == 8 and set(runs) == {t.user_attrs["run_key"] for t in trials}  # one MLflow run per trial
+    for trial in trials:
+        run = runs[trial.user_attrs["run_key"]]
+        if trial.state.name == "PRUNED":
+            assert run.info.status == "KILLED" and run.data.tags["pruned"] == "1"
+            assert max(trial.intermediate_values) < base["train.steps"]  # stopped before its end
+        else:
+            assert run.info.status == "FINISHED" and trial.value == run.data.metrics["train/loss"]
+    jobs = len(list((tmp_path / "s" / "submitit").glob("*/*_submitted.pkl")))
 
-    journal.unlink()  # trials lost: the finished MLflow runs come back as trials, nothing is re-run
-    again = Search(load_study(path), progress=False).run()
-    assert sorted(t.value for t in again.get_trials()) == sorted(t.value for t in trials)
-    assert Ledger(study).records().keys() == records.keys()
+    journal.unlink()  # trials lost: MLflow's runs come back as trials (pruned ones pruned), nothing is re-run
+    again = Search(study, progress=False).run().get_trials()
+
+    def outcome(t: optuna.trial.FrozenTrial) -> tuple:
+        return t.user_attrs["run_key"], t.state.name, t.params, t.value if t.state.name == "COMPLETE" else None
+
+    assert sorted(map(outcome, again)) == sorted(map(outcome, trials))
+    assert len(ledger.client.search_runs([ledger.experiment_id], "tags.kind = 'run'")) == 8
+    assert len(list((tmp_path / "s" / "submitit").glob("*/*_submitted.pkl"))) == jobs
 
 
 def _free_port() -> int:

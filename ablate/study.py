@@ -161,7 +161,7 @@ class StudySpec(Schema):
                       "(next to the file): letters, digits, _ . -")
     description: str = Field("", description="free text (the MLflow parent run's note)")
     base: dict[str, Any] = Field(default_factory=dict, description="config key -> value for every run: any key of "
-                                 "model/conf/ or a group choice (model: tiny|nano|base, masking: a strategy)")
+                                 "model/conf/ or a group choice (model: tiny, nano or base; masking: a strategy)")
     seeds: list[Seed] = Field(default_factory=lambda: [0], min_length=1, description="every configuration runs once "
                               "per seed (distinct; a search takes one)")
     grid: dict[str, Annotated[list[Any], Field(min_length=1)]] = Field(

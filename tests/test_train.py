@@ -47,6 +47,12 @@ def test_stop_and_resume_matches_an_uninterrupted_run_and_continues_the_mlflow_r
     assert [r.info.run_id for r in runs] == [run_id]
     assert runs[0].info.status == "FINISHED"
     assert [m.step for m in client.get_metric_history(run_id, "train/loss")] == [1, 2, 3, 4, 5, 6]
+    whole_client = mlflow.MlflowClient(f"sqlite:///{tmp_path}/a/ml.db")
+    (whole_run,) = whole_client.search_runs([whole_client.get_experiment_by_name("nano4m").experiment_id])
+    timing = "train/tokens_per_s"
+    # Losses, learning rate and the mask statistics (checkpointed too) end as if never interrupted.
+    assert {k: v for k, v in runs[0].data.metrics.items() if k != timing} == \
+        {k: v for k, v in whole_run.data.metrics.items() if k != timing}
     assert runs[0].data.params["model.dim"] == "64"
     assert "config.yaml" in [a.path for a in client.list_artifacts(run_id)]
 

@@ -171,6 +171,18 @@ def ui(args: argparse.Namespace) -> None:
     os.execv(cmd[0], cmd)  # the server takes this process's place, so stopping it stops the server
 
 
+def explore(args: argparse.Namespace) -> None:
+    import torch
+
+    from ablate.explorer.explorer import Explorer
+    from ablate.explorer.server import server
+
+    torch.set_num_threads(args.threads)
+    explorer = Explorer(_study(args), reports=args.reports)
+    print(f"explorer for {explorer.study.name} on http://{args.host}:{args.port} (Ctrl-C to stop)")
+    server(explorer, args.host, args.port).run()
+
+
 def ui_command(store: str, port: int) -> list[str]:
     # One worker: one person looks at one study (MLflow's default of 4 workers is heavy on a laptop).
     return [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", store, "--host", "127.0.0.1",
@@ -275,6 +287,22 @@ def parser() -> argparse.ArgumentParser:
     u.add_argument("study", help=study_help)
     u.add_argument("--port", type=int, default=5000, help="port (default 5000)")
     u.set_defaults(func=ui)
+    ex = sub.add_parser(
+        "explore", help="a local web page: what each strategy's best model sees, predicts and attends to",
+        description="Serve a page over a finished study: pick a scene (held-out, new from a seed, or a typed "
+        "caption), what is given and predicted, paint a hidden region, and compare side by side each masking "
+        "family's predictions, confidence, attention and encoder features. Each family is represented by its "
+        "best finished run by the study's objective: the search metric (and direction) of a search study, else "
+        "the first of report.metrics in its direction (ablate/directions.py).")
+    ex.add_argument("study", help=study_help)
+    ex.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    ex.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
+    ex.add_argument("--reports", type=Path, default=REPORTS,
+                    help="folder holding the reports of `ablate report` (default reports/; the page links "
+                    "REPORTS/STUDY/)")
+    ex.add_argument("--threads", type=int, default=1,
+                    help="torch CPU threads (default 1: the page's forward passes are small; more threads contend)")
+    ex.set_defaults(func=explore)
     return p
 
 

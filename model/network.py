@@ -82,6 +82,13 @@ def with_guard(mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return mask | ~has_key, has_key
 
 
+def attention_weights(q: torch.Tensor, k: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """What SDPA computes but does not return: q [B, H, Lq, d], k [B, H, Lk, d], bool mask [B, 1, Lq, Lk]
+    (from ``with_guard``) -> softmax(q k^T / sqrt(d)) over allowed keys, [B, H, Lq, Lk]."""
+    scores = (q @ k.transpose(-2, -1)) * q.shape[-1] ** -0.5
+    return scores.masked_fill(~mask, float("-inf")).softmax(-1)
+
+
 class Attention(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
@@ -90,6 +97,8 @@ class Attention(nn.Module):
         self.kv = nn.Linear(cfg.dim, 2 * cfg.dim)
         self.proj = nn.Linear(cfg.dim, cfg.dim)
         self.resid_drop = nn.Dropout(cfg.dropout)
+        # Opt-in (model/attention.py): the next forward also keeps its weights [B, H, Lq, Lk] here.
+        self.keep_weights, self.weights = False, None
 
     def forward(self, x: torch.Tensor, context: torch.Tensor, mask: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
         """x [B, Lq, D], context [B, Lk, D], mask from ``with_guard`` -> [B, Lq, D]."""
@@ -100,6 +109,8 @@ class Attention(nn.Module):
         y = F.scaled_dot_product_attention(
             q, k, v, attn_mask=attn_mask, dropout_p=self.dropout if self.training else 0.0
         )
+        if self.keep_weights:
+            self.weights = attention_weights(q, k, attn_mask) * has_key
         y = (y * has_key).transpose(1, 2).reshape(b, lq, d)
         return self.resid_drop(self.proj(y))
 

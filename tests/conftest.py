@@ -28,3 +28,44 @@ def finished_study(data_root, tmp_path_factory) -> Path:
     path = write_study(tmp_path_factory.mktemp("studies"), data_root, name="finished", seeds=[0, 1])
     assert set(submit(load_study(path), progress=False).values()) == {"done"}
     return path
+
+
+@pytest.fixture(scope="session")
+def explore_study(data_root, tmp_path_factory):
+    """A finished tiny study for the explorer: three masking families, two configurations of random, no
+    evaluation (the objective is the first report metric, train/loss). Returns its study file."""
+    import yaml
+
+    folder = tmp_path_factory.mktemp("explore")
+    study = {
+        "name": "explore",
+        "base": {"model": "tiny", "data.root": str(data_root[0]), "train.steps": 6, "train.batch_size": 8,
+                 "train.log_every": 1, "train.checkpoint_every": 6},
+        "variants": {"random": {"masking": "random"}, "random-lr": {"masking": "random", "train.lr": 0.02},
+                     "block": {"masking": "block"}, "hard": {"masking": "hard"}},
+        "evaluate": False,
+        "executor": {"kind": "debug"},  # in this process: no interpreter start per run
+        "report": {"metrics": ["train/loss"]},
+    }
+    path = folder / "explore.yaml"
+    path.write_text(yaml.safe_dump(study, sort_keys=False))
+    states = submit(load_study(path), progress=False)
+    assert set(states.values()) == {"done"}, states
+    return path
+
+
+@pytest.fixture(scope="session")
+def explore_server(explore_study, tmp_path_factory):
+    """``ablate explore`` over ``explore_study`` with the CLI's defaults (127.0.0.1, one torch thread) on a free
+    port. Yields (base URL, the Explorer)."""
+    import torch
+
+    from ablate.explorer.explorer import Explorer
+    from ablate.explorer.server import running
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    explorer = Explorer(load_study(explore_study), reports=tmp_path_factory.mktemp("reports"))
+    with running(explorer) as url:
+        yield url, explorer
+    torch.set_num_threads(threads)

@@ -1,0 +1,194 @@
+"""The explorer's state: a study's best model per family, loaded once, and the questions the page asks of them.
+
+Every method takes a validated request (``requests.py``), checks what needs the study, and
+returns JSON-ready values; a question the study cannot answer raises ``ExploreError`` (a 422).
+Models are used by one request at a time (attention recording sets a flag on a layer).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ablate.explorer import draw
+from ablate.explorer.checkpoints import Strategy, load_strategies, objective
+from ablate.explorer.features import ATTRIBUTES, Projection, attribute_labels
+from ablate.explorer.predict import Query, predict, rounded
+from ablate.explorer.requests import FeaturesRequest, PredictRequest, SceneRequest
+from ablate.explorer.scenes import Scene, SceneError, SceneSource
+from ablate.study import Study, StudyError
+from model.attention import layer_index
+from model.evaluate import decode_tokens, encoder_features
+from model.scenes import render
+
+FEATURE_SCENES = 300  # held-out scenes in the feature projection
+REPORT_SUFFIXES = (".md", ".png", ".tex", ".pdf", ".svg", ".csv")
+
+
+class ExploreError(ValueError):
+    """A request the study cannot answer; the message says what is allowed."""
+
+
+class Explorer:
+    def __init__(self, study: Study, reports: Path | str = "reports"):
+        self.study = study
+        self.strategies: dict[str, Strategy] = load_strategies(study)
+        first = next(iter(self.strategies.values()))
+        self.specs = first.specs
+        try:
+            self.source = SceneSource(first.cfg.data.root)
+        except SceneError as e:
+            raise StudyError(f"{study.path}: {e}") from None
+        self.report_dir = (Path(reports) / study.name).resolve()
+        grids = {s.grid for s in self.specs.values() if s.kind == "image"}
+        self.paint_grid: tuple[int, int] | None = next(iter(grids)) if len(grids) == 1 else None
+        self.lock = threading.Lock()
+        self._projections: dict[str, tuple[Projection, torch.Tensor]] = {}  # family -> (PCA, points [N, 2])
+        num = min(FEATURE_SCENES, self.source.num_heldout)
+        self.feature_scenes = render(self.source.cfg, self.source.data_seed, "val", np.arange(num))
+
+    def info(self) -> dict:
+        """What the page needs to draw its controls."""
+        goal = objective(self.study)
+        return {
+            "study": self.study.name,
+            "objective": {"metric": goal.metric, "direction": goal.direction, "source": goal.source},
+            "strategies": [s.describe() for s in self.strategies.values()],
+            "modalities": [{"name": n, "kind": s.kind, "grid": s.grid, "max_len": s.max_len}
+                           for n, s in self.specs.items()],
+            "heldout": self.source.num_heldout,
+            "paint_grid": self.paint_grid,
+            "canvas": self.source.cfg.canvas,
+            "attributes": list(ATTRIBUTES),
+            "caption_words": [w for w in self.source.caption_words if not w.startswith("[")],
+            "layers": min(min(len(s.model.encoder), len(s.model.decoder)) for s in self.strategies.values()),
+        }
+
+    def scene(self, req: SceneRequest) -> Scene:
+        try:
+            if req.source == "heldout":
+                return self.source.heldout(req.index)
+            if req.source == "seed":
+                return self.source.from_seed(req.seed)
+            return self.source.from_caption(req.caption)
+        except SceneError as e:
+            raise ExploreError(str(e)) from None
+
+    def predict(self, req: PredictRequest) -> dict:
+        """Every chosen strategy's predictions on the scene, side by side, and the scene itself."""
+        query = self.query(req)
+        started = time.perf_counter()
+        with self.lock:
+            columns = {name: predict(self.strategies[name], query, self.source.tokenizers) for name in req.strategies}
+        return {
+            "scene": self._describe(query),
+            "targets": query.targets,
+            "strategies": columns,
+            "seconds": round(time.perf_counter() - started, 4),
+        }
+
+    def query(self, req: PredictRequest) -> Query:
+        """The request checked against the study and the scene."""
+        self._known_strategies(req.strategies)
+        scene = self.scene(req.scene)
+        for key, names in (("given", req.given), ("targets", req.targets)):
+            if unknown := [n for n in names if n not in self.specs]:
+                raise ExploreError(f"{key}: unknown modalities {unknown}; the study's data has {list(self.specs)}")
+            if len(set(names)) < len(names):
+                raise ExploreError(f"{key}: {names} names a modality twice")
+        if missing := [n for n in req.given if n not in scene.tokens]:
+            raise ExploreError(f"given: {scene.label} has no {missing}; it has {list(scene.tokens)}")
+        if both := [n for n in req.targets if n in req.given]:
+            raise ExploreError(f"targets: {both} also given; to have a given image predicted, paint a hidden region")
+        known = self._known(req)
+        targets = [*known, *req.targets]
+        if not targets:
+            raise ExploreError("targets: nothing to predict; choose a predicted modality or paint a hidden region")
+        for s in self.strategies.values():
+            for depth in (len(s.model.encoder), len(s.model.decoder)):
+                try:
+                    layer_index(depth, req.layer)
+                except ValueError as e:
+                    raise ExploreError(f"layer: {e} ({s.family})") from None
+        return Query(scene, req.given, targets, known, req.layer, req.steps)
+
+    def _known(self, req: PredictRequest) -> dict[str, torch.Tensor]:
+        """Given image modality -> bool [1, N] of what the encoder sees, for the ones with painted cells."""
+        if not req.hidden:
+            return {}
+        images = [n for n in req.given if self.specs[n].kind == "image"]
+        if self.paint_grid is None or not images:
+            raise ExploreError("hidden: painting hides cells of a given image modality; none is given")
+        cells = self.paint_grid[0] * self.paint_grid[1]
+        if bad := sorted({c for c in req.hidden if c >= cells}):
+            raise ExploreError(f"hidden: cells {bad[:8]} outside the {self.paint_grid[0]}x{self.paint_grid[1]} grid "
+                               f"(0..{cells - 1})")
+        seen = torch.ones(1, cells, dtype=torch.bool)
+        seen[0, req.hidden] = False
+        return {n: seen for n in images}
+
+    def _known_strategies(self, names: list[str]) -> None:
+        if unknown := [n for n in names if n not in self.strategies]:
+            raise ExploreError(f"strategies: unknown {unknown}; this study has {list(self.strategies)}")
+        if len(set(names)) < len(names):
+            raise ExploreError(f"strategies: {names} names a strategy twice")
+
+    def _describe(self, query: Query) -> dict:
+        """The scene as the page shows it: its tokens decoded, the given inputs with hidden cells, ground truth."""
+        tokens = query.scene.tokens
+        decoded = {m: draw.native(m, decode_tokens(self.source.tokenizers[m], self.specs[m], t)[0])
+                   for m, t in tokens.items()}
+        return {
+            "label": query.scene.label,
+            "decoded": decoded,
+            "given": query.given,
+            "hidden": {m: (~k[0]).nonzero()[:, 0].tolist() for m, k in query.known.items()},
+            "truth": {m: draw.native(m, v) for m, v in query.scene.truth.items()},
+        }
+
+    def features(self, req: FeaturesRequest) -> dict:
+        """Per strategy: the 2-D projection of held-out scenes' features, and where this scene falls."""
+        self._known_strategies(req.strategies)
+        if "rgb" not in self.specs:
+            raise ExploreError("features are of rgb inputs; this study's data has no rgb")
+        scene = self.scene(req.scene)
+        labels = attribute_labels(self.source.cfg, self.feature_scenes, req.attribute)
+        out = {}
+        with self.lock:
+            for name in req.strategies:
+                projection, points = self._projection(name)
+                here = None
+                if "rgb" in scene.tokens:
+                    here = projection(encoder_features(self.strategies[name].model, self.specs,
+                                                       scene.tokens["rgb"], 1))[0]
+                out[name] = {"points": rounded(points), "scene": None if here is None else rounded(here)}
+        categories = sorted(set(labels), key=lambda c: (len(c), c))
+        return {"attribute": req.attribute, "categories": categories,
+                "labels": [categories.index(c) for c in labels], "strategies": out}
+
+    def _projection(self, name: str) -> tuple[Projection, torch.Tensor]:
+        if name not in self._projections:
+            rgb = self.source.val["rgb"][: len(self.feature_scenes)].long()
+            features = encoder_features(self.strategies[name].model, self.specs, rgb, 100)
+            projection = Projection.fit(features)
+            self._projections[name] = projection, projection(features)
+        return self._projections[name]
+
+    def report(self) -> dict:
+        """The study's report (``ablate report``) if there is one: its table and the files beside it."""
+        if not self.report_dir.is_dir():
+            return {"table": None, "files": [], "message": f"no report yet: run ablate report {self.study.name}"}
+        table = self.report_dir / "table.md"
+        files = [p.relative_to(self.report_dir).as_posix() for p in sorted(self.report_dir.rglob("*"))]
+        files = [f for f in files if self.report_file(f) is not None]
+        return {"table": table.read_text() if table.is_file() else None, "files": files, "message": None}
+
+    def report_file(self, path: str) -> Path | None:
+        """A file inside the report folder, or None (outside it, missing, or of another kind)."""
+        target = (self.report_dir / path).resolve()
+        inside = target.is_relative_to(self.report_dir) and target != self.report_dir
+        return target if inside and target.is_file() and target.suffix in REPORT_SUFFIXES else None

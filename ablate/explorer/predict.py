@@ -1,0 +1,104 @@
+"""One strategy's answer to the page's question about one scene, as JSON-ready values.
+
+- Predictions: ``model.generate`` (ROAR for images, autoregressive for sequences, chained in
+  ``Query.targets`` order; painted cells of given images are in-painted first), decoded, with
+  the model's probability of each chosen token.
+- Attention, heads averaged, of one layer in one pass that predicts every target from the given
+  inputs (sequences teacher-forced with what was generated): encoder self-attention between the
+  input slots, and decoder cross-attention from every target token to them. ``keys`` names each
+  input slot (modality, position), so the page can lay weights out on grids and words.
+- Training masks: what the strategy's own masking (as at its last checkpoint, fixed seed) hides
+  from and asks of the model on this scene, when the scene has every modality.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from ablate.explorer import draw
+from ablate.explorer.checkpoints import Strategy
+from ablate.explorer.scenes import Scene
+from model.attention import cross_attention, encoder_attention
+from model.evaluate import decode_tokens
+from model.generate import generate, pack_present
+from model.masking.base import valid_positions
+
+GENERATION_SEED = 0  # ROAR order; fixed so that the same question gets the same answer
+MASK_SEED = 0
+
+
+@dataclass
+class Query:
+    """What the page asks every strategy, checked against the study (``Explorer.query``)."""
+
+    scene: Scene
+    given: list[str]
+    targets: list[str]  # generation order: in-painted given images first
+    known: dict[str, torch.Tensor]  # in-painted given image -> bool [1, N_m], False where painted hidden
+    layer: int
+    steps: int
+
+
+def rounded(x: torch.Tensor, decimals: int = 3) -> list:
+    """A tensor as nested lists of short floats (JSON size: float32 prints 17 digits)."""
+    return torch.round(x.double(), decimals=decimals).tolist()
+
+
+@torch.no_grad()
+def predict(strategy: Strategy, query: Query, tokenizers: dict[str, Any]) -> dict:
+    """The strategy's column of the page: its run, predictions, attention and training masks (module docstring)."""
+    model, specs = strategy.model, strategy.specs
+    given = {m: query.scene.tokens[m] for m in query.given}
+    out = generate(model, specs, given, query.targets, torch.Generator().manual_seed(GENERATION_SEED),
+                   query.steps, known=query.known)
+    predictions = {}
+    for m in query.targets:
+        value = draw.native(m, decode_tokens(tokenizers[m], specs[m], out.tokens[m])[0])
+        confidence = out.confidence[m][0]
+        if specs[m].kind == "sequence":
+            confidence = confidence[: len(value["words"])]
+        predictions[m] = {**value, "confidence": rounded(confidence)}
+    return {**strategy.describe(), "predictions": predictions, "attention": _attention(strategy, query, out.tokens),
+            "training_masks": _training_masks(strategy, query.scene)}
+
+
+def _attention(strategy: Strategy, query: Query, generated: dict[str, torch.Tensor]) -> dict:
+    """{"keys": {"modality", "position"} per input slot, "encoder": [Le, Le], "cross": target -> per position
+    a row [Le] (None where that position was not predicted)}."""
+    model, specs = strategy.model, strategy.specs
+    tokens = {m: query.scene.tokens[m] for m in query.given}
+    inputs = {m: query.known.get(m, valid_positions(specs[m], t)) for m, t in tokens.items()}
+    targets = {}
+    for m in query.targets:
+        if specs[m].kind == "sequence":
+            tokens[m] = generated[m]  # teacher forcing with what the model wrote
+            targets[m] = valid_positions(specs[m], generated[m])
+        else:
+            targets[m] = ~query.known[m] if m in query.known else torch.ones_like(generated[m], dtype=torch.bool)
+    enc, dec = pack_present(specs, tokens, inputs, targets)
+    self_weights, features = encoder_attention(model, enc, query.layer)
+    cross_weights = cross_attention(model, enc, dec, query.layer, features)
+    real = ~enc.pad[0]  # pack_present gives one pad slot when nothing at all is given
+    keys = {"modality": [model.names[i] for i in enc.modality[0, real].tolist()],
+            "position": enc.position[0, real].tolist()}
+    encoder = self_weights[0].mean(0)[real][:, real]  # [Le, Le], heads averaged
+    rows = cross_weights[0].mean(0)[:, real]  # [Ld, Le]
+    cross = {}
+    for m in query.targets:
+        per_position: list[list[float] | None] = [None] * specs[m].num_tokens
+        slots = ((dec.modality[0] == model.names.index(m)) & ~dec.pad[0]).nonzero()[:, 0]
+        for position, row in zip(dec.position[0, slots].tolist(), rounded(rows[slots])):
+            per_position[position] = row
+        cross[m] = per_position
+    return {"keys": keys, "encoder": rounded(encoder), "cross": cross}
+
+
+def _training_masks(strategy: Strategy, scene: Scene) -> dict | None:
+    """modality -> {"input": [N_m] bools, "target": [N_m] bools}; None for a scene without every modality."""
+    if set(scene.tokens) != set(strategy.specs):
+        return None
+    masks = strategy.masking(scene.tokens, torch.Generator().manual_seed(MASK_SEED))
+    return {m: {"input": mask.input[0].tolist(), "target": mask.target[0].tolist()} for m, mask in masks.items()}

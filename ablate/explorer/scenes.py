@@ -1,0 +1,84 @@
+"""The page's input scene, from one of three sources, as tokens (and ground truth where there is one).
+
+- ``heldout``: scene ``index`` of the validation split, its tokens as stored.
+- ``seed``: a new scene rendered from ``(seed, "test", 0)`` and tokenized with the fitted tokenizers.
+- ``caption``: typed words, tokenized; the scene has a caption and nothing else.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from model.build import load_tokenizers, scene_config
+from model.dataset import DatasetSpec, load_split
+from model.modalities import MODALITIES
+from model.scenes import SceneConfig, render
+
+
+class SceneError(ValueError):
+    """A scene that cannot be made; the message says why and what is allowed."""
+
+
+@dataclass
+class Scene:
+    label: str
+    tokens: dict[str, torch.Tensor]  # modality -> int64 [1, N_m], for the modalities the scene has
+    truth: dict[str, Any]  # modality -> native value of this one scene (image array or word list)
+
+
+class SceneSource:
+    """Makes scenes of a generated data set (tokenizers and scene config are needed to decode and render)."""
+
+    def __init__(self, data_root: str | Path):
+        spec = DatasetSpec.load(data_root)
+        if spec.generator is None:
+            raise SceneError(f"{data_root}: the explorer needs a generated data set (`ablate data build`): "
+                             "bring-your-own tokens have no tokenizers to draw them with")
+        self.spec = spec
+        self.cfg: SceneConfig = scene_config(spec)
+        self.data_seed: int = spec.generator["seed"]
+        self.tokenizers = load_tokenizers(data_root)
+        self.val = load_split(data_root, "val")
+        self.caption_words = self.tokenizers["caption"].tokens if "caption" in spec.modalities else []
+
+    @property
+    def num_heldout(self) -> int:
+        return self.spec.splits["val"]
+
+    def heldout(self, index: int) -> Scene:
+        if not 0 <= index < self.num_heldout:
+            raise SceneError(f"scene.index={index}: the validation split has scenes 0..{self.num_heldout - 1}")
+        tokens = {n: t[index : index + 1].long() for n, t in self.val.items()}
+        return Scene(f"held-out scene {index}", tokens, self._truth(self.data_seed, "val", index))
+
+    def from_seed(self, seed: int) -> Scene:
+        truth = self._truth(seed, "test", 0)
+        tokens = {}
+        for name, value in truth.items():
+            ids = self.tokenizers[name].encode(value[None] if isinstance(value, np.ndarray) else [value])
+            tokens[name] = torch.from_numpy(ids).long().reshape(1, -1)
+        return Scene(f"new scene from seed {seed}", tokens, truth)
+
+    def from_caption(self, text: str) -> Scene:
+        if "caption" not in self.spec.modalities:
+            raise SceneError("scene.caption: this data set has no caption modality")
+        tokenizer = self.tokenizers["caption"]
+        words = text.lower().replace(".", " . ").split()
+        if not words:
+            raise SceneError("scene.caption: empty; type a few words, e.g. 'large red circle and small blue square'")
+        if unknown := sorted({w for w in words if w not in tokenizer.ids or w.startswith("[")}):
+            known = [w for w in tokenizer.tokens if not w.startswith("[")]
+            raise SceneError(f"scene.caption: unknown words {unknown}; the caption vocabulary is {known}")
+        if len(words) >= tokenizer.max_len:
+            raise SceneError(f"scene.caption: {len(words)} words; at most {tokenizer.max_len - 1}")
+        tokens = torch.from_numpy(tokenizer.encode([words])).long()
+        return Scene("typed caption", {"caption": tokens}, {"caption": words})
+
+    def _truth(self, seed: int, split: str, index: int) -> dict[str, Any]:
+        scenes = render(self.cfg, seed, split, np.array([index]))
+        return {n: MODALITIES[n].truth(self.cfg, scenes)[0] for n in self.spec.modalities}

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import argparse
-import subprocess
+import os
 import sys
 from pathlib import Path
 
@@ -98,8 +98,8 @@ def submit(args: argparse.Namespace) -> None:
     try:
         _submit(study, args)
     except KeyboardInterrupt:
-        sys.exit(f"\nstopped watching; launched runs go on. `ablate submit {args.study}` again picks them up "
-                 "and launches the rest.")
+        sys.exit(f"\nstopped. `ablate submit {args.study}` again follows what still runs, resumes what was "
+                 f"interrupted and launches the rest; `ablate cancel {args.study}` stops what still runs.")
 
 
 def _submit(study, args: argparse.Namespace) -> None:
@@ -114,6 +114,8 @@ def _submit(study, args: argparse.Namespace) -> None:
     states = submit_runs(study, wait=args.wait)
     if all(s in ("done", "failed") for s in states.values()):
         _print_report(make_report(study, study.spec.report, REPORTS / study.name))
+    elif "interrupted" in states.values():
+        print(f"cancelled; `ablate submit {args.study}` resumes the interrupted runs and launches the rest")
     else:
         print(f"submitted; watch with `ablate status {args.study}` or `ablate ui {args.study}`")
 
@@ -152,13 +154,21 @@ def status(args: argparse.Namespace) -> None:
     print(status_table(_study(args)))
 
 
+def cancel(args: argparse.Namespace) -> None:
+    from ablate.ledger import Ledger, cancel_live_jobs
+
+    study = _study(args)
+    stopped = cancel_live_jobs(list(Ledger(study, create=False).records().values()))
+    print(f"{study.name}: cancelled {stopped} queued or running runs; `ablate submit {args.study}` resumes them")
+
+
 def ui(args: argparse.Namespace) -> None:
     from ablate.tracking import store_uri
 
     study = _study(args)
     cmd = ui_command(store_uri(study.store), args.port)
-    print(f"MLflow UI for {study.name} on http://127.0.0.1:{args.port} (Ctrl-C to stop)")
-    subprocess.run(cmd, check=False)
+    print(f"MLflow UI for {study.name} on http://127.0.0.1:{args.port} (Ctrl-C to stop)", flush=True)
+    os.execv(cmd[0], cmd)  # the server takes this process's place, so stopping it stops the server
 
 
 def explore(args: argparse.Namespace) -> None:
@@ -174,8 +184,9 @@ def explore(args: argparse.Namespace) -> None:
 
 
 def ui_command(store: str, port: int) -> list[str]:
+    # One worker: one person looks at one study (MLflow's default of 4 workers is heavy on a laptop).
     return [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", store, "--host", "127.0.0.1",
-            "--port", str(port)]
+            "--port", str(port), "--workers", "1"]
 
 
 def parser() -> argparse.ArgumentParser:
@@ -269,6 +280,9 @@ def parser() -> argparse.ArgumentParser:
     st = sub.add_parser("status", help="a study's runs with their state and progress (step/total)")
     st.add_argument("study", help=study_help)
     st.set_defaults(func=status)
+    ca = sub.add_parser("cancel", help="stop a study's queued and running jobs (they resume on the next submit)")
+    ca.add_argument("study", help=study_help)
+    ca.set_defaults(func=cancel)
     u = sub.add_parser("ui", help="open the MLflow UI on a study's store (bound to 127.0.0.1)")
     u.add_argument("study", help=study_help)
     u.add_argument("--port", type=int, default=5000, help="port (default 5000)")

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import submitit
 from tqdm import tqdm
 
-from ablate.ledger import ALIVE_STATES, Ledger, Record, state
+from ablate.ledger import ALIVE_STATES, Ledger, Record, cancel_job, state
 from ablate.study import Run, Study
 
 POLL_S = 1.0
@@ -107,9 +107,14 @@ class Dispatcher:
         active = self.active.pop(key)
         if active.job is not None:
             active.job.cancel(check=False)
+        else:
+            tags = self.ledger.record(active.run_id).tags
+            cancel_job(tags.get("executor", ""), tags.get("job_id", ""))
 
     def poll(self) -> list[tuple[Run, str]]:
-        """Runs that ended since the last poll: ``done``, or ``failed`` once their retries are spent."""
+        """Runs that ended since the last poll: ``done``; ``interrupted`` when their job was cancelled
+        (``scancel``, ``ablate cancel``, Ctrl-C: not retried, the next submit resumes them); ``failed``
+        once their retries are spent."""
         ended = []
         for key, active in list(self.active.items()):
             if not self._ended(active):
@@ -118,6 +123,12 @@ class Dispatcher:
             record = self.ledger.record(active.run_id)
             if record.status == "FINISHED":
                 ended.append((active.run, "done"))
+                continue
+            if record.status == "KILLED" or _cancelled(active.job):
+                self.ledger.end(record.run_id, "KILLED")
+                tqdm.write(f"run {key} ({active.run.label}) was cancelled; `ablate submit` resumes it",
+                           file=sys.stderr)
+                ended.append((active.run, "interrupted"))
                 continue
             self.ledger.end(record.run_id, "FAILED")  # the job may have died before the trainer could say so
             retried = self.retry(active.run, self.ledger.record(active.run_id))
@@ -132,6 +143,11 @@ class Dispatcher:
         if active.job is not None:
             return active.job.done()
         return state(self.ledger.record(active.run_id)) not in ALIVE_STATES
+
+
+def _cancelled(job: submitit.Job | None) -> bool:
+    """SLURM says CANCELLED; a local job's controller died of a signal (submitit's INTERRUPTED)."""
+    return job is not None and job.state.startswith(("CANCELLED", "INTERRUPTED"))
 
 
 def _reason(job: submitit.Job | None) -> str:
@@ -184,6 +200,8 @@ def submit(study: Study, wait: bool = False, progress: bool = True) -> dict[str,
             for run, outcome in dispatcher.poll():
                 states[run.key] = outcome
                 bar.update(1)
+                if outcome == "interrupted":  # the study is being cancelled: launch nothing more
+                    todo = []
             bar.set_postfix(active=len(dispatcher.active), failed=list(states.values()).count("failed"))
             if dispatcher.active:
                 time.sleep(POLL_S)

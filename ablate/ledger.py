@@ -19,6 +19,8 @@ A run's state combines its MLflow status with whether its job is still alive:
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 from dataclasses import dataclass
 from functools import cache
@@ -158,6 +160,26 @@ def job_alive(kind: str, job_id: str) -> bool:
         except OSError:
             return False
     return False  # debug jobs run inside the submitter
+
+
+def cancel_job(kind: str, job_id: str) -> None:
+    """Stop a job launched by some submitter: ``scancel`` on SLURM (an array id cancels the whole array);
+    a local job's controller gets SIGINT, as submitit's own ``cancel`` sends, and stops its run."""
+    if kind == "slurm":
+        subprocess.run(["scancel", job_id], capture_output=True, timeout=30)
+    elif kind == "local" and job_alive(kind, job_id):
+        os.kill(int(job_id), signal.SIGINT)
+
+
+def cancel_live_jobs(records: list[Record]) -> int:
+    """Cancel the jobs of the runs still queued or running; returns how many runs that stopped.
+
+    SLURM arrays are cancelled whole: in Slurm 22.05 cancelling one task of a pending array loses its record.
+    """
+    alive = [r for r in records if state(r) in ALIVE_STATES]
+    for kind, job_id in sorted({(r.tags["executor"], r.tags["job_id"].split("_")[0]) for r in alive}):
+        cancel_job(kind, job_id)
+    return len(alive)
 
 
 def _record(run) -> Record:

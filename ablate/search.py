@@ -6,6 +6,7 @@ killed submitter loses nothing: on restart, trials it left RUNNING get their run
 once if the run finished meanwhile, followed if its job still runs, resumed from its checkpoint
 otherwise), and finished runs in MLflow that the journal does not know are added back as trials.
 A trial whose parameters give a run that already finished is told that run's result, not re-run.
+Pruned runs come back as pruned trials; a cancelled run's trial stays RUNNING until the next submit.
 
 The pruner reads ``search.intermediate`` (default ``train/loss``) from MLflow while a run trains;
 a pruned trial's job is cancelled and its MLflow run tagged ``pruned``.
@@ -44,12 +45,16 @@ def distribution(param: SearchParam) -> BaseDistribution:
 def open_search(study: Study) -> optuna.Study:
     """The study's Optuna study, created on first use."""
     spec = study.spec.search
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
     study.dir.mkdir(parents=True, exist_ok=True)
     storage = JournalStorage(JournalFileBackend(str(study.dir / "optuna.journal")))
     # Seeded by how many trials exist, so a restarted random sampler does not replay its first picks.
     seed = spec.seed + len(_existing_trials(storage, study.name))
     sampler = optuna.samplers.TPESampler(seed=seed) if spec.sampler == "tpe" else optuna.samplers.RandomSampler(seed)
-    pruner = optuna.pruners.MedianPruner() if spec.pruner == "median" else optuna.pruners.NopPruner()
+    pruner = optuna.pruners.NopPruner()
+    if spec.pruner == "median":
+        pruner = optuna.pruners.MedianPruner(n_startup_trials=spec.prune_after_trials,
+                                             n_warmup_steps=spec.prune_after_step)
     return optuna.create_study(storage=storage, study_name=study.name, direction=spec.direction, sampler=sampler,
                                pruner=pruner, load_if_exists=True)
 
@@ -73,28 +78,34 @@ class Search:
         self.records = self.ledger.records()
         self.waiting: dict[str, list[optuna.Trial]] = {}  # run key -> trials told when that run ends
         self.reported: dict[str, int] = {}  # run key -> last step reported to the pruner
+        self.cancelled = False  # a run's job was cancelled: the search is being stopped, ask no more trials
 
     def run(self) -> optuna.Study:
-        optuna.logging.set_verbosity(optuna.logging.WARNING)
         self._recover()
         trials = self.optuna.get_trials(deepcopy=False)
         finished = sum(t.state.is_finished() for t in trials)
         with tqdm(total=self.spec.trials, initial=finished, desc=self.study.name, unit="trial",
                   disable=not self.progress) as bar:
-            while self.waiting or len(self.optuna.get_trials(deepcopy=False)) < self.spec.trials:
-                while len(self.waiting) < self.study.spec.executor.max_parallel and \
-                        len(self.optuna.get_trials(deepcopy=False)) < self.spec.trials:
+            while self.waiting or self._more():
+                while len(self.waiting) < self.study.spec.executor.max_parallel and self._more():
                     self._start(self._ask())
-                self._report()
-                for run, outcome in self.dispatcher.poll():
+                for run, outcome in self.dispatcher.poll():  # first: a run that finished is complete, not pruned
+                    trials = self.waiting.pop(run.key)
+                    if outcome == "interrupted":  # cancelled: its trials stay RUNNING, the next submit resumes them
+                        self.cancelled = True
+                        continue
                     record = self.records[run.key] = self.ledger.record(self.records[run.key].run_id)
-                    for trial in self.waiting.pop(run.key):
+                    for trial in trials:
                         self._tell(trial, record if outcome == "done" else None)
+                self._report()
                 bar.n = sum(t.state.is_finished() for t in self.optuna.get_trials(deepcopy=False))
                 bar.refresh()
                 if self.waiting:
                     time.sleep(POLL_S)
         return self.optuna
+
+    def _more(self) -> bool:
+        return not self.cancelled and len(self.optuna.get_trials(deepcopy=False)) < self.spec.trials
 
     def _ask(self) -> optuna.Trial:
         try:
@@ -115,13 +126,16 @@ class Search:
                 key = self._start(optuna.Trial(self.optuna, frozen._trial_id))
                 self.reported[key] = max(frozen.intermediate_values, default=0)
         for key, record in self.records.items():
-            params = search_params(record)
-            if key in known or params is None or state(record) != "done":
+            params, s = search_params(record), state(record)
+            if key in known or params is None or s not in ("done", "pruned"):
                 continue
-            value = record.metric(self.spec.metric)
+            history = self.ledger.client.get_metric_history(record.run_id, metric_name(self.spec.intermediate))
             try:
                 self.optuna.add_trial(optuna.trial.create_trial(
-                    params=params, distributions=self.distributions, value=value, user_attrs={"run_key": key}))
+                    params=params, distributions=self.distributions, user_attrs={"run_key": key},
+                    state=TrialState.COMPLETE if s == "done" else TrialState.PRUNED,
+                    value=record.metric(self.spec.metric) if s == "done" else None,
+                    intermediate_values={m.step: m.value for m in history}))  # the pruner compares to them
             except ValueError:  # outside today's search space, or no metric: not a trial of this search
                 continue
 

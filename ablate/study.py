@@ -28,8 +28,9 @@ from hydra.core.global_hydra import GlobalHydra
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from ablate.directions import direction, known_patterns
-from model.config import CONF_DIR, ConfigError, compose, to_dict
-from model.dataset import DataFormatError
+from ablate.tracking import metric_name
+from model.config import CONF_DIR, ConfigError, DataConfig, compose, to_dict
+from model.dataset import DataFormatError, DatasetSpec
 from model.masking import STRATEGIES
 
 # Config keys the study sets itself; the message says what to use instead.
@@ -41,6 +42,7 @@ BOOKKEEPING = {
 }
 Positive = Annotated[int, Field(ge=1)]
 NonNegative = Annotated[int, Field(ge=0)]
+Seed = Annotated[int, Field(ge=0, lt=2**32)]  # numpy's seed range
 
 
 class StudyError(ValueError):
@@ -54,18 +56,24 @@ class Schema(BaseModel):
 
 
 class SearchParam(Schema):
-    type: Literal["float", "int", "categorical"]
-    low: float | None = None
-    high: float | None = None
-    log: bool = False
-    step: float | None = None
-    choices: list[str | int | float | bool | None] | None = None
+    """How one config key is drawn for a trial."""
+
+    type: Literal["float", "int", "categorical"] = Field(
+        description="float and int: from [low, high]; categorical: one of choices")
+    low: float | None = Field(None, description="lower bound (float, int)")
+    high: float | None = Field(None, description="upper bound, included (float, int); above low")
+    log: bool = Field(False, description="draw on a log scale (needs low > 0 and no step)")
+    step: float | None = Field(None, description="draw on a grid of this step from low (int: default 1)")
+    choices: list[Any] | None = Field(None, description="the values of a categorical parameter: strings, numbers, "
+                                      "booleans or null")
 
     @model_validator(mode="after")
     def _consistent(self) -> SearchParam:
         if self.type == "categorical":
             if not self.choices or self.low is not None or self.high is not None:
                 raise ValueError("a categorical parameter needs a non-empty 'choices' list and no low/high")
+            if bad := [c for c in self.choices if not (c is None or isinstance(c, (str, int, float, bool)))]:
+                raise ValueError(f"choices {bad}: a choice is a string, a number, a boolean or null")
             return self
         if self.low is None or self.high is None or self.choices is not None:
             raise ValueError(f"a {self.type} parameter needs 'low' and 'high' (and no 'choices')")
@@ -81,14 +89,19 @@ class SearchParam(Schema):
 class SearchSpec(Schema):
     """Optuna search over config keys; each trial is one run with the study's seed."""
 
-    params: dict[str, SearchParam] = Field(min_length=1)
-    trials: Positive
-    metric: str = "eval/loss/mean"
-    direction: Literal["minimize", "maximize"] = "minimize"
-    sampler: Literal["tpe", "random"] = "tpe"
-    pruner: Literal["none", "median"] = "none"
-    intermediate: str = "train/loss"  # what the pruner compares across trials at equal steps
-    seed: int = 0  # the sampler's
+    params: dict[str, SearchParam] = Field(min_length=1, description="config key -> how a trial draws it")
+    trials: Positive = Field(description="trials in all (complete, pruned or failed), across restarts")
+    metric: str = Field("eval/loss/mean", description="the objective: a metric every run logs (eval/...: at its end, "
+                        "needs evaluate: true)")
+    direction: Literal["minimize", "maximize"] = Field("minimize", description="of metric")
+    sampler: Literal["tpe", "random"] = Field("tpe", description="Optuna's TPESampler or RandomSampler")
+    pruner: Literal["none", "median"] = Field("none", description="median: stop a trial whose intermediate is worse "
+                                              "than the median of finished trials at the same step")
+    intermediate: str = Field("train/loss", description="what the pruner compares at equal steps: a metric logged "
+                              "during training (train/... or masks/...)")
+    prune_after_trials: NonNegative = Field(5, description="finished trials before the pruner stops any")
+    prune_after_step: NonNegative = Field(0, description="training step before which no trial is pruned")
+    seed: Seed = Field(0, description="the sampler's seed")
 
     @model_validator(mode="after")
     def _pruner_direction(self) -> SearchSpec:
@@ -99,37 +112,59 @@ class SearchSpec(Schema):
 
 
 class ExecutorSpec(Schema):
-    kind: Literal["local", "debug", "slurm"] = "local"
-    max_parallel: Positive = 1  # runs at once (local processes, search trials; SLURM array default)
-    threads_per_run: NonNegative = 0  # torch CPU threads per run (0: torch's default)
-    max_retries: NonNegative = 2  # relaunches of a failed run
-    timeout_min: Positive = 60
-    # SLURM (ignored by local and debug, except gpus_per_node and tasks_per_node)
-    partition: str | None = None
-    account: str | None = None
-    gpus_per_node: NonNegative = 0
-    tasks_per_node: Positive | None = None  # default: one per GPU, at least one
-    cpus_per_task: Positive | None = None
-    mem_gb: float | None = Field(default=None, gt=0)
-    array_parallelism: Positive | None = None  # default: max_parallel
-    signal_delay_s: NonNegative = 120  # USR2 this long before the time limit: checkpoint, requeue
-    setup: list[str] = Field(default_factory=list)  # shell lines run in the job first
-    additional: dict[str, str | int | float | bool] = Field(default_factory=dict)  # other sbatch options
+    """Where runs go. The SLURM keys are submitit's; local and debug ignore them (not gpus/tasks_per_node)."""
+
+    kind: Literal["local", "debug", "slurm"] = Field("local", description="local: a process per run; debug: in the "
+                                                     "submitter's process, one at a time (for pdb); slurm: a job array")
+    max_parallel: Positive = Field(1, description="runs at once (local processes, search trials; SLURM: the array's "
+                                   "default parallelism)")
+    threads_per_run: NonNegative = Field(0, description="torch CPU threads per run (0: torch's default)")
+    max_retries: NonNegative = Field(2, description="relaunches of a failed run")
+    timeout_min: Positive = Field(60, description="a run's time limit; at the limit it is checkpointed and requeued")
+    partition: str | None = Field(None, description="SLURM partition (sbatch --partition)")
+    account: str | None = Field(None, description="SLURM account (sbatch --account)")
+    gpus_per_node: NonNegative = Field(0, description="GPUs per run; the run is data-parallel over them")
+    tasks_per_node: Positive | None = Field(None, description="processes per run (default: one per GPU, at least "
+                                            "one)")
+    cpus_per_task: Positive | None = Field(None, description="SLURM CPUs per process (default: threads_per_run, at "
+                                           "least 1)")
+    mem_gb: float | None = Field(None, gt=0, description="SLURM memory per node")
+    array_parallelism: Positive | None = Field(None, description="SLURM array tasks at once (default: max_parallel)")
+    signal_delay_s: NonNegative = Field(120, description="SLURM sends USR2 this long before the time limit: the run "
+                                        "checkpoints and is requeued")
+    setup: list[str] = Field(default_factory=list, description="shell lines the SLURM job runs before python (e.g. "
+                             "module load)")
+    additional: dict[str, Any] = Field(default_factory=dict, description="any other sbatch option: name -> string, "
+                                       "number or boolean (e.g. qos: normal)")
+
+    @field_validator("additional")
+    @classmethod
+    def _sbatch_values(cls, options: dict[str, Any]) -> dict[str, Any]:
+        for name, value in options.items():
+            if not isinstance(value, (str, int, float, bool)):
+                raise ValueError(f"{name}: {value!r}: an sbatch option takes a string, a number or a boolean")
+        return options
 
 
 class ReportSpec(Schema):
     """What ``ablate report`` compares and how its table is laid out (see ``ablate/report.py``)."""
 
-    baseline: dict[str, Any] | None = None  # overrides that identify the baseline configuration
-    metrics: list[str] = Field(default_factory=lambda: ["eval/loss/mean", "eval/acc/mean"], min_length=1)
-    rows: list[str] | None = None  # settings keys that form the rows (default: those not in columns)
-    columns: list[str] = Field(default_factory=list)  # settings keys that form grouped column headers
-    precision: Annotated[int, Field(ge=0, le=8)] = 3  # digits after the decimal point
-    caption: str | None = None  # default: the study's description
-    label: str | None = None  # LaTeX label, default tab:<study name>
-    correction: Literal["holm", "bh"] = "holm"  # across the table's tests: Holm (FWER) or Benjamini-Hochberg (FDR)
-    alpha: float = Field(default=0.05, gt=0, lt=1)  # significance level after correction
-    curves: list[str] = Field(default_factory=lambda: ["train/loss"])  # per-step metrics drawn as training curves
+    baseline: dict[str, Any] | None = Field(None, description="the overrides (or {variant: NAME}) that pick the "
+                                            "baseline configuration; it must match one")
+    metrics: list[str] = Field(default_factory=lambda: ["eval/loss/mean", "eval/acc/mean"], min_length=1,
+                               description="columns: metrics every run logs (eval/...: needs evaluate: true); "
+                               "each must name a known direction (ablate/directions.py)")
+    rows: list[str] | None = Field(None, description="settings keys that form the rows (default: those not in "
+                                   "columns)")
+    columns: list[str] = Field(default_factory=list, description="settings keys that form grouped column headers")
+    precision: int = Field(3, ge=0, le=8, description="digits after the decimal point")
+    caption: str | None = Field(None, description="table caption (default: the study's description)")
+    label: str | None = Field(None, description="LaTeX label (default: tab:<study name>)")
+    correction: Literal["holm", "bh"] = Field("holm", description="multiple-comparison correction across the "
+                                              "table's tests: Holm (family-wise) or Benjamini-Hochberg (FDR)")
+    alpha: float = Field(default=0.05, gt=0, lt=1, description="significance level after correction")
+    curves: list[str] = Field(default_factory=lambda: ["train/loss"], description="per-step metrics drawn as "
+                              "training curves")
 
     @field_validator("metrics")
     @classmethod
@@ -150,16 +185,21 @@ class ReportSpec(Schema):
 class StudySpec(Schema):
     """The study file."""
 
-    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-    description: str = ""
-    base: dict[str, Any] = Field(default_factory=dict)
-    seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
-    grid: dict[str, Annotated[list[Any], Field(min_length=1)]] = Field(default_factory=dict)
-    variants: dict[str, dict[str, Any]] = Field(default_factory=dict)
-    search: SearchSpec | None = None
-    evaluate: bool = True  # evaluate every run at its end (report metrics come from there)
-    executor: ExecutorSpec = Field(default_factory=ExecutorSpec)
-    report: ReportSpec = Field(default_factory=ReportSpec)
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", description="the study folder is studies/<name>/ "
+                      "(next to the file): letters, digits, _ . -")
+    description: str = Field("", description="free text (the MLflow parent run's note)")
+    base: dict[str, Any] = Field(default_factory=dict, description="config key -> value for every run: any key of "
+                                 "model/conf/ or a group choice (model: tiny, nano or base; masking: a strategy)")
+    seeds: list[Seed] = Field(default_factory=lambda: [0], min_length=1, description="every configuration runs once "
+                              "per seed (distinct; a search takes one)")
+    grid: dict[str, Annotated[list[Any], Field(min_length=1)]] = Field(
+        default_factory=dict, description="config key -> list of values: every combination is a configuration")
+    variants: dict[str, dict[str, Any]] = Field(default_factory=dict, description="name -> overrides: named "
+                                                "configurations, each crossed with the grid, not with each other")
+    search: SearchSpec | None = Field(None, description="an Optuna search instead of grid/variants")
+    evaluate: bool = Field(True, description="evaluate every run at its end (eval/... metrics)")
+    executor: ExecutorSpec = Field(default_factory=ExecutorSpec, description="where runs go")
+    report: ReportSpec = Field(default_factory=ReportSpec, description="the comparison printed at the end")
 
 
 @dataclass(frozen=True)
@@ -245,8 +285,12 @@ _PLAIN = re.compile(r"[A-Za-z_/][\w\-./]*")
 
 
 def override(key: str, value: Any) -> str:
-    """A Hydra override ``key=value`` for a YAML value (strings quoted unless plainly a word or path)."""
-    return f"{key}={_hydra_value(value)}"
+    """A Hydra override ``key=value`` for a YAML value (strings quoted unless plainly a word or path).
+
+    A masking parameter is forced (``++``): added when the chosen preset lacks it, so the strategy
+    itself says which parameters it takes.
+    """
+    return f"{'++' if key.startswith('masking.') else ''}{key}={_hydra_value(value)}"
 
 
 def _hydra_value(value: Any) -> str:
@@ -267,7 +311,22 @@ def _hydra_value(value: Any) -> str:
 
 
 class _Loader(yaml.SafeLoader):
-    """Safe YAML that also reads ``1e-3`` as a float (PyYAML's YAML 1.1 resolver wants ``1.0e-3``)."""
+    """Safe YAML that also reads ``1e-3`` as a float (PyYAML's YAML 1.1 resolver wants ``1.0e-3``) and
+    refuses a key given twice in one mapping (PyYAML would silently keep the last)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        first: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key = self.construct_object(key_node, deep=True)
+            if isinstance(key, typing.Hashable) and key in first:
+                raise yaml.constructor.ConstructorError(
+                    problem=f"key {key!r} given twice (first on line {first[key] + 1}); give each key once",
+                    problem_mark=key_node.start_mark)
+            if isinstance(key, typing.Hashable):
+                first[key] = key_node.start_mark.line
+        return super().construct_mapping(node, deep)
 
 
 _Loader.add_implicit_resolver(
@@ -286,7 +345,7 @@ def load_study(path: str | Path) -> Study:
     except OSError as e:
         raise StudyError(f"{where}: cannot read the study file ({e.strerror})") from None
     except yaml.YAMLError as e:
-        raise StudyError(f"{where}: not valid YAML: {e}") from None
+        raise StudyError(f"{where}: {_yaml_problem(e)}") from None
     if not isinstance(raw, dict):
         raise StudyError(f"{where}: a study file is a mapping with keys {sorted(StudySpec.model_fields)}")
     problems: list[str] = []
@@ -304,9 +363,20 @@ def load_study(path: str | Path) -> Study:
     found, bad_choices = _check_keys(spec)
     problems += found + layout_problems(spec)
     problems += _expand(study, bad_choices) if spec.search is None else _check_search(study, bad_choices)
+    problems += _check_metrics(spec)
     if problems:
         raise _error(where, problems)
     return study
+
+
+def _yaml_problem(e: yaml.YAMLError) -> str:
+    mark = getattr(e, "problem_mark", None)
+    at = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+    problem = getattr(e, "problem", None) or str(e)
+    if isinstance(e, yaml.constructor.ConstructorError) and "constructor for the tag" in problem:
+        return (f"{at}{problem}: a study is plain YAML (mappings, lists, strings, numbers, booleans, null); "
+                "tags that build Python objects are refused")
+    return f"{at}not valid YAML: {problem}"
 
 
 def _error(where: str, problems: list[str]) -> StudyError:
@@ -395,8 +465,6 @@ def _check_keys(spec: StudySpec) -> tuple[list[str], set[tuple[str, str]]]:
     if spec.search and len(spec.seeds) > 1:
         problems.append(f"seeds: {spec.seeds}: a search runs each trial with one seed; list one "
                         "(re-run the best configuration over seeds as a grid study)")
-    if spec.search and not spec.evaluate and spec.search.metric.startswith("eval/"):
-        problems.append(f"search.metric: {spec.search.metric!r} needs evaluate: true")
     return problems, bad_choices
 
 
@@ -461,6 +529,49 @@ def _check_search(study: Study, skip: set[tuple[str, str]]) -> list[str]:
     return problems
 
 
+def _check_metrics(spec: StudySpec) -> list[str]:
+    """Objectives and report columns must be metrics the runs log; a pruner's, one logged while training."""
+    from model.evaluate import metric_names
+    from model.train import logged_metrics
+
+    training, final = None, None  # what the runs log on every data set of the study
+    for root in _data_roots(spec):
+        try:
+            data = DatasetSpec.load(root)
+        except DataFormatError:  # reported where the configuration is composed
+            continue
+        t = set(logged_metrics(data.modalities))
+        f = {f"eval/{m}" for m in metric_names(data.modalities, data.generator is not None)}
+        training, final = (t, f) if training is None else (training & t, final & f)
+    if training is None:
+        return []
+    train_only = sorted(m for m in training if not m.startswith("masks/"))
+    known = {metric_name(m): m for m in training | final}  # as MLflow stores them, or as logged
+    wanted = [(f"report.metrics.{i}", m) for i, m in enumerate(spec.report.metrics)
+              if "metrics" in spec.report.model_fields_set]  # default columns a study cannot fill stay empty
+    wanted += [("search.metric", spec.search.metric)] if spec.search else []
+    problems = []
+    for where, metric in wanted:
+        logged = known.get(metric_name(metric))
+        if logged in final and not spec.evaluate:
+            problems.append(f"{where}: {metric!r} needs evaluate: true")
+        elif logged is None:
+            problems.append(f"{where}: {metric!r}: no run logs it; allowed: {', '.join(sorted(final) + train_only)}, "
+                            "or a masks/ statistic such as masks/rgb/input_mean")
+    pruned_by = spec.search.intermediate if spec.search and spec.search.pruner != "none" else None
+    if pruned_by is not None and known.get(metric_name(pruned_by)) not in training:
+        problems.append(f"search.intermediate: {pruned_by!r}: not logged during training, so the "
+                        f"pruner cannot compare trials by it; allowed: {', '.join(train_only)}, or a masks/ statistic")
+    return problems
+
+
+def _data_roots(spec: StudySpec) -> set[str]:
+    """Every data set the study's runs train on: the ``data.root`` values it names, and the default's
+    unless ``base`` sets one."""
+    named = {v for _, key, values in _sources(spec) if key.lstrip("+~") == "data.root" for v in values}
+    return named | (set() if "data.root" in spec.base else {DataConfig.root})
+
+
 def _uses(overrides: dict[str, Any], pairs: set[tuple[str, str]]) -> bool:
     return any(isinstance(v, str) and (k, v) in pairs for k, v in overrides.items())
 
@@ -470,14 +581,23 @@ def _cast(param: SearchParam, value: float) -> float | int:
 
 
 def _attribute(message: str, origin: dict[str, tuple[str, Any]], settings: dict[str, Any]) -> str:
-    """Name the study key a config error comes from: the longest override key the message mentions,
+    """Name the study key a config error comes from: the override key the message names most of (the
+    whole key, or its leading part such as ``masking.input_alphas`` of ``masking.input_alphas.rgb``),
     else the override whose (string) value it mentions, such as a missing data folder."""
-    named = [k for k in origin if k.lstrip("+~") in message]
-    named = named or [k for k, (_, v) in origin.items() if isinstance(v, str) and len(v) > 2 and v in message]
+    named = {k: n for k in origin if (n := _named_parts(k, message))}
+    if not named:
+        named = {k: len(k) for k, (_, v) in origin.items() if isinstance(v, str) and len(v) > 2 and v in message}
     if named:
-        return f"{origin[max(named, key=len)][0]}: {message}"
+        return f"{origin[max(named, key=named.get)][0]}: {message}"
     where = " ".join(f"{k}={v}" for k, v in settings.items())
     return f"{'configuration ' + where if where else 'base'}: {message}"
+
+
+def _named_parts(key: str, message: str) -> int:
+    """How many leading parts of a dotted key the message names: all of them, or at least two."""
+    parts = key.lstrip("+~").split(".")
+    return next((n for n in range(len(parts), 0, -1) if ".".join(parts[:n]) in message
+                 and (n == len(parts) or n >= 2)), 0)
 
 
 def matches(run: Run, selector: dict[str, Any]) -> bool:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import re
 import sqlite3
+import time
 from pathlib import Path
 from typing import Any
 
@@ -68,16 +69,24 @@ def ensure_experiment(uri: str, name: str) -> str:
 
 
 class RunTracker:
-    """Thin wrapper around one MLflow run. ``run_id=None`` starts a new run."""
+    """Thin wrapper around one MLflow run. ``run_id=None`` starts a new run.
+
+    A resumed run replays the steps between its checkpoint and the moment it stopped; those steps
+    were logged already (with the same values: training is deterministic), so they are not logged
+    again, and every metric keeps exactly one value per step.
+    """
 
     def __init__(self, uri: str, experiment: str, run_id: str | None, run_name: str = "", tags: dict | None = None):
         self.client = MlflowClient(store_uri(uri))
+        self.logged_until: dict[str, int] = {}  # metric -> last step already in MLflow
         if run_id is None:
             exp_id = ensure_experiment(uri, experiment)
             run = self.client.create_run(exp_id, run_name=run_name or None, tags=tags or {})
             run_id = run.info.run_id
         else:
             self.client.update_run(run_id, status="RUNNING")
+            for key in self.client.get_run(run_id).data.metrics:
+                self.logged_until[key] = max(m.step for m in self.client.get_metric_history(run_id, key))
         self.run_id = run_id
 
     def log_params(self, params: dict[str, Any]) -> None:
@@ -87,7 +96,10 @@ class RunTracker:
             self.client.log_batch(self.run_id, params=new[start : start + 100])
 
     def log_metrics(self, metrics: dict[str, float], step: int) -> None:
-        ms = [mlflow.entities.Metric(metric_name(k), float(v), 0, step) for k, v in metrics.items()]
+        now_ms = int(time.time() * 1000)
+        names = {metric_name(k): v for k, v in metrics.items()}
+        ms = [mlflow.entities.Metric(k, float(v), now_ms, step) for k, v in names.items()
+              if step > self.logged_until.get(k, -1)]
         for start in range(0, len(ms), 1000):
             self.client.log_batch(self.run_id, metrics=ms[start : start + 1000], synchronous=True)
 

@@ -6,15 +6,21 @@ rejects unknown keys and wrong types; ``Config.validate`` checks ranges.
 
 from __future__ import annotations
 
+import copy
+import functools
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from hydra import compose as hydra_compose
 from hydra import initialize_config_dir
+from hydra._internal.config_loader_impl import ConfigLoaderImpl
 from hydra.core.config_store import ConfigStore
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.override_parser.types import Override
 from hydra.errors import HydraException
-from omegaconf import MISSING, OmegaConf
+from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
 
 from model.network import MODEL_PRESETS, ModelConfig
@@ -142,14 +148,40 @@ for _name, _preset in MODEL_PRESETS.items():
 
 
 def compose(overrides: list[str] | tuple[str, ...] = ()) -> Config:
-    """Compose ``conf/config.yaml`` with overrides into a validated ``Config``."""
+    """Compose ``conf/config.yaml`` with overrides into a validated ``Config``.
+
+    Hydra composes each distinct set of group choices (``model=tiny masking=block``) once per process;
+    the other overrides are applied to a copy the way Hydra applies them after composing, so a study's
+    thousands of configurations cost milliseconds each instead of a Hydra composition each.
+    """
     try:
-        with initialize_config_dir(str(CONF_DIR), version_base=None):
-            cfg = hydra_compose("config", overrides=list(overrides))
+        parsed = [_parse(line) for line in overrides]
+        composing = [o for o in parsed if o.key_or_group in _groups() or o.is_sweep_override() or o.is_hydra_override()]
+        cfg = copy.deepcopy(_composed(tuple(o.input_line for o in composing)))
+        # Hydra's own step (a private but long-stable static method), for exactly Hydra's semantics.
+        ConfigLoaderImpl._apply_overrides_to_config([o for o in parsed if o not in composing], cfg)
         obj = OmegaConf.to_object(cfg)
     except (HydraException, OmegaConfBaseException) as e:
         raise ConfigError(_explain(e)) from None
     return obj.validate()
+
+
+@functools.lru_cache(maxsize=65536)  # a study repeats each of its override lines across many configurations
+def _parse(line: str) -> Override:
+    return OverridesParser.create().parse_override(line)
+
+
+@functools.cache
+def _composed(overrides: tuple[str, ...]) -> DictConfig:
+    with initialize_config_dir(str(CONF_DIR), version_base=None):
+        return hydra_compose("config", overrides=list(overrides))
+
+
+@functools.cache
+def _groups() -> frozenset[str]:
+    """The config groups (``model``, ``masking``): overrides that choose among configs, not set values."""
+    with initialize_config_dir(str(CONF_DIR), version_base=None):
+        return frozenset(GlobalHydra.instance().config_loader().list_groups(""))
 
 
 def _explain(e: Exception) -> str:

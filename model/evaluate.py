@@ -54,6 +54,13 @@ TASKS: dict[str, tuple[str, str]] = {  # name -> (given, target)
     "rgb->boxes": ("rgb", "boxes"),
     "caption->rgb": ("caption", "rgb"),
 }
+TASK_METRICS: dict[str, tuple[str, ...]] = {  # what ``score`` returns per task
+    "rgb->semseg": ("miou",),
+    "rgb->depth": ("delta1", "abs_rel"),
+    "rgb->caption": ("attr_acc",),
+    "rgb->boxes": ("miou",),
+    "caption->rgb": ("verifier",),
+}
 
 
 @dataclass
@@ -221,6 +228,16 @@ def evaluate(
     if figure is not None:
         _figure(figure, truth, generated, figure_scenes)
     return metrics
+
+
+def metric_names(specs: dict[str, ModalitySpec], generated: bool) -> list[str]:
+    """The keys ``evaluate`` returns for these modalities (``generated``: the data set has ground truth)."""
+    keys = [f"{kind}/{n}" for kind in ("loss", "acc") for n in [*sorted(specs), "mean"]]
+    if generated:
+        keys += [f"{task}/{m}" for task, (src, dst) in TASKS.items() if src in specs and dst in specs
+                 for m in TASK_METRICS[task]]
+        keys += ["probe/count_acc"] if "rgb" in specs else []
+    return keys
 
 
 def _probe(

@@ -68,6 +68,16 @@ class MaskStats:
             self.agreement[group] += torch.tensor([(stack.all(0) | ~stack.any(0)).sum(), stack[0].numel()])
         self.samples += masks[next(iter(self.specs))].input.shape[0]
 
+    def state_dict(self) -> dict:
+        """Everything accumulated, so a resumed run's statistics cover all its steps (Accelerate checkpoints it)."""
+        return {"samples": self.samples, "counts": self.counts, "frequency": self.frequency, "pairs": self.pairs,
+                "agreement": self.agreement}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.samples = int(state["samples"])
+        self.counts, self.frequency = state["counts"], state["frequency"]
+        self.pairs, self.agreement = state["pairs"], state["agreement"]
+
     def summary(self) -> dict[str, float]:
         """Per modality (and ``total``) and role: ``{name}/{role}_mean`` and ``_std`` (tokens per sample),
         ``_present`` (fraction of samples with at least one); per modality ``_spread``: the entropy of

@@ -172,7 +172,10 @@ def train(
     state = TrainState(torch.Generator().manual_seed(t.seed + MASK_STREAM))
     accelerator.register_for_checkpointing(state)
     accelerator.register_for_checkpointing(setup.masking)  # adaptive strategies carry state (hard: loss map)
-    stats = MaskStats(setup.specs) if accelerator.is_main_process else None
+    # Every process draws the same global masks, so every process keeps the same statistics; checkpointed
+    # (all processes must register the same objects) so that a resumed run's statistics cover all its steps.
+    stats = MaskStats(setup.specs)
+    accelerator.register_for_checkpointing(stats)
 
     resume_from = latest_checkpoint(out_dir)
     if resume_from is not None:
@@ -196,8 +199,7 @@ def train(
             for _ in range(t.grad_accum):
                 batch = next(stream)  # the global batch
                 masks = setup.masking(batch, state.mask_generator)
-                if stats is not None:
-                    stats.update(masks)
+                stats.update(masks)
                 enc, dec = _local_inputs(setup, batch, masks, slice(rank * t.batch_size, (rank + 1) * t.batch_size))
                 enc, dec = enc.to(accelerator.device), dec.to(accelerator.device)
                 with accelerator.accumulate(model):
@@ -261,6 +263,12 @@ def train(
         tracker.end("FINISHED")
     accelerator.wait_for_everyone()
     return results
+
+
+def logged_metrics(specs: dict[str, ModalitySpec]) -> list[str]:
+    """The keys ``train`` logs every ``train.log_every`` steps (``train/loss/<m>`` once ``m`` was a target)."""
+    return ["train/loss", *(f"train/loss/{m}" for m in sorted(specs)), "train/lr", "train/tokens_per_s",
+            *(f"masks/{k}" for k in MaskStats(specs).summary())]
 
 
 def eval_table(results: dict[str, float]) -> str:

@@ -1,9 +1,14 @@
-"""Shared fixtures: one small generated data set per test session."""
+"""Shared fixtures: one small generated data set and one finished study per test session."""
 
 from __future__ import annotations
 
-import pytest
+from pathlib import Path
 
+import pytest
+from study_files import write_study
+
+from ablate.dispatch import submit
+from ablate.study import load_study
 from model.build import build
 from model.config import compose
 
@@ -18,13 +23,18 @@ def data_root(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def finished_study(data_root, tmp_path_factory) -> Path:
+    """A study of two tiny runs (two seeds), submitted on the local executor and finished."""
+    path = write_study(tmp_path_factory.mktemp("studies"), data_root, name="finished", seeds=[0, 1])
+    assert set(submit(load_study(path), progress=False).values()) == {"done"}
+    return path
+
+
+@pytest.fixture(scope="session")
 def explore_study(data_root, tmp_path_factory):
     """A finished tiny study for the explorer: three masking families, two configurations of random, no
     evaluation (the objective is the first report metric, train/loss). Returns its study file."""
     import yaml
-
-    from ablate.dispatch import submit
-    from ablate.study import load_study
 
     folder = tmp_path_factory.mktemp("explore")
     study = {
@@ -52,7 +62,6 @@ def explore_server(explore_study, tmp_path_factory):
 
     from ablate.explorer.explorer import Explorer
     from ablate.explorer.server import running
-    from ablate.study import load_study
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)

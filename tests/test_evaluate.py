@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from model.dataset import DatasetSpec
-from model.evaluate import evaluate, ridge_probe, token_ceilings, trivial_baselines
+from model.evaluate import evaluate, metric_names, ridge_probe, token_ceilings, trivial_baselines
 from model.metrics import (
     attribute_accuracy,
     box_iou,
@@ -98,6 +98,7 @@ def test_evaluate_untrained_tiny_model_gives_every_metric_finite_and_reproducibl
     for n in specs:
         assert f"loss/{n}" in metrics and f"acc/{n}" in metrics
     assert all(k in metrics for k in KEYS)
+    assert sorted(metrics) == sorted(metric_names(specs, generated=True))  # what studies validate objectives by
     assert all(isinstance(v, float) and math.isfinite(v) for v in metrics.values())
     assert metrics == evaluate(net, specs, root, **kwargs)
 

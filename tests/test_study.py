@@ -2,37 +2,32 @@
 
 from __future__ import annotations
 
+import json
+import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
+import optuna
+import psutil
 import pytest
-import yaml
+from study_files import LOCAL, TINY, write_study
 
-from ablate.cli import main, ui_command
+from ablate.cli import main
 from ablate.dispatch import submit
 from ablate.ledger import Ledger, Record, state
 from ablate.overview import plan_table, status_table
 from ablate.search import Search, open_search
 from ablate.study import StudyError, config_hash, load_study
+from ablate.tracking import metric_name
 from model.config import from_dict
-from model.train import train
-
-TINY = {"model": "tiny", "train.steps": 4, "train.batch_size": 8, "train.log_every": 1, "train.checkpoint_every": 2}
-LOCAL = {"kind": "local", "max_parallel": 2, "threads_per_run": 1}
-
-
-def write_study(tmp_path: Path, data_root, name: str = "s", **sections) -> Path:
-    root, _ = data_root
-    study = {"name": name, "base": {**TINY, "data.root": str(root)}, "evaluate": False, "executor": LOCAL,
-             "report": {"metrics": ["train/loss"]}, **sections}
-    path = tmp_path / f"{name}.yaml"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(yaml.safe_dump(study, sort_keys=False))
-    return path
+from model.dataset import DatasetSpec
+from model.train import latest_checkpoint, logged_metrics, train
 
 
 def test_every_problem_is_reported_with_file_key_value_and_allowed_and_nothing_is_touched(data_root, tmp_path, capsys):
@@ -161,6 +156,84 @@ def test_submit_resumes_interrupted_runs_and_resubmission_skips_finished_ones(da
     assert len(list((tmp_path / "s" / "submitit").glob("*/*_submitted.pkl"))) == 4  # nothing launched again
 
 
+def _children(pid: int) -> list[int]:
+    return [p.pid for p in psutil.Process(pid).children()]
+
+
+def _wait_for(condition, what: str, timeout_s: float = 120) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, f"no {what} after {timeout_s} s"
+        time.sleep(0.1)
+
+
+def test_a_sigkilled_run_resumes_on_resubmission_with_every_metric_step_logged_once(data_root, tmp_path):
+    steps, log_every = 120, 2
+    base = {**TINY, "data.root": str(data_root[0]), "train.steps": steps, "train.log_every": log_every,
+            "train.checkpoint_every": 10}
+    path = write_study(tmp_path, data_root, base=base, seeds=[0, 1])
+    study = load_study(path)
+    victim = study.runs[0]
+    submitter = subprocess.Popen([sys.executable, "-m", "ablate.cli", "submit", str(path)],
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def logged_past_a_checkpoint() -> bool:
+        assert submitter.poll() is None, "the submitter ended before the run could be killed"
+        checkpoint = latest_checkpoint(victim.out_dir)
+        if checkpoint is None or int(checkpoint.name.removeprefix("step_")) < 20:
+            return False
+        history = (victim.out_dir / "history.jsonl").read_text().splitlines()
+        return json.loads(history[-1])["step"] > int(checkpoint.name.removeprefix("step_"))  # replayed on resume
+
+    _wait_for(logged_past_a_checkpoint, "checkpoint with steps logged after it")
+    submitter.kill()  # first, so that no submitter sees the run fail and retries it
+    submitter.wait()
+    controller = int(Ledger(study).records()[victim.key].tags["job_id"])  # submitit's local job controller
+    (trainer,) = _children(controller)
+    os.kill(trainer, signal.SIGKILL)
+    _wait_for(lambda: not psutil.pid_exists(controller) or psutil.Process(controller).status() == "zombie",
+              "end of the killed run's job")
+    ledger = Ledger(study)
+    run_id = ledger.records()[victim.key].run_id
+    assert state(ledger.records()[victim.key]) == "interrupted"
+
+    assert set(submit(load_study(path), progress=False).values()) == {"done"}
+    client = ledger.client
+    runs = client.search_runs([ledger.experiment_id], "tags.kind = 'run'")
+    assert sorted(r.data.tags["run_key"] for r in runs) == sorted(r.key for r in study.runs)  # one per (config, seed)
+    assert ledger.records()[victim.key].run_id == run_id  # the killed run went on in its MLflow run
+    specs = DatasetSpec.load(data_root[0]).modalities
+    every_step = list(range(log_every, steps + 1, log_every))
+    for run in runs:
+        lines = (study.dir / "runs" / run.data.tags["run_key"] / "history.jsonl").read_text().splitlines()
+        history = [json.loads(line) for line in lines]
+        assert [h["step"] for h in history] == every_step
+        assert set(run.data.metrics) <= {metric_name(k) for k in logged_metrics(specs)}
+        for key in run.data.metrics:
+            logged = sorted(m.step for m in client.get_metric_history(run.info.run_id, key))
+            # train/loss/<m> is logged at the steps whose batch had targets in m; everything else every time.
+            expected = [h["step"] for h in history if key in h] if key.startswith("train/") else every_step
+            assert logged == expected, (run.data.tags["run_key"], key)
+
+
+def test_cancel_stops_the_running_run_and_the_waiting_submitter_launches_nothing_more(data_root, tmp_path, capsys):
+    base = {**TINY, "data.root": str(data_root[0]), "train.steps": 2000, "train.checkpoint_every": 50}
+    path = write_study(tmp_path, data_root, base=base, seeds=[0, 1], executor={**LOCAL, "max_parallel": 1})
+    first, second = load_study(path).runs
+    submitter = subprocess.Popen([sys.executable, "-m", "ablate.cli", "submit", str(path)],
+                                 stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    _wait_for(lambda: (first.out_dir / "history.jsonl").is_file(), "training step")
+
+    assert main(["cancel", str(path)]) == 0
+    assert "cancelled 1 queued or running runs" in capsys.readouterr().out
+    out, _ = submitter.communicate(timeout=120)  # it returns instead of retrying or launching the second run
+    assert submitter.returncode == 0 and "cancelled; `ablate submit" in out
+    records = Ledger(load_study(path)).records()
+    assert records[first.key].status == "KILLED" and state(records[first.key]) == "interrupted"
+    assert records[first.key].retries == 0 and second.key not in records
+    assert len(list((tmp_path / "s" / "submitit").glob("*/*_submitted.pkl"))) == 1
+
+
 def test_a_failing_run_is_retried_up_to_the_bound(data_root, tmp_path):
     broken = tmp_path / "broken"  # passes the spec check, fails when the job loads the training split
     broken.mkdir()
@@ -178,43 +251,106 @@ def test_a_failing_run_is_retried_up_to_the_bound(data_root, tmp_path):
     assert len(list((tmp_path / "s" / "submitit").glob("*/*_submitted.pkl"))) == 2
 
 
-def _finished(study_path: Path) -> dict[int, tuple[dict, float]]:
-    search = open_search(load_study(study_path))
-    return {t.number: (t.params, t.value) for t in search.get_trials() if t.state.name == "COMPLETE"}
+def _trials(study_path: Path) -> list[optuna.trial.FrozenTrial]:
+    return open_search(load_study(study_path)).get_trials()
 
 
-def test_a_killed_search_restarts_without_losing_finished_trials(data_root, tmp_path):
-    search = {"params": {"train.lr": {"type": "float", "low": 1e-4, "high": 1e-2, "log": True},
-                         "masking": {"type": "categorical", "choices": ["random", "dirichlet"]}},
-              "trials": 2, "metric": "train/loss", "sampler": "random", "pruner": "median"}
-    path = write_study(tmp_path, data_root, search=search, executor={**LOCAL, "max_parallel": 1})
+def _outcomes(trials: list[optuna.trial.FrozenTrial]) -> dict[int, tuple]:
+    return {t.number: (t.state.name, t.params, t.value, t.user_attrs.get("run_key")) for t in trials}
+
+
+def test_a_pruned_search_survives_a_killed_submitter_and_ends_with_its_trial_count(data_root, tmp_path):
+    base = {**TINY, "data.root": str(data_root[0]), "train.steps": 80, "train.log_every": 4,
+            "train.checkpoint_every": 20, "train.warmup_steps": 0, "train.min_lr": 0.0}
+    # The random sampler with seed 1 draws lr 7e-5 and 2e-3 for trials 0 and 1, then 1e-6 and 2e-5: trials 2
+    # and 3 barely learn, and the median pruner stops them once trials 0 and 1 are complete.
+    count = 6
+    search = {"params": {"train.lr": {"type": "float", "low": 1e-6, "high": 3e-2, "log": True}}, "trials": count,
+              "metric": "train/loss", "sampler": "random", "seed": 1, "pruner": "median", "prune_after_trials": 2}
+    path = write_study(tmp_path, data_root, base=base, search=search)  # two trials at a time
     journal = tmp_path / "s" / "optuna.journal"
-    submitter = subprocess.Popen([sys.executable, "-m", "ablate.cli", "submit", str(path)],
-                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 120
-    while not (journal.exists() and _finished(path)):
-        assert time.monotonic() < deadline and submitter.poll() is None
-        time.sleep(0.5)
-    submitter.send_signal(signal.SIGKILL)
+    command = [sys.executable, "-m", "ablate.cli", "submit", str(path)]
+    submitter = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def pruned_while_another_runs() -> bool:
+        assert submitter.poll() is None, "the search ended before it could be killed"
+        states = {t.state.name for t in _trials(path)} if journal.exists() else set()
+        return {"PRUNED", "RUNNING"} <= states
+
+    _wait_for(pruned_while_another_runs, "pruned trial while another runs", timeout_s=300)
+    submitter.kill()
     submitter.wait()
-    before = _finished(path)
+    before = {n: o for n, o in _outcomes(_trials(path)).items() if o[0] != "RUNNING"}
 
+    restarted = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert restarted.returncode == 0, restarted.stderr
+    trials = _trials(path)
+    assert len(trials) == count and {t.state.name for t in trials} == {"COMPLETE", "PRUNED"}
+    assert {n: o for n, o in _outcomes(trials).items() if n in before} == before  # nothing finished changed
     study = load_study(path)
-    result = Search(study, progress=False).run()
-    trials = result.get_trials()
-    assert len(trials) == 2 and all(t.state.name == "COMPLETE" for t in trials)
-    assert {n: v for n, v in _finished(path).items() if n in before} == before
-    records = Ledger(study).records()
-    assert len(records) == 2 and {t.user_attrs["run_key"] for t in trials} == set(records)
+    ledger = Ledger(study)
+    runs = {r.data.tags["run_key"]: r for r in ledger.client.search_runs([ledger.experiment_id], "tags.kind = 'run'")}
+    assert len(runs) == count and set(runs) == {t.user_attrs["run_key"] for t in trials}  # one MLflow run a trial
+    for trial in trials:
+        run = runs[trial.user_attrs["run_key"]]
+        if trial.state.name == "PRUNED":
+            assert run.info.status == "KILLED" and run.data.tags["pruned"] == "1"
+            assert max(trial.intermediate_values) < base["train.steps"]  # stopped before its end
+        else:
+            assert run.info.status == "FINISHED" and trial.value == run.data.metrics["train/loss"]
+    jobs = len(list((tmp_path / "s" / "submitit").glob("*/*_submitted.pkl")))
 
-    journal.unlink()  # trials lost: the finished MLflow runs come back as trials, nothing is re-run
-    again = Search(load_study(path), progress=False).run()
-    assert sorted(t.value for t in again.get_trials()) == sorted(t.value for t in trials)
-    assert Ledger(study).records().keys() == records.keys()
+    journal.unlink()  # trials lost: MLflow's runs come back as trials (pruned ones pruned), nothing is re-run
+    again = Search(study, progress=False).run().get_trials()
+
+    def outcome(t: optuna.trial.FrozenTrial) -> tuple:
+        return t.user_attrs["run_key"], t.state.name, t.params, t.value if t.state.name == "COMPLETE" else None
+
+    assert sorted(map(outcome, again)) == sorted(map(outcome, trials))
+    assert len(ledger.client.search_runs([ledger.experiment_id], "tags.kind = 'run'")) == count
+    assert len(list((tmp_path / "s" / "submitit").glob("*/*_submitted.pkl"))) == jobs
 
 
-def test_ui_serves_the_study_store_on_localhost(data_root, tmp_path):
-    study = load_study(write_study(tmp_path, data_root))
-    cmd = ui_command(study.store, 5123)
-    assert cmd[1:4] == ["-m", "mlflow", "ui"] and cmd[cmd.index("--backend-store-uri") + 1] == study.store
-    assert cmd[cmd.index("--host") + 1] == "127.0.0.1" and cmd[cmd.index("--port") + 1] == "5123"
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _http(url: str, body: dict | None = None) -> tuple[str, bytes]:
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(url, data, {"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return response.headers.get_content_type(), response.read()
+
+
+def test_ui_serves_the_study_runs_over_mlflows_rest_api_and_stops(finished_study):
+    study = load_study(finished_study)
+    port = _free_port()
+    server = subprocess.Popen([sys.executable, "-m", "ablate.cli", "ui", str(finished_study), "--port", str(port)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    api = f"http://127.0.0.1:{port}/api/2.0/mlflow"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                _, body = _http(f"{api}/experiments/get-by-name?experiment_name={study.name}")
+                break
+            except OSError:  # not listening yet
+                assert server.poll() is None, "ablate ui exited"
+                assert time.monotonic() < deadline, "the UI did not answer within 120 s"
+                time.sleep(0.5)
+        experiment_id = json.loads(body)["experiment"]["experiment_id"]
+        _, body = _http(f"{api}/runs/search", {"experiment_ids": [experiment_id], "filter": "tags.kind = 'run'"})
+        runs = json.loads(body)["runs"]
+        tags = [{t["key"]: t["value"] for t in run["data"]["tags"]} for run in runs]
+        assert sorted(t["run_key"] for t in tags) == sorted(run.key for run in study.runs)
+        assert all(run["info"]["status"] == "FINISHED" for run in runs)
+        assert all({m["key"]: m["step"] for m in run["data"]["metrics"]}["train/loss"] == 4 for run in runs)
+        content_type, page = _http(f"http://127.0.0.1:{port}/")
+        assert content_type == "text/html" and b"MLflow" in page  # the UI itself
+    finally:
+        server.terminate()
+        server.wait(timeout=60)
+    with pytest.raises(OSError):  # stopped: nothing listens any more
+        _http(f"{api}/experiments/get-by-name?experiment_name={study.name}")

@@ -1,15 +1,18 @@
-"""Studies on the real single-node SLURM cluster (slurm/start_cluster.sh): job arrays, requeue on timeout, 2 tasks."""
+"""Studies on the real single-node SLURM cluster (slurm/start_cluster.sh): job arrays, requeue on timeout and
+preemption, cancelled arrays, 2 tasks."""
 
 from __future__ import annotations
 
 import subprocess
+import sys
 import time
 
+import pytest
+from study_files import TINY, write_study
 from test_slurm_cluster import ACCOUNT, slurm_cluster  # noqa: F401  (the session fixture)
-from test_study import TINY, write_study
 
 from ablate.dispatch import Dispatcher, submit
-from ablate.ledger import Ledger
+from ablate.ledger import Ledger, state
 from ablate.study import load_study
 
 TIMEOUT_S = 120
@@ -20,16 +23,22 @@ def slurm_executor(partition: str, **extra) -> dict:
             "threads_per_run": 1, **extra}
 
 
-def test_a_study_is_one_job_array_and_completes(slurm_cluster, data_root, tmp_path):  # noqa: F811
-    path = write_study(tmp_path, data_root, grid={"masking": ["random", "dirichlet"]},
+def test_a_study_is_one_job_array_completes_and_submitting_again_launches_nothing(
+        slurm_cluster, data_root, tmp_path):  # noqa: F811
+    path = write_study(tmp_path, data_root, grid={"masking": ["random", "dirichlet"]}, seeds=[0, 1],
                        executor=slurm_executor(slurm_cluster))
     study = load_study(path)
     assert set(submit(study, wait=True, progress=False).values()) == {"done"}
     records = Ledger(study).records()
     job_ids = sorted(r.tags["job_id"] for r in records.values())
     array = job_ids[0].split("_")[0]
-    assert job_ids == [f"{array}_0", f"{array}_1"]
+    assert job_ids == [f"{array}_{i}" for i in range(4)]  # 2 configs x 2 seeds, one array
     assert all(r.status == "FINISHED" and r.tags["executor"] == "slurm" for r in records.values())
+    jobs = list((tmp_path / "s" / "submitit").rglob("*_submitted.pkl"))
+
+    assert set(submit(load_study(path), wait=True, progress=False).values()) == {"done"}
+    assert Ledger(study).records() == records  # no new MLflow run, nothing re-logged
+    assert list((tmp_path / "s" / "submitit").rglob("*_submitted.pkl")) == jobs  # no job submitted
 
 
 def _wait(condition, what: str) -> None:
@@ -53,13 +62,37 @@ def _launch_single_run(path):
     return run, ledger, dispatcher, dispatcher.active[run.key].job
 
 
-def test_a_timed_out_job_is_requeued_and_resumes_the_same_mlflow_run(slurm_cluster, data_root, tmp_path):  # noqa: F811
-    base = {**TINY, "data.root": str(data_root[0]), "train.steps": 100, "train.checkpoint_every": 10}
-    path = write_study(tmp_path, data_root, base=base, executor=slurm_executor(slurm_cluster))
+LONG = {**TINY, "train.steps": 100, "train.checkpoint_every": 10}
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(slurm_cluster, data_root, tmp_path_factory):  # noqa: F811
+    """The final metrics and train/loss history of the interruption tests' run, trained without interruption."""
+    path = write_study(tmp_path_factory.mktemp("uninterrupted"), data_root,
+                       base={**LONG, "data.root": str(data_root[0])}, executor=slurm_executor(slurm_cluster))
+    run, ledger, dispatcher, _ = _launch_single_run(path)
+    ended: list = []
+    _wait(lambda: ended.extend(dispatcher.poll()) or ended, "end of the uninterrupted job")
+    assert ended == [(run, "done")]
+    record = ledger.records()[run.key]
+    return run.key, record.metrics, _history(ledger, record.run_id)
+
+
+def _history(ledger: Ledger, run_id: str) -> list[tuple[int, float]]:
+    return [(m.step, m.value) for m in ledger.client.get_metric_history(run_id, "train/loss")]
+
+
+@pytest.mark.parametrize("timeout", [True, False], ids=["timeout", "preemption"])
+def test_an_interrupted_job_is_requeued_resumes_and_ends_as_if_never_interrupted(
+        slurm_cluster, data_root, tmp_path, uninterrupted, timeout):  # noqa: F811
+    # submitit calls it a timeout when the job has used most of its time limit (for a 5-minute limit: always),
+    # else a preemption; either way it checkpoints and requeues.
+    executor = slurm_executor(slurm_cluster, timeout_min=5 if timeout else 30)
+    path = write_study(tmp_path, data_root, base={**LONG, "data.root": str(data_root[0])}, executor=executor)
     run, ledger, dispatcher, job = _launch_single_run(path)
     run_id = (run.out_dir / "mlflow_run_id").read_text()
     _wait(lambda: (run.out_dir / "checkpoints" / "latest").exists(), "checkpoint")
-    job._interrupt(timeout=True)  # USR2, as SLURM sends before the time limit: checkpoint() and requeue
+    job._interrupt(timeout=timeout)  # preemption: SIGTERM (ignored) then USR2; timeout: USR2
     _wait(lambda: _squeue_state(job.job_id) == "PENDING", "requeue")
     # Slurm holds a requeued job back for about two minutes (its begin time); let it start now.
     subprocess.run(["scontrol", "update", f"JobId={job.job_id}", "StartTime=now"], check=True, timeout=30)
@@ -67,11 +100,39 @@ def test_a_timed_out_job_is_requeued_and_resumes_the_same_mlflow_run(slurm_clust
     _wait(lambda: ended.extend(dispatcher.poll()) or ended, "end of the job")
     assert ended == [(run, "done")]
 
-    assert "this job is timed-out" in job.paths.stderr.read_text()
+    assert f"this job is {'timed-out' if timeout else 'preempted'}" in job.paths.stderr.read_text()
     records = ledger.records()
     assert [r.run_id for r in records.values()] == [run_id] and records[run.key].status == "FINISHED"
-    steps = sorted({m.step for m in ledger.client.get_metric_history(run_id, "train/loss")})
-    assert steps == list(range(1, 101))
+    key, metrics, history = uninterrupted
+    assert run.key == key  # the same config and seed
+    assert _history(ledger, run_id) == history  # every step once, with the values of the uninterrupted run
+    timing = "train/tokens_per_s"
+    assert {k: v for k, v in records[run.key].metrics.items() if k != timing} == \
+        {k: v for k, v in metrics.items() if k != timing}  # losses, learning rate, mask statistics
+
+
+def test_cancelling_the_whole_array_ends_the_waiting_submitter_and_nothing_is_retried(
+        slurm_cluster, data_root, tmp_path):  # noqa: F811
+    base = {**TINY, "data.root": str(data_root[0]), "train.steps": 5000}
+    executor = slurm_executor(slurm_cluster, array_parallelism=1)  # the second task waits in the queue
+    path = write_study(tmp_path, data_root, base=base, grid={"masking": ["random", "dirichlet"]}, executor=executor)
+    waiter = subprocess.Popen([sys.executable, "-m", "ablate.cli", "submit", str(path), "--wait"],
+                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    study = load_study(path)
+    first = study.runs[0]
+    try:
+        _wait(lambda: (first.out_dir / "history.jsonl").is_file(), "first training step")
+        job_ids = sorted(r.tags["job_id"] for r in Ledger(study).records().values())
+        array = job_ids[0].split("_")[0]
+        subprocess.run(["scancel", array], check=True, timeout=30)
+        out, _ = waiter.communicate(timeout=TIMEOUT_S)  # it returns: no waiter hangs on a cancelled array
+    finally:
+        waiter.kill()
+    assert waiter.returncode == 0 and "cancelled; `ablate submit" in out
+    records = Ledger(study).records()
+    assert sorted(r.tags["job_id"] for r in records.values()) == job_ids  # nothing relaunched
+    assert all(r.status == "KILLED" and r.retries == 0 and state(r) == "interrupted" for r in records.values())
+    assert not _squeue_state(array)
 
 
 def test_two_tasks_train_one_run(slurm_cluster, data_root, tmp_path):  # noqa: F811

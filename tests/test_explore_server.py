@@ -14,6 +14,7 @@ from urllib.parse import urlsplit
 import numpy as np
 import pytest
 from PIL import Image
+from study_files import write_study
 
 from ablate.cli import parser
 from ablate.explorer.checkpoints import best_runs, objective
@@ -61,20 +62,16 @@ def test_each_family_is_its_best_finished_run_by_the_objective(explore_study, ex
 
 
 def test_objective_of_a_search_and_of_score_metrics(data_root, tmp_path):
-    from test_study import write_study
-
     search = {"params": {"train.lr": {"type": "float", "low": 1e-4, "high": 1e-2}}, "trials": 2,
               "metric": "eval/acc/mean", "direction": "maximize"}
     study = load_study(write_study(tmp_path, data_root, name="q", search=search, evaluate=True))
     assert objective(study).direction == "maximize" and objective(study).source == "search.metric"
     for metric, direction in (("eval/rgb->semseg/miou", "maximize"), ("eval/rgb->depth/abs_rel", "minimize")):
-        grid = load_study(write_study(tmp_path, data_root, name="g", report={"metrics": [metric]}))
+        grid = load_study(write_study(tmp_path, data_root, name="g", report={"metrics": [metric]}, evaluate=True))
         assert objective(grid).direction == direction
 
 
 def test_a_study_with_no_finished_run_is_refused_with_a_message(data_root, tmp_path):
-    from test_study import write_study
-
     study = load_study(write_study(tmp_path, data_root, name="empty"))
     with pytest.raises(StudyError, match=r"no finished run with a checkpoint and a value of 'train/loss'"):
         Explorer(study)

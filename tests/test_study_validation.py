@@ -141,8 +141,8 @@ CATALOGUE = [  # (id, the study: sections or raw YAML text, what the message mus
                                                                metric="train/lr")),
      ["search: pruner='median' compares 'intermediate' in the study's direction (maximize)"]),
     # report
-    ("report column nobody logs", sections(report={"metrics": ["train/los"]}),
-     ["report.metrics.0: 'train/los': no run logs it; allowed: "]),
+    ("report column nobody logs", sections(report={"metrics": ["train/loss/rgbx"]}),
+     ["report.metrics.0: 'train/loss/rgbx': no run logs it; allowed: "]),
     ("baseline matching nothing", sections(grid={"masking": ["random"]}, report={"baseline": {"masking": "block"}}),
      ["report.baseline: {'masking': 'block'} matches no configuration; configurations: ['masking=random']"]),
     ("variant and grid on one key", sections(grid={"masking": ["random"]}, variants={"v": {"masking": "block"}}),

@@ -9,7 +9,8 @@ A trial whose parameters give a run that already finished is told that run's res
 Pruned runs come back as pruned trials; a cancelled run's trial stays RUNNING until the next submit.
 
 The pruner reads ``search.intermediate`` (default ``train/loss``) from MLflow while a run trains;
-a pruned trial's job is cancelled and its MLflow run tagged ``pruned``.
+a pruned trial's job is cancelled and its MLflow run tagged ``pruned`` (a run that has logged its last
+training step is left to complete).
 """
 
 from __future__ import annotations
@@ -180,7 +181,9 @@ class Search:
                 for trial in trials:
                     trial.report(value, step)
                 self.reported[key] = step
-            if new and all(trial.should_prune() for trial in trials):
+            if not new or new[-1][0] >= active.run.config["train"]["steps"]:  # nothing new, or it is finishing
+                continue
+            if all(trial.should_prune() for trial in trials):
                 self.dispatcher.cancel(key)
                 self.ledger.set_tags(active.run_id, pruned=1)
                 self.ledger.end(active.run_id, "KILLED")

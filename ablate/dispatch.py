@@ -69,6 +69,7 @@ class Active:
     run: Run
     run_id: str
     job: submitit.Job | None  # None: launched by an earlier submitter, followed through the ledger
+    cancelled: bool = False  # by this submitter (the search's pruner)
 
 
 class Dispatcher:
@@ -104,7 +105,9 @@ class Dispatcher:
         return True
 
     def cancel(self, key: str) -> None:
-        active = self.active.pop(key)
+        """Stop a run's job; ``poll`` reports the run once the job has ended."""
+        active = self.active[key]
+        active.cancelled = True
         if active.job is not None:
             active.job.cancel(check=False)
         else:
@@ -112,9 +115,10 @@ class Dispatcher:
             cancel_job(tags.get("executor", ""), tags.get("job_id", ""))
 
     def poll(self) -> list[tuple[Run, str]]:
-        """Runs that ended since the last poll: ``done``; ``interrupted`` when their job was cancelled
-        (``scancel``, ``ablate cancel``, Ctrl-C: not retried, the next submit resumes them); ``failed``
-        once their retries are spent."""
+        """Runs that ended since the last poll: ``done`` (also when it finished before a cancel arrived);
+        ``cancelled`` when this dispatcher cancelled it; ``interrupted`` when someone else did (``scancel``,
+        ``ablate cancel``, Ctrl-C: not retried, the next submit resumes it); ``failed`` once its retries are
+        spent."""
         ended = []
         for key, active in list(self.active.items()):
             if not self._ended(active):
@@ -123,6 +127,10 @@ class Dispatcher:
             record = self.ledger.record(active.run_id)
             if record.status == "FINISHED":
                 ended.append((active.run, "done"))
+                continue
+            if active.cancelled:
+                self.ledger.end(record.run_id, "KILLED")
+                ended.append((active.run, "cancelled"))
                 continue
             if record.status == "KILLED" or _cancelled(active.job):
                 self.ledger.end(record.run_id, "KILLED")

@@ -9,7 +9,8 @@ A trial whose parameters give a run that already finished is told that run's res
 Pruned runs come back as pruned trials; a cancelled run's trial stays RUNNING until the next submit.
 
 The pruner reads ``search.intermediate`` (default ``train/loss``) from MLflow while a run trains;
-a pruned trial's job is cancelled and its MLflow run tagged ``pruned``.
+a pruned trial's job is cancelled and, once it has stopped, its MLflow run is tagged ``pruned`` (a run
+that has logged its last training step, or finished before the cancel arrived, completes its trial).
 """
 
 from __future__ import annotations
@@ -95,8 +96,10 @@ class Search:
                         self.cancelled = True
                         continue
                     record = self.records[run.key] = self.ledger.record(self.records[run.key].run_id)
+                    if outcome == "cancelled":  # pruned, and its job has stopped
+                        self.ledger.set_tags(record.run_id, pruned=1)
                     for trial in trials:
-                        self._tell(trial, record if outcome == "done" else None)
+                        self._tell(trial, record if outcome == "done" else None, pruned=outcome == "cancelled")
                 self._report()
                 bar.n = sum(t.state.is_finished() for t in self.optuna.get_trials(deepcopy=False))
                 bar.refresh()
@@ -172,7 +175,7 @@ class Search:
         metric = metric_name(self.spec.intermediate)
         for key, trials in list(self.waiting.items()):
             active = self.dispatcher.active.get(key)
-            if active is None:
+            if active is None or active.cancelled:  # followed by the ledger, or being pruned
                 continue
             history = self.ledger.client.get_metric_history(active.run_id, metric)
             new = sorted((m.step, m.value) for m in history if m.step > self.reported.get(key, 0))
@@ -180,12 +183,10 @@ class Search:
                 for trial in trials:
                     trial.report(value, step)
                 self.reported[key] = step
-            if new and all(trial.should_prune() for trial in trials):
-                self.dispatcher.cancel(key)
-                self.ledger.set_tags(active.run_id, pruned=1)
-                self.ledger.end(active.run_id, "KILLED")
-                for trial in self.waiting.pop(key):
-                    self._tell(trial, None, pruned=True)
+            if not new or new[-1][0] >= active.run.config["train"]["steps"]:  # nothing new, or it is finishing
+                continue
+            if all(trial.should_prune() for trial in trials):
+                self.dispatcher.cancel(key)  # told pruned once its job has stopped, complete if it finished first
 
     def _tell(self, trial: optuna.Trial, record: Record | None, pruned: bool = False) -> None:
         value = record.metric(self.spec.metric) if record else None

@@ -9,6 +9,7 @@ import time
 
 import pytest
 from study_files import TINY, write_study
+from submitit.slurm.slurm import SlurmJobEnvironment
 from test_slurm_cluster import ACCOUNT, slurm_cluster  # noqa: F401  (the session fixture)
 
 from ablate.dispatch import Dispatcher, submit
@@ -82,6 +83,18 @@ def _history(ledger: Ledger, run_id: str) -> list[tuple[int, float]]:
     return [(m.step, m.value) for m in ledger.client.get_metric_history(run_id, "train/loss")]
 
 
+def _preempt(job) -> None:
+    """What ``job._interrupt(timeout=False)`` does, SIGTERM (which submitit ignores) then USR2, but in that order.
+
+    ``_interrupt`` sends the two by back-to-back ``scancel --signal`` calls, and slurmd can deliver USR2 first;
+    the late SIGTERM then also hits the ``scontrol requeue`` that submitit's USR2 handler is running, and the
+    job fails instead of being requeued (seen on this cluster). A real preemption signals SIGTERM first.
+    """
+    subprocess.run(["scancel", "--signal", "SIGTERM", job.job_id], check=True, timeout=30)
+    _wait(lambda: "Bypassing signal SIGTERM" in job.paths.stdout.read_text(), "SIGTERM to reach the job")
+    subprocess.run(["scancel", "--signal", SlurmJobEnvironment.USR_SIG, job.job_id], check=True, timeout=30)
+
+
 @pytest.mark.parametrize("timeout", [True, False], ids=["timeout", "preemption"])
 def test_an_interrupted_job_is_requeued_resumes_and_ends_as_if_never_interrupted(
         slurm_cluster, data_root, tmp_path, uninterrupted, timeout):  # noqa: F811
@@ -92,10 +105,15 @@ def test_an_interrupted_job_is_requeued_resumes_and_ends_as_if_never_interrupted
     run, ledger, dispatcher, job = _launch_single_run(path)
     run_id = (run.out_dir / "mlflow_run_id").read_text()
     _wait(lambda: (run.out_dir / "checkpoints" / "latest").exists(), "checkpoint")
-    job._interrupt(timeout=timeout)  # preemption: SIGTERM (ignored) then USR2; timeout: USR2
+    if timeout:
+        job._interrupt(timeout=True)  # USR2, as SLURM sends signal_delay_s before the time limit
+    else:
+        _preempt(job)
     _wait(lambda: _squeue_state(job.job_id) == "PENDING", "requeue")
-    # Slurm holds a requeued job back for about two minutes (its begin time); let it start now.
-    subprocess.run(["scontrol", "update", f"JobId={job.job_id}", "StartTime=now"], check=True, timeout=30)
+    # Slurm holds a requeued job back for about two minutes (its begin time); let it start in 2 s. Not at once:
+    # the old allocation's credential is revoked to the second, and a start within that second is killed
+    # ("Job credential revoked").
+    subprocess.run(["scontrol", "update", f"JobId={job.job_id}", "StartTime=now+2"], check=True, timeout=30)
     ended: list = []
     _wait(lambda: ended.extend(dispatcher.poll()) or ended, "end of the job")
     assert ended == [(run, "done")]
@@ -129,10 +147,10 @@ def test_cancelling_the_whole_array_ends_the_waiting_submitter_and_nothing_is_re
     finally:
         waiter.kill()
     assert waiter.returncode == 0 and "cancelled; `ablate submit" in out
+    _wait(lambda: not _squeue_state(array), "cancelled array to leave the queue")  # COMPLETING counts as running
     records = Ledger(study).records()
     assert sorted(r.tags["job_id"] for r in records.values()) == job_ids  # nothing relaunched
     assert all(r.status == "KILLED" and r.retries == 0 and state(r) == "interrupted" for r in records.values())
-    assert not _squeue_state(array)
 
 
 def test_two_tasks_train_one_run(slurm_cluster, data_root, tmp_path):  # noqa: F811

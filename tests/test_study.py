@@ -226,7 +226,7 @@ def test_cancel_stops_the_running_run_and_the_waiting_submitter_launches_nothing
 
     assert main(["cancel", str(path)]) == 0
     assert "cancelled 1 queued or running runs" in capsys.readouterr().out
-    out, _ = submitter.communicate(timeout=120)  # it returns instead of retrying or launching the second run
+    out, _ = submitter.communicate(timeout=300)  # it returns instead of retrying or launching the second run
     assert submitter.returncode == 0 and "cancelled; `ablate submit" in out
     records = Ledger(load_study(path)).records()
     assert records[first.key].status == "KILLED" and state(records[first.key]) == "interrupted"
@@ -272,12 +272,11 @@ def test_a_pruned_search_survives_a_killed_submitter_and_ends_with_its_trial_cou
     command = [sys.executable, "-m", "ablate.cli", "submit", str(path)]
     submitter = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
-    def pruned_while_another_runs() -> bool:
+    def pruned() -> bool:  # trials 2 or 3 are pruned while trials 4 and 5 are still to come: kill then
         assert submitter.poll() is None, "the search ended before it could be killed"
-        states = {t.state.name for t in _trials(path)} if journal.exists() else set()
-        return {"PRUNED", "RUNNING"} <= states
+        return journal.exists() and any(t.state.name == "PRUNED" for t in _trials(path))
 
-    _wait_for(pruned_while_another_runs, "pruned trial while another runs", timeout_s=300)
+    _wait_for(pruned, "a pruned trial", timeout_s=300)
     submitter.kill()
     submitter.wait()
     before = {n: o for n, o in _outcomes(_trials(path)).items() if o[0] != "RUNNING"}

@@ -11,6 +11,7 @@ checkpoint on disk and continues the same MLflow run (its id is in the run folde
 
 from __future__ import annotations
 
+import signal
 import sys
 import time
 from collections import Counter
@@ -77,6 +78,7 @@ class Dispatcher:
 
     def __init__(self, study: Study, ledger: Ledger):
         self.study, self.ledger = study, ledger
+        _let_jobs_stop_on_sigint()
         self.parent_id = ledger.parent_id()
         self.executor = make_executor(study)
         self.active: dict[str, Active] = {}
@@ -151,6 +153,14 @@ class Dispatcher:
         if active.job is not None:
             return active.job.done()
         return state(self.ledger.record(active.run_id)) not in ALIVE_STATES
+
+
+def _let_jobs_stop_on_sigint() -> None:
+    """submitit cancels a local job with SIGINT (so do ``ablate cancel`` and the pruner). A shell starts a
+    background command (``ablate submit ... &``) with SIGINT ignored, and every process it starts would
+    inherit that and never stop; a handler, unlike an ignored signal, is reset in a started process."""
+    if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def _cancelled(job: submitit.Job | None) -> bool:

@@ -22,7 +22,7 @@ from ablate.cli import main
 from ablate.dispatch import submit
 from ablate.ledger import Ledger, Record, state
 from ablate.overview import plan_table, status_table
-from ablate.search import open_search
+from ablate.search import Search, open_search
 from ablate.study import StudyError, config_hash, load_study
 from ablate.tracking import metric_name
 from model.config import from_dict
@@ -160,6 +160,11 @@ def _children(pid: int) -> list[int]:
     return [p.pid for p in psutil.Process(pid).children()]
 
 
+# A submitter started as a shell starts a background command (`ablate submit ... &`): with SIGINT ignored,
+# which the processes it starts inherit, while submitit cancels a local job with SIGINT.
+IN_BACKGROUND = {"preexec_fn": lambda: signal.signal(signal.SIGINT, signal.SIG_IGN)}
+
+
 def _wait_for(condition, what: str, timeout_s: float = 120) -> None:
     deadline = time.monotonic() + timeout_s
     while not condition():
@@ -216,6 +221,24 @@ def test_a_sigkilled_run_resumes_on_resubmission_with_every_metric_step_logged_o
             assert logged == expected, (run.data.tags["run_key"], key)
 
 
+def test_cancel_stops_the_running_run_and_the_waiting_submitter_launches_nothing_more(data_root, tmp_path, capsys):
+    base = {**TINY, "data.root": str(data_root[0]), "train.steps": 2000, "train.checkpoint_every": 50}
+    path = write_study(tmp_path, data_root, base=base, seeds=[0, 1], executor={**LOCAL, "max_parallel": 1})
+    first, second = load_study(path).runs
+    submitter = subprocess.Popen([sys.executable, "-m", "ablate.cli", "submit", str(path)],
+                                 stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, **IN_BACKGROUND)
+    _wait_for(lambda: (first.out_dir / "history.jsonl").is_file(), "training step")
+
+    assert main(["cancel", str(path)]) == 0
+    assert "cancelled 1 queued or running runs" in capsys.readouterr().out
+    out, _ = submitter.communicate(timeout=300)  # it returns instead of retrying or launching the second run
+    assert submitter.returncode == 0 and "cancelled; `ablate submit" in out
+    records = Ledger(load_study(path)).records()
+    assert records[first.key].status == "KILLED" and state(records[first.key]) == "interrupted"
+    assert records[first.key].retries == 0 and second.key not in records
+    assert len(list((tmp_path / "s" / "submitit").glob("*/*_submitted.pkl"))) == 1
+
+
 def test_a_failing_run_is_retried_up_to_the_bound(data_root, tmp_path):
     broken = tmp_path / "broken"  # passes the spec check, fails when the job loads the training split
     broken.mkdir()
@@ -239,6 +262,58 @@ def _trials(study_path: Path) -> list[optuna.trial.FrozenTrial]:
 
 def _outcomes(trials: list[optuna.trial.FrozenTrial]) -> dict[int, tuple]:
     return {t.number: (t.state.name, t.params, t.value, t.user_attrs.get("run_key")) for t in trials}
+
+
+def test_a_pruned_search_survives_a_killed_submitter_and_ends_with_its_trial_count(data_root, tmp_path):
+    # Runs long enough (600 steps, tens of seconds) that the submitter, polling every second, sees a bad trial
+    # well before its end. The random sampler with seed 1 draws lr 7e-5 and 2e-3 for trials 0 and 1, then 1e-6
+    # and 2e-5: trials 2 and 3 barely learn, and the median pruner stops them once trials 0 and 1 are complete.
+    base = {**TINY, "data.root": str(data_root[0]), "train.steps": 600, "train.log_every": 4,
+            "train.checkpoint_every": 100, "train.warmup_steps": 0, "train.min_lr": 0.0}
+    count = 6
+    search = {"params": {"train.lr": {"type": "float", "low": 1e-6, "high": 3e-2, "log": True}}, "trials": count,
+              "metric": "train/loss", "sampler": "random", "seed": 1, "pruner": "median", "prune_after_trials": 2}
+    path = write_study(tmp_path, data_root, base=base, search=search)  # two trials at a time
+    journal = tmp_path / "s" / "optuna.journal"
+    command = [sys.executable, "-m", "ablate.cli", "submit", str(path)]
+    submitter = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, **IN_BACKGROUND)
+
+    def pruned() -> bool:  # trials 2 or 3 are pruned while trials 4 and 5 are still to come: kill then
+        assert submitter.poll() is None, "the search ended before it could be killed"
+        return journal.exists() and any(t.state.name == "PRUNED" for t in _trials(path))
+
+    _wait_for(pruned, "a pruned trial", timeout_s=300)
+    submitter.kill()
+    submitter.wait()
+    before = {n: o for n, o in _outcomes(_trials(path)).items() if o[0] != "RUNNING"}
+
+    restarted = subprocess.run(command, capture_output=True, text=True, timeout=600, **IN_BACKGROUND)
+    assert restarted.returncode == 0, restarted.stderr
+    trials = _trials(path)
+    assert len(trials) == count and {t.state.name for t in trials} == {"COMPLETE", "PRUNED"}
+    assert {n: o for n, o in _outcomes(trials).items() if n in before} == before  # nothing finished changed
+    study = load_study(path)
+    ledger = Ledger(study)
+    runs = {r.data.tags["run_key"]: r for r in ledger.client.search_runs([ledger.experiment_id], "tags.kind = 'run'")}
+    assert len(runs) == count and set(runs) == {t.user_attrs["run_key"] for t in trials}  # one MLflow run a trial
+    for trial in trials:
+        run = runs[trial.user_attrs["run_key"]]
+        if trial.state.name == "PRUNED":
+            assert run.info.status == "KILLED" and run.data.tags["pruned"] == "1"
+            assert max(trial.intermediate_values) < base["train.steps"]  # stopped before its end
+        else:
+            assert run.info.status == "FINISHED" and trial.value == run.data.metrics["train/loss"]
+    jobs = len(list((tmp_path / "s" / "submitit").glob("*/*_submitted.pkl")))
+
+    journal.unlink()  # trials lost: MLflow's runs come back as trials (pruned ones pruned), nothing is re-run
+    again = Search(study, progress=False).run().get_trials()
+
+    def outcome(t: optuna.trial.FrozenTrial) -> tuple:
+        return t.user_attrs["run_key"], t.state.name, t.params, t.value if t.state.name == "COMPLETE" else None
+
+    assert sorted(map(outcome, again)) == sorted(map(outcome, trials))
+    assert len(ledger.client.search_runs([ledger.experiment_id], "tags.kind = 'run'")) == count
+    assert len(list((tmp_path / "s" / "submitit").glob("*/*_submitted.pkl"))) == jobs
 
 
 def _free_port() -> int:

@@ -5,10 +5,13 @@
 Specs: rgb/depth/semseg 8x8 image grids (vocab 1024), caption (max_len 25, vocab 39) and
 boxes (max_len 21, vocab 83) laid out as the generated data set's (1-4 objects; boxes are a
 class and 4 coordinate bins per object, captions 4 words per object plus a 9-word relation,
-so ``aligned`` with ``hide_objects`` can read them); budgets 128 input, 128 target. Prints
+so ``aligned`` with ``hide_objects`` can read them); budgets 128 input, 128 target (``sparse``
+and ``dense`` use their presets' budgets and ratios; ``hard`` a planted loss map). Prints
 samples/second (best of ``--repeats`` timed calls, after a warm-up) and, as a sanity check
-that both implement the same family, the mean realized tokens per modality. Families without
-a per-sample reference are timed vectorized only.
+that both implement the same family, the mean realized tokens per modality. Every family has
+a per-sample reference written the way one would without batching (tensor ops, ``randperm``,
+``torch.multinomial`` within a sample); the ``t5`` and ``blocks+objects`` variants are timed
+vectorized only.
 """
 
 from __future__ import annotations
@@ -58,7 +61,16 @@ def valid_row(name: str, row: torch.Tensor) -> torch.Tensor:
     return torch.ones_like(row, dtype=torch.bool) if SPECS[name].kind == "image" else row != PAD
 
 
-def naive_random(tokens: dict[str, torch.Tensor]) -> dict[str, Masks]:
+def naive_counts(available: int, input_budget: int, target_budget: int, mask_ratio: float | None) -> tuple[int, int]:
+    """The base rule for one sample: inputs min(budget, round((1 - ratio) * valid)), targets from the rest."""
+    num_input = min(input_budget, available)
+    if mask_ratio is not None:
+        num_input = min(num_input, math.floor((1 - mask_ratio) * available + 0.5))
+    return num_input, min(target_budget, available - num_input)
+
+
+def naive_random(tokens: dict[str, torch.Tensor], input_budget: int = BUDGET, target_budget: int = BUDGET,
+                 mask_ratio: float | None = None) -> dict[str, Masks]:
     """One sample at a time (tensor ops within a sample): shuffle its valid positions, take the first ones."""
     names = sorted(SPECS)
     sizes = [SPECS[n].num_tokens for n in names]
@@ -66,8 +78,7 @@ def naive_random(tokens: dict[str, torch.Tensor]) -> dict[str, Masks]:
     for i in range(len(tokens[names[0]])):
         candidates = torch.cat([valid_row(n, tokens[n][i]) for n in names]).nonzero().flatten()
         order = candidates[torch.randperm(len(candidates))]
-        num_input = min(BUDGET, len(candidates))
-        num_target = min(BUDGET, len(candidates) - num_input)
+        num_input, num_target = naive_counts(len(candidates), input_budget, target_budget, mask_ratio)
         selected = torch.zeros(2, sum(sizes), dtype=torch.bool)
         selected[0, order[:num_input]] = True
         selected[1, order[num_input : num_input + num_target]] = True
@@ -157,6 +168,59 @@ def naive_block(tokens: dict[str, torch.Tensor]) -> dict[str, Masks]:
     return out
 
 
+def naive_aligned(tokens: dict[str, torch.Tensor]) -> dict[str, Masks]:
+    """``aligned`` (region random) one sample at a time: one permutation of the 8x8 cells hides the same cells
+    in rgb, depth and semseg; the sequences take the rest of the hidden count in proportion to their lengths."""
+    names, images = sorted(SPECS), ("depth", "rgb", "semseg")
+    out = empty_masks(tokens)
+    for i in range(len(tokens[names[0]])):
+        valid = {n: valid_row(n, tokens[n][i]) for n in names}
+        total = sum(int(v.sum()) for v in valid.values())
+        hidden_count = total - min(BUDGET, total)
+        others = total - 64 * len(images)
+        cells = min(max(round(hidden_count * 64 / total), -((others - hidden_count) // 3)), hidden_count // 3, 64)
+        hidden = {n: torch.zeros(SPECS[n].num_tokens, dtype=torch.bool) for n in names}
+        region = torch.randperm(64)[:cells]
+        for n in images:
+            hidden[n][region] = True
+        left = hidden_count - 3 * cells
+        caption = round(left * int(valid["caption"].sum()) / max(others, 1))
+        for n, count in (("caption", caption), ("boxes", left - caption)):
+            positions = valid[n].nonzero().flatten()
+            hidden[n][positions[torch.randperm(len(positions))[:count]]] = True
+        flat = torch.cat([hidden[n] for n in names])
+        chosen = flat.nonzero().flatten()
+        target = torch.zeros_like(flat)
+        target[chosen[torch.randperm(len(chosen))[:BUDGET]]] = True
+        for n, part in zip(names, target.split([SPECS[n].num_tokens for n in names])):
+            out[n].input[i] = valid[n] & ~hidden[n]
+            out[n].target[i] = part
+    return out
+
+
+def naive_hard(tokens: dict[str, torch.Tensor], estimate: torch.Tensor, random_fraction: float) -> dict[str, Masks]:
+    """``hard`` one sample at a time: hard targets by ``torch.multinomial`` over the loss estimate (without
+    replacement), a ``random_fraction`` of targets and then the inputs uniform over what is left."""
+    names = list(SPECS)  # the strategy's flat order (its estimate is laid out like this)
+    sizes = [SPECS[n].num_tokens for n in names]
+    out = empty_masks(tokens)
+    for i in range(len(tokens[names[0]])):
+        valid = torch.cat([valid_row(n, tokens[n][i]) for n in names])
+        num_input, num_target = naive_counts(int(valid.sum()), BUDGET, BUDGET, None)
+        num_random = math.floor(random_fraction * num_target + 0.5)
+        hard = torch.multinomial(estimate * valid, num_target - num_random) if num_target > num_random else []
+        rest = valid.clone()
+        rest[hard] = False
+        order = rest.nonzero().flatten()[torch.randperm(int(rest.sum()))]
+        selected = torch.zeros(2, sum(sizes), dtype=torch.bool)
+        selected[1, hard] = True
+        selected[1, order[:num_random]] = True
+        selected[0, order[num_random : num_random + num_input]] = True
+        for n, part in zip(names, selected.split(sizes, dim=1)):
+            out[n].input[i], out[n].target[i] = part
+    return out
+
+
 def throughput(fn, tokens: dict[str, torch.Tensor], repeats: int) -> tuple[float, dict[str, Masks]]:
     masks = fn(tokens)  # warm-up
     best = float("inf")
@@ -183,27 +247,37 @@ def main() -> None:
     torch.manual_seed(0)
     tokens = make_batch(args.batch, torch.Generator().manual_seed(0))
     print(f"# {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__} "
-          f"({torch.get_num_threads()} threads), batch {args.batch}, budgets {BUDGET}/{BUDGET}")
-    print(f"{'strategy':<10} {'impl':<11} {'samples/s':>11}  mean input/target tokens per modality")
+          f"({torch.get_num_threads()} threads), batch {args.batch}, "
+          f"budgets {BUDGET}/{BUDGET} (sparse 208/64, dense 128/64)")
+    estimate = torch.rand(sum(s.num_tokens for s in SPECS.values()), generator=torch.Generator().manual_seed(1))
+    estimate = estimate.double() + 0.1  # a planted per-position loss map for ``hard``
+    # label, strategy, input budget, target budget, params, per-sample reference (None: vectorized only)
     cases = [
-        ("random", {}, naive_random),
-        ("dirichlet", {}, naive_dirichlet),
-        ("block", {}, naive_block),
-        ("block", {"sequence_format": "t5"}, None),
-        ("aligned", {}, None),
-        ("aligned", {"region": "blocks", "hide_objects": True}, None),
-        ("hard", {"random_fraction": 0.5}, None),
+        ("random", "random", BUDGET, BUDGET, {}, naive_random),
+        ("dirichlet", "dirichlet", BUDGET, BUDGET, {}, naive_dirichlet),
+        ("block", "block", BUDGET, BUDGET, {}, naive_block),
+        ("block t5 spans", "block", BUDGET, BUDGET, {"sequence_format": "t5"}, None),
+        ("aligned", "aligned", BUDGET, BUDGET, {}, naive_aligned),
+        ("aligned blocks+objects", "aligned", BUDGET, BUDGET, {"region": "blocks", "hide_objects": True}, None),
+        ("sparse (random 15%)", "random", 208, 64, {"mask_ratio": 0.15},
+         partial(naive_random, input_budget=208, target_budget=64, mask_ratio=0.15)),
+        ("dense (random 85%)", "random", BUDGET, 64, {"mask_ratio": 0.85},
+         partial(naive_random, input_budget=BUDGET, target_budget=64, mask_ratio=0.85)),
+        ("hard", "hard", BUDGET, BUDGET, {"random_fraction": 0.5},
+         partial(naive_hard, estimate=estimate, random_fraction=0.5)),
     ]
-    for name, params, reference in cases:
-        strategy = build_masking(name, SPECS, BUDGET, BUDGET, params)
-        label = name + "".join(f" {k}={v}" for k, v in params.items())
+    print(f"{'strategy':<24} {'impl':<11} {'samples/s':>11}  mean input/target tokens per modality")
+    for label, name, input_budget, target_budget, params, reference in cases:
+        strategy = build_masking(name, SPECS, input_budget, target_budget, params)
+        if name == "hard":
+            strategy.loss_ema, strategy.seen = estimate.clone(), torch.ones_like(estimate, dtype=torch.bool)
         generator = torch.Generator().manual_seed(0)
         fast, fast_masks = throughput(partial(strategy, generator=generator), tokens, args.repeats)
-        print(f"{label:<10} {'vectorized':<11} {fast:>11,.0f}  {realized(fast_masks)}")
+        print(f"{label:<24} {'vectorized':<11} {fast:>11,.0f}  {realized(fast_masks)}")
         if reference is not None:
             slow, slow_masks = throughput(reference, tokens, max(1, args.repeats // 10))
-            print(f"{label:<10} {'per-sample':<11} {slow:>11,.0f}  {realized(slow_masks)}")
-            print(f"{label:<10} {'speedup':<11} {fast / slow:>10.0f}x")
+            print(f"{label:<24} {'per-sample':<11} {slow:>11,.0f}  {realized(slow_masks)}")
+            print(f"{label:<24} {'speedup':<11} {fast / slow:>10.0f}x")
 
 
 if __name__ == "__main__":

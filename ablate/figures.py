@@ -65,7 +65,8 @@ def metrics_figure(per_seed: pd.DataFrame, metrics: list[str], keys: list[str]) 
             sns.stripplot(part, x=x, y="value", hue="family", order=order, alpha=0.6, size=5, legend=False, ax=ax)
             sns.pointplot(part, x=x, y="value", hue="family", order=order, errorbar=t_interval, linestyle="none",
                           marker="D", capsize=0.15, ax=ax)
-            ax.tick_params(axis="x", labelrotation=20 if part[x].str.len().max() > 9 else 0)
+            if sum(map(len, order)) > 30:  # about what fits side by side under a 4.2-inch axis
+                plt.setp(ax.get_xticklabels(), rotation=30, ha="right", rotation_mode="anchor")
         ax.set_xlabel(short(x) if x in keys else "configuration")
         ax.set_ylabel(metric_label(metric, MARKDOWN))
     handles, labels = axes.flat[0].get_legend_handles_labels()

@@ -249,7 +249,8 @@ def parser() -> argparse.ArgumentParser:
                         description="Launch the missing runs of a study, resume interrupted ones from their "
                         "checkpoints and retry failed ones up to executor.max_retries. Finished runs are skipped. "
                         "Local and debug executors (and searches) run in the foreground until all runs end; "
-                        "a SLURM study returns once submitted unless --wait.")
+                        "a SLURM study returns once submitted unless --wait. While waiting it shows the study's "
+                        "progress and one bar per active run (step, speed, time left, loss).")
     su.add_argument("study", help=study_help)
     su.add_argument("--wait", action="store_true", help="SLURM: wait for the runs, then write and print the report")
     su.set_defaults(func=submit)

@@ -155,6 +155,33 @@ class Dispatcher:
         return state(self.ledger.record(active.run_id)) not in ALIVE_STATES
 
 
+class RunBars:
+    """One progress bar per active run, under the study's bar: its training step (from its run folder)
+    and last loss. Bars come and go with the runs."""
+
+    def __init__(self, enabled: bool):
+        self.enabled = enabled
+        self.bars: dict[str, tqdm] = {}
+
+    def update(self, active: dict[str, Active]) -> None:
+        if not self.enabled:
+            return
+        for key in [k for k in self.bars if k not in active]:
+            self.bars.pop(key).close()
+        for key, a in active.items():
+            bar = self.bars.get(key)
+            if bar is None:
+                bar = self.bars[key] = tqdm(total=a.run.config["train"]["steps"], desc=f"  {a.run.label} s{a.run.seed}",
+                                            unit="step", leave=False, dynamic_ncols=True)
+            step, loss = a.run.progress()
+            bar.n = step
+            bar.set_postfix_str(f"loss={loss:.3f}" if loss is not None else "starting", refresh=False)
+            bar.refresh()
+
+    def close(self) -> None:
+        self.update({})
+
+
 def _let_jobs_stop_on_sigint() -> None:
     """submitit cancels a local job with SIGINT (so do ``ablate cancel`` and the pruner). A shell starts a
     background command (``ablate submit ... &``) with SIGINT ignored, and every process it starts would
@@ -209,6 +236,7 @@ def submit(study: Study, wait: bool = False, progress: bool = True) -> dict[str,
             return {key: "queued" if key in dispatcher.active else s for key, s in states.items()}
     limit = ex.max_parallel if ex.kind == "local" else 1
     done = sum(s in ("done", "pruned", "failed") for s in states.values())
+    run_bars = RunBars(progress)
     with tqdm(total=len(study.runs), initial=done, desc=study.name, unit="run", disable=not progress) as bar:
         while todo or dispatcher.active:
             free = limit - len(dispatcher.active)
@@ -221,8 +249,10 @@ def submit(study: Study, wait: bool = False, progress: bool = True) -> dict[str,
                 if outcome == "interrupted":  # the study is being cancelled: launch nothing more
                     todo = []
             bar.set_postfix(active=len(dispatcher.active), failed=list(states.values()).count("failed"))
+            run_bars.update(dispatcher.active)
             if dispatcher.active:
                 time.sleep(POLL_S)
+        run_bars.close()
     if all(s in ("done", "failed") for s in states.values()):
         ledger.end(dispatcher.parent_id, "FINISHED" if all(s == "done" for s in states.values()) else "FAILED")
     return states

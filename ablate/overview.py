@@ -9,12 +9,10 @@ runs show their measured wall time instead.
 from __future__ import annotations
 
 import copy
-import json
 import statistics
 import tempfile
 from collections import Counter
 from dataclasses import dataclass
-from pathlib import Path
 
 from tabulate import tabulate
 
@@ -98,7 +96,7 @@ def status_table(study: Study) -> str:
     axes = _axes(table)
     body = []
     for row in table:
-        step, loss = _progress(row.run.out_dir)
+        step, loss = row.run.progress()
         total = row.run.config["train"]["steps"]
         job = row.record.tags.get("job_id", "") if row.record else ""
         body.append([row.run.key, *(row.run.settings.get(a, "") for a in axes), row.run.seed, row.state,
@@ -109,16 +107,6 @@ def status_table(study: Study) -> str:
         footer += f" (search: {study.spec.search.trials} trials)"
     headers = ["run", *axes, "seed", "state", "step", "train/loss", "job"]
     return tabulate(body, headers=headers, tablefmt="github") + footer
-
-
-def _progress(out_dir: Path) -> tuple[int, float | None]:
-    """Last logged step and loss from the run folder's history.jsonl."""
-    history = out_dir / "history.jsonl"
-    lines = history.read_text().splitlines() if history.is_file() else []
-    if not lines:
-        return 0, None
-    last = json.loads(lines[-1])
-    return last["step"], last.get("train/loss")
 
 
 def _duration(seconds: float) -> str:

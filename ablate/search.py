@@ -27,7 +27,7 @@ from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState
 from tqdm import tqdm
 
-from ablate.dispatch import POLL_S, Dispatcher
+from ablate.dispatch import POLL_S, Dispatcher, RunBars
 from ablate.ledger import ALIVE_STATES, Ledger, Record, search_params, state
 from ablate.study import SearchParam, Study, StudyError
 from ablate.tracking import metric_name
@@ -85,6 +85,7 @@ class Search:
         self._recover()
         trials = self.optuna.get_trials(deepcopy=False)
         finished = sum(t.state.is_finished() for t in trials)
+        run_bars = RunBars(self.progress)
         with tqdm(total=self.spec.trials, initial=finished, desc=self.study.name, unit="trial",
                   disable=not self.progress) as bar:
             while self.waiting or self._more():
@@ -103,8 +104,10 @@ class Search:
                 self._report()
                 bar.n = sum(t.state.is_finished() for t in self.optuna.get_trials(deepcopy=False))
                 bar.refresh()
+                run_bars.update(self.dispatcher.active)
                 if self.waiting:
                     time.sleep(POLL_S)
+            run_bars.close()
         return self.optuna
 
     def _more(self) -> bool:

@@ -15,6 +15,7 @@ import copy
 import hashlib
 import itertools
 import json
+import os
 import re
 import types
 import typing
@@ -224,6 +225,23 @@ class Run:
     @property
     def label(self) -> str:
         return " ".join(f"{k}={v}" for k, v in self.settings.items()) or self.config_hash
+
+    def progress(self) -> tuple[int, float | None]:
+        """Last logged step and training loss, from the tail of the run folder's history.jsonl."""
+        history = self.out_dir / "history.jsonl"
+        try:
+            with history.open("rb") as f:
+                f.seek(max(0, f.seek(0, os.SEEK_END) - 4096))  # a long run's history is long; its end is enough
+                lines = f.read().decode(errors="replace").splitlines()
+        except OSError:
+            return 0, None
+        for line in reversed(lines):  # the last complete line (a write may be under way)
+            try:
+                last = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            return last["step"], last.get("train/loss")
+        return 0, None
 
 
 @dataclass

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -172,7 +173,7 @@ def _wait_for(condition, what: str, timeout_s: float = 120) -> None:
         time.sleep(0.1)
 
 
-def test_a_sigkilled_run_resumes_on_resubmission_with_every_metric_step_logged_once(data_root, tmp_path):
+def test_a_sigkilled_run_resumes_on_resubmission_with_every_metric_step_logged_once(data_root, tmp_path, capsys):
     steps, log_every = 120, 2
     base = {**TINY, "data.root": str(data_root[0]), "train.steps": steps, "train.log_every": log_every,
             "train.checkpoint_every": 10}
@@ -202,7 +203,10 @@ def test_a_sigkilled_run_resumes_on_resubmission_with_every_metric_step_logged_o
     run_id = ledger.records()[victim.key].run_id
     assert state(ledger.records()[victim.key]) == "interrupted"
 
-    assert set(submit(load_study(path), progress=False).values()) == {"done"}
+    assert set(submit(load_study(path)).values()) == {"done"}
+    shown = capsys.readouterr().err  # the study's bar and, under it, one bar per active run: step and loss
+    assert re.search(rf"  {re.escape(victim.label)} s{victim.seed}: +\d+%.*\| *\d+/{steps} \[.*loss=\d\.\d{{3}}", shown)
+    assert f"{study.name}: 100%" in shown
     client = ledger.client
     runs = client.search_runs([ledger.experiment_id], "tags.kind = 'run'")
     assert sorted(r.data.tags["run_key"] for r in runs) == sorted(r.key for r in study.runs)  # one per (config, seed)

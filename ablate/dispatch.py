@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import signal
 import sys
+import threading
 import time
 from collections import Counter
 from dataclasses import dataclass
@@ -169,25 +170,34 @@ class RunBars:
         for key in [k for k in self.bars if k not in active]:
             self.bars.pop(key).close()
         for key, a in active.items():
-            bar = self.bars.get(key)
-            if bar is None:
-                bar = self.bars[key] = tqdm(total=a.run.config["train"]["steps"], desc=f"  {a.run.label} s{a.run.seed}",
-                                            unit="step", leave=False, dynamic_ncols=True)
             step, loss = a.run.progress()
-            bar.n = step
+            bar = self.bars.get(key)
+            if bar is None:  # starts where the run is (a resumed run), so its speed counts only new steps
+                bar = self.bars[key] = tqdm(total=a.run.config["train"]["steps"], initial=step, unit="step",
+                                            desc=f"  {a.run.label} s{a.run.seed}", leave=False, dynamic_ncols=True)
             bar.set_postfix_str(f"loss={loss:.3f}" if loss is not None else "starting", refresh=False)
+            bar.update(step - bar.n)  # tqdm's smoothed speed and time left
             bar.refresh()
 
-    def close(self) -> None:
-        self.update({})
+    def __enter__(self) -> RunBars:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.update({})  # closes every bar, also when the submitter is interrupted
 
 
 def _let_jobs_stop_on_sigint() -> None:
-    """submitit cancels a local job with SIGINT (so do ``ablate cancel`` and the pruner). A shell starts a
-    background command (``ablate submit ... &``) with SIGINT ignored, and every process it starts would
-    inherit that and never stop; a handler, unlike an ignored signal, is reset in a started process."""
-    if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
-        signal.signal(signal.SIGINT, signal.default_int_handler)
+    """submitit cancels a local job with SIGINT (so do ``ablate cancel`` and the pruner). A shell without job
+    control (a script, ``sh -c``, a CI runner) starts a background command (``ablate submit ... &``) with SIGINT
+    ignored, and every process it starts would inherit that and never stop on cancel. A handler, unlike an
+    ignored signal, is reset to the default in a started process; this one does nothing, so the submitter
+    itself still ignores SIGINT as the shell asked."""
+    if signal.getsignal(signal.SIGINT) == signal.SIG_IGN and threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, _ignore)
+
+
+def _ignore(signum: int, frame: object) -> None:
+    pass
 
 
 def _cancelled(job: submitit.Job | None) -> bool:
@@ -236,8 +246,8 @@ def submit(study: Study, wait: bool = False, progress: bool = True) -> dict[str,
             return {key: "queued" if key in dispatcher.active else s for key, s in states.items()}
     limit = ex.max_parallel if ex.kind == "local" else 1
     done = sum(s in ("done", "pruned", "failed") for s in states.values())
-    run_bars = RunBars(progress)
-    with tqdm(total=len(study.runs), initial=done, desc=study.name, unit="run", disable=not progress) as bar:
+    with (tqdm(total=len(study.runs), initial=done, desc=study.name, unit="run", disable=not progress) as bar,
+          RunBars(progress) as run_bars):
         while todo or dispatcher.active:
             free = limit - len(dispatcher.active)
             if todo and free > 0:
@@ -252,7 +262,6 @@ def submit(study: Study, wait: bool = False, progress: bool = True) -> dict[str,
             run_bars.update(dispatcher.active)
             if dispatcher.active:
                 time.sleep(POLL_S)
-        run_bars.close()
     if all(s in ("done", "failed") for s in states.values()):
         ledger.end(dispatcher.parent_id, "FINISHED" if all(s == "done" for s in states.values()) else "FAILED")
     return states

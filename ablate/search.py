@@ -85,9 +85,8 @@ class Search:
         self._recover()
         trials = self.optuna.get_trials(deepcopy=False)
         finished = sum(t.state.is_finished() for t in trials)
-        run_bars = RunBars(self.progress)
-        with tqdm(total=self.spec.trials, initial=finished, desc=self.study.name, unit="trial",
-                  disable=not self.progress) as bar:
+        with (tqdm(total=self.spec.trials, initial=finished, desc=self.study.name, unit="trial",
+                   disable=not self.progress) as bar, RunBars(self.progress) as run_bars):
             while self.waiting or self._more():
                 while len(self.waiting) < self.study.spec.executor.max_parallel and self._more():
                     self._start(self._ask())
@@ -107,7 +106,6 @@ class Search:
                 run_bars.update(self.dispatcher.active)
                 if self.waiting:
                     time.sleep(POLL_S)
-            run_bars.close()
         return self.optuna
 
     def _more(self) -> bool:

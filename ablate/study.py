@@ -238,9 +238,9 @@ class Run:
         for line in reversed(lines):  # the last complete line (a write may be under way)
             try:
                 last = json.loads(line)
-            except json.JSONDecodeError:
+                return int(last["step"]), last.get("train/loss")
+            except (json.JSONDecodeError, KeyError, TypeError, ValueError):  # not a whole history line
                 continue
-            return last["step"], last.get("train/loss")
         return 0, None
 
 

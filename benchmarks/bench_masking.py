@@ -178,13 +178,14 @@ def naive_aligned(tokens: dict[str, torch.Tensor]) -> dict[str, Masks]:
         total = sum(int(v.sum()) for v in valid.values())
         hidden_count = total - min(BUDGET, total)
         others = total - 64 * len(images)
-        cells = min(max(round(hidden_count * 64 / total), -((others - hidden_count) // 3)), hidden_count // 3, 64)
+        cells = min(math.floor(hidden_count * 64 / total + 0.5), hidden_count // 3)  # as aligned.py orders it
+        cells = min(max(cells, -((others - hidden_count) // 3)), 64)
         hidden = {n: torch.zeros(SPECS[n].num_tokens, dtype=torch.bool) for n in names}
         region = torch.randperm(64)[:cells]
         for n in images:
             hidden[n][region] = True
         left = hidden_count - 3 * cells
-        caption = round(left * int(valid["caption"].sum()) / max(others, 1))
+        caption = math.floor(left * int(valid["caption"].sum()) / max(others, 1) + 0.5)
         for n, count in (("caption", caption), ("boxes", left - caption)):
             positions = valid[n].nonzero().flatten()
             hidden[n][positions[torch.randperm(len(positions))[:count]]] = True
@@ -201,7 +202,7 @@ def naive_aligned(tokens: dict[str, torch.Tensor]) -> dict[str, Masks]:
 def naive_hard(tokens: dict[str, torch.Tensor], estimate: torch.Tensor, random_fraction: float) -> dict[str, Masks]:
     """``hard`` one sample at a time: hard targets by ``torch.multinomial`` over the loss estimate (without
     replacement), a ``random_fraction`` of targets and then the inputs uniform over what is left."""
-    names = list(SPECS)  # the strategy's flat order (its estimate is laid out like this)
+    names = sorted(SPECS)  # the strategy's flat order (it sorts its specs; its estimate is laid out like this)
     sizes = [SPECS[n].num_tokens for n in names]
     out = empty_masks(tokens)
     for i in range(len(tokens[names[0]])):

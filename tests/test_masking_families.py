@@ -354,7 +354,7 @@ def test_scheduled_parameters_resolve_at_set_progress():
     ("aligned", {"hide_objects": "yes"}, "masking.hide_objects='yes': must be true or false"),
     ("hard", {"random_fraction": -0.1}, "masking.random_fraction=-0.1: must be a number in [0.0, 1.0]"),
     ("hard", {"decay": 1.0}, "masking.decay=1.0: must be a number in [0.0, 1.0)"),
-    ("hard", {"temperature": 0}, "masking.temperature=0: must be a number in (0.0, inf)"),
+    ("hard", {"temperature": 0}, "masking.temperature=0: must be a number in [0.001, inf)"),
 ])
 def test_bad_parameters(name, params, message):
     with pytest.raises(ValueError) as e:

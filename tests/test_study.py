@@ -21,7 +21,7 @@ from study_files import LOCAL, TINY, write_study
 
 from ablate.cli import main
 from ablate.dispatch import submit
-from ablate.ledger import Ledger, Record, state
+from ablate.ledger import Ledger, Record, cancel_live_jobs, state
 from ablate.overview import plan_table, status_table
 from ablate.search import Search, open_search
 from ablate.study import StudyError, config_hash, load_study
@@ -161,9 +161,22 @@ def _children(pid: int) -> list[int]:
     return [p.pid for p in psutil.Process(pid).children()]
 
 
-# A submitter started as a shell starts a background command (`ablate submit ... &`): with SIGINT ignored,
-# which the processes it starts inherit, while submitit cancels a local job with SIGINT.
+# A submitter started as a shell without job control (a script, CI) starts a background command
+# (`ablate submit ... &`): with SIGINT ignored, which the processes it starts would inherit, while submitit
+# cancels a local job with SIGINT.
 IN_BACKGROUND = {"preexec_fn": lambda: signal.signal(signal.SIGINT, signal.SIG_IGN)}
+
+
+@pytest.fixture
+def stop_afterwards():
+    """Register (study file, submitter): at teardown, after a failure too, the submitter is killed and the
+    study's live jobs are cancelled, so no training outlives its test."""
+    started = []
+    yield lambda path, submitter: started.append((path, submitter))
+    for path, submitter in started:
+        submitter.kill()
+        submitter.wait()
+        cancel_live_jobs(list(Ledger(load_study(path), create=False).records().values()))
 
 
 def _wait_for(condition, what: str, timeout_s: float = 120) -> None:
@@ -225,12 +238,14 @@ def test_a_sigkilled_run_resumes_on_resubmission_with_every_metric_step_logged_o
             assert logged == expected, (run.data.tags["run_key"], key)
 
 
-def test_cancel_stops_the_running_run_and_the_waiting_submitter_launches_nothing_more(data_root, tmp_path, capsys):
+def test_cancel_stops_the_running_run_and_the_waiting_submitter_launches_nothing_more(data_root, tmp_path, capsys,
+                                                                                     stop_afterwards):
     base = {**TINY, "data.root": str(data_root[0]), "train.steps": 2000, "train.checkpoint_every": 50}
     path = write_study(tmp_path, data_root, base=base, seeds=[0, 1], executor={**LOCAL, "max_parallel": 1})
     first, second = load_study(path).runs
     submitter = subprocess.Popen([sys.executable, "-m", "ablate.cli", "submit", str(path)],
                                  stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, **IN_BACKGROUND)
+    stop_afterwards(path, submitter)
     _wait_for(lambda: (first.out_dir / "history.jsonl").is_file(), "training step")
 
     assert main(["cancel", str(path)]) == 0
@@ -268,7 +283,8 @@ def _outcomes(trials: list[optuna.trial.FrozenTrial]) -> dict[int, tuple]:
     return {t.number: (t.state.name, t.params, t.value, t.user_attrs.get("run_key")) for t in trials}
 
 
-def test_a_pruned_search_survives_a_killed_submitter_and_ends_with_its_trial_count(data_root, tmp_path):
+def test_a_pruned_search_survives_a_killed_submitter_and_ends_with_its_trial_count(data_root, tmp_path,
+                                                                                   stop_afterwards):
     # Runs long enough (600 steps, tens of seconds) that the submitter, polling every second, sees a bad trial
     # well before its end. The random sampler with seed 1 draws lr 7e-5 and 2e-3 for trials 0 and 1, then 1e-6
     # and 2e-5: trials 2 and 3 barely learn, and the median pruner stops them once trials 0 and 1 are complete.
@@ -281,6 +297,7 @@ def test_a_pruned_search_survives_a_killed_submitter_and_ends_with_its_trial_cou
     journal = tmp_path / "s" / "optuna.journal"
     command = [sys.executable, "-m", "ablate.cli", "submit", str(path)]
     submitter = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, **IN_BACKGROUND)
+    stop_afterwards(path, submitter)
 
     def pruned() -> bool:  # trials 2 or 3 are pruned while trials 4 and 5 are still to come: kill then
         assert submitter.poll() is None, "the search ended before it could be killed"

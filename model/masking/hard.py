@@ -47,7 +47,7 @@ class HardMasking(MaskingStrategy):
     class Params(MaskingStrategy.Params):
         random_fraction: Any = field(default_factory=lambda: {"schedule": "linear", "start": 1.0, "end": 0.5})
         decay: Any = 0.99  # EMA decay of the per-position loss estimate, in [0, 1)
-        temperature: Any = 1.0  # > 0: hard targets ~ estimate ** (1 / temperature)
+        temperature: Any = 1.0  # >= 1e-3: hard targets ~ estimate ** (1 / temperature)
 
     def __init__(self, specs: dict[str, ModalitySpec], input_budget: int, target_budget: int, **params):
         super().__init__(specs, input_budget, target_budget, **params)
@@ -60,7 +60,8 @@ class HardMasking(MaskingStrategy):
         super().configure()
         _number_in("random_fraction", self.params.random_fraction, 0.0, 1.0, False, False)
         _number_in("decay", self.params.decay, 0.0, 1.0, False, True)
-        _number_in("temperature", self.params.temperature, 0.0, float("inf"), True, True)
+        # From 1e-3 (already a deterministic top-k of the estimate), float32 keys cannot overflow to inf.
+        _number_in("temperature", self.params.temperature, 1e-3, float("inf"), False, True)
 
     def estimate(self) -> torch.Tensor:
         """The current loss estimate per flat position: float64 [N] (> 0)."""
@@ -79,8 +80,9 @@ class HardMasking(MaskingStrategy):
         gumbel = -torch.log(-torch.log(u.clamp(min=1e-30)))
         key = self.estimate().to(valid.device, torch.float32).log() / self.params.temperature + gumbel
         num_hard = num_target - num_random
-        hard = ranks((-key).masked_fill(~valid, float("inf")), upto=int(num_hard.max())) < num_hard[:, None]
-        rest = random_ranks(valid & ~hard, generator, upto=int((num_random + num_input).max()))
+        most_hard, most_rest = (int(n.max()) if len(n) else 0 for n in (num_hard, num_random + num_input))
+        hard = ranks((-key).masked_fill(~valid, float("inf")), upto=most_hard) < num_hard[:, None]
+        rest = random_ranks(valid & ~hard, generator, upto=most_rest)
         target = hard | (rest < num_random[:, None])
         inputs = (rest >= num_random[:, None]) & (rest < (num_random + num_input)[:, None])
         return split_columns(Masks(inputs, target), self.specs)

@@ -176,11 +176,9 @@ def ranks(key: torch.Tensor, upto: int | None = None) -> torch.Tensor:
     sort (``topk``), about twice as fast as a full one when only the first few ranks are used.
     """
     n = key.shape[1]
-    if upto is None or upto >= n:
-        order = key.argsort(dim=1)
-        return torch.empty_like(order).scatter_(1, order, torch.arange(n, device=key.device).expand_as(order))
-    order = key.topk(upto, dim=1, largest=False).indices
-    arange = torch.arange(upto, device=key.device).expand_as(order)
+    partial = upto is not None and upto < n
+    order = key.topk(upto, dim=1, largest=False).indices if partial else key.argsort(dim=1)
+    arange = torch.arange(order.shape[1], device=key.device).expand_as(order)
     return torch.full(key.shape, n, dtype=torch.long, device=key.device).scatter_(1, order, arange)
 
 

@@ -61,6 +61,14 @@ def valid_row(name: str, row: torch.Tensor) -> torch.Tensor:
     return torch.ones_like(row, dtype=torch.bool) if SPECS[name].kind == "image" else row != PAD
 
 
+def put_row(out: dict[str, Masks], i: int, inputs: torch.Tensor, targets: torch.Tensor) -> None:
+    """Sample ``i``'s masks over all modalities (flat bool [N], modalities in sorted order) into ``out``."""
+    names = sorted(SPECS)
+    sizes = [SPECS[n].num_tokens for n in names]
+    for n, row_input, row_target in zip(names, inputs.split(sizes), targets.split(sizes)):
+        out[n].input[i], out[n].target[i] = row_input, row_target
+
+
 def naive_counts(available: int, input_budget: int, target_budget: int, mask_ratio: float | None) -> tuple[int, int]:
     """The base rule for one sample: inputs min(budget, round((1 - ratio) * valid)), targets from the rest."""
     num_input = min(input_budget, available)
@@ -73,17 +81,16 @@ def naive_random(tokens: dict[str, torch.Tensor], input_budget: int = BUDGET, ta
                  mask_ratio: float | None = None) -> dict[str, Masks]:
     """One sample at a time (tensor ops within a sample): shuffle its valid positions, take the first ones."""
     names = sorted(SPECS)
-    sizes = [SPECS[n].num_tokens for n in names]
     out = empty_masks(tokens)
     for i in range(len(tokens[names[0]])):
-        candidates = torch.cat([valid_row(n, tokens[n][i]) for n in names]).nonzero().flatten()
+        valid = torch.cat([valid_row(n, tokens[n][i]) for n in names])
+        candidates = valid.nonzero().flatten()
         order = candidates[torch.randperm(len(candidates))]
         num_input, num_target = naive_counts(len(candidates), input_budget, target_budget, mask_ratio)
-        selected = torch.zeros(2, sum(sizes), dtype=torch.bool)
+        selected = torch.zeros(2, len(valid), dtype=torch.bool)
         selected[0, order[:num_input]] = True
         selected[1, order[num_input : num_input + num_target]] = True
-        for n, part in zip(names, selected.split(sizes, dim=1)):
-            out[n].input[i], out[n].target[i] = part
+        put_row(out, i, *selected)
     return out
 
 
@@ -157,14 +164,10 @@ def naive_block(tokens: dict[str, torch.Tensor]) -> dict[str, Masks]:
         share[np.argsort(-(available * hidden_total % available.sum()))[: hidden_total - share.sum()]] += 1
         hidden = [beit_blocks(8, 8, k, rng) if SPECS[n].kind == "image" else t5_spans(int(v.sum()), k, 3.0, rng)
                   for n, v, k in zip(names, valid, share)]
-        for n, v, hid in zip(names, valid, hidden):
-            out[n].input[i, : len(hid)] = torch.from_numpy(v[: len(hid)] & ~hid)
         flat = np.concatenate([np.pad(hid, (0, SPECS[n].num_tokens - len(hid))) for n, hid in zip(names, hidden)])
-        chosen = rng.permutation(np.flatnonzero(flat))[:BUDGET]
-        selected = torch.zeros(sum(SPECS[n].num_tokens for n in names), dtype=torch.bool)
-        selected[chosen] = True
-        for n, part in zip(names, selected.split([SPECS[n].num_tokens for n in names])):
-            out[n].target[i] = part
+        target = np.zeros_like(flat)
+        target[rng.permutation(np.flatnonzero(flat))[:BUDGET]] = True
+        put_row(out, i, torch.from_numpy(np.concatenate(valid) & ~flat), torch.from_numpy(target))
     return out
 
 
@@ -193,9 +196,7 @@ def naive_aligned(tokens: dict[str, torch.Tensor]) -> dict[str, Masks]:
         chosen = flat.nonzero().flatten()
         target = torch.zeros_like(flat)
         target[chosen[torch.randperm(len(chosen))[:BUDGET]]] = True
-        for n, part in zip(names, target.split([SPECS[n].num_tokens for n in names])):
-            out[n].input[i] = valid[n] & ~hidden[n]
-            out[n].target[i] = part
+        put_row(out, i, torch.cat([valid[n] for n in names]) & ~flat, target)
     return out
 
 
@@ -203,7 +204,6 @@ def naive_hard(tokens: dict[str, torch.Tensor], estimate: torch.Tensor, random_f
     """``hard`` one sample at a time: hard targets by ``torch.multinomial`` over the loss estimate (without
     replacement), a ``random_fraction`` of targets and then the inputs uniform over what is left."""
     names = sorted(SPECS)  # the strategy's flat order (it sorts its specs; its estimate is laid out like this)
-    sizes = [SPECS[n].num_tokens for n in names]
     out = empty_masks(tokens)
     for i in range(len(tokens[names[0]])):
         valid = torch.cat([valid_row(n, tokens[n][i]) for n in names])
@@ -213,12 +213,11 @@ def naive_hard(tokens: dict[str, torch.Tensor], estimate: torch.Tensor, random_f
         rest = valid.clone()
         rest[hard] = False
         order = rest.nonzero().flatten()[torch.randperm(int(rest.sum()))]
-        selected = torch.zeros(2, sum(sizes), dtype=torch.bool)
+        selected = torch.zeros(2, len(valid), dtype=torch.bool)
         selected[1, hard] = True
         selected[1, order[:num_random]] = True
         selected[0, order[num_random : num_random + num_input]] = True
-        for n, part in zip(names, selected.split(sizes, dim=1)):
-            out[n].input[i], out[n].target[i] = part
+        put_row(out, i, *selected)
     return out
 
 

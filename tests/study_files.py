@@ -1,8 +1,12 @@
-"""Study files for tests: the tiny model, a few steps, the local executor, two runs at a time."""
+"""Study files for tests: the tiny model, a few steps, the local executor, two runs at a time; and waiting
+for what a study's runs do, with a bound."""
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import yaml
 
@@ -19,3 +23,15 @@ def write_study(tmp_path: Path, data_root, name: str = "s", **sections) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(yaml.safe_dump(study, sort_keys=False))
     return path
+
+
+T = TypeVar("T")
+
+
+def wait_for(condition: Callable[[], T], what: str, timeout_s: float = 120) -> T:
+    """Poll ``condition`` until it returns something true, and return that; fail (never hang) after ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while not (result := condition()):
+        assert time.monotonic() < deadline, f"no {what} after {timeout_s} s"
+        time.sleep(0.2)
+    return result

@@ -17,7 +17,7 @@ from pathlib import Path
 import optuna
 import psutil
 import pytest
-from study_files import LOCAL, TINY, write_study
+from study_files import LOCAL, TINY, wait_for, write_study
 
 from ablate.cli import main
 from ablate.dispatch import submit
@@ -179,14 +179,8 @@ def stop_afterwards():
         cancel_live_jobs(list(Ledger(load_study(path), create=False).records().values()))
 
 
-def _wait_for(condition, what: str, timeout_s: float = 120) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        assert time.monotonic() < deadline, f"no {what} after {timeout_s} s"
-        time.sleep(0.1)
-
-
-def test_a_sigkilled_run_resumes_on_resubmission_with_every_metric_step_logged_once(data_root, tmp_path, capsys):
+def test_a_sigkilled_run_resumes_on_resubmission_with_every_metric_step_logged_once(data_root, tmp_path, capsys,
+                                                                                    stop_afterwards):
     steps, log_every = 120, 2
     base = {**TINY, "data.root": str(data_root[0]), "train.steps": steps, "train.log_every": log_every,
             "train.checkpoint_every": 10}
@@ -195,6 +189,7 @@ def test_a_sigkilled_run_resumes_on_resubmission_with_every_metric_step_logged_o
     victim = study.runs[0]
     submitter = subprocess.Popen([sys.executable, "-m", "ablate.cli", "submit", str(path)],
                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    stop_afterwards(path, submitter)
 
     def logged_past_a_checkpoint() -> bool:
         assert submitter.poll() is None, "the submitter ended before the run could be killed"
@@ -204,13 +199,13 @@ def test_a_sigkilled_run_resumes_on_resubmission_with_every_metric_step_logged_o
         history = (victim.out_dir / "history.jsonl").read_text().splitlines()
         return json.loads(history[-1])["step"] > int(checkpoint.name.removeprefix("step_"))  # replayed on resume
 
-    _wait_for(logged_past_a_checkpoint, "checkpoint with steps logged after it")
+    wait_for(logged_past_a_checkpoint, "checkpoint with steps logged after it")
     submitter.kill()  # first, so that no submitter sees the run fail and retries it
     submitter.wait()
     controller = int(Ledger(study).records()[victim.key].tags["job_id"])  # submitit's local job controller
     (trainer,) = _children(controller)
     os.kill(trainer, signal.SIGKILL)
-    _wait_for(lambda: not psutil.pid_exists(controller) or psutil.Process(controller).status() == "zombie",
+    wait_for(lambda: not psutil.pid_exists(controller) or psutil.Process(controller).status() == "zombie",
               "end of the killed run's job")
     ledger = Ledger(study)
     run_id = ledger.records()[victim.key].run_id
@@ -246,7 +241,7 @@ def test_cancel_stops_the_running_run_and_the_waiting_submitter_launches_nothing
     submitter = subprocess.Popen([sys.executable, "-m", "ablate.cli", "submit", str(path)],
                                  stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, **IN_BACKGROUND)
     stop_afterwards(path, submitter)
-    _wait_for(lambda: (first.out_dir / "history.jsonl").is_file(), "training step")
+    wait_for(lambda: (first.out_dir / "history.jsonl").is_file(), "training step")
 
     assert main(["cancel", str(path)]) == 0
     assert "cancelled 1 queued or running runs" in capsys.readouterr().out
@@ -303,7 +298,7 @@ def test_a_pruned_search_survives_a_killed_submitter_and_ends_with_its_trial_cou
         assert submitter.poll() is None, "the search ended before it could be killed"
         return journal.exists() and any(t.state.name == "PRUNED" for t in _trials(path))
 
-    _wait_for(pruned, "a pruned trial", timeout_s=300)
+    wait_for(pruned, "a pruned trial", timeout_s=300)
     submitter.kill()
     submitter.wait()
     before = {n: o for n, o in _outcomes(_trials(path)).items() if o[0] != "RUNNING"}
@@ -356,16 +351,15 @@ def test_ui_serves_the_study_runs_over_mlflows_rest_api_and_stops(finished_study
     server = subprocess.Popen([sys.executable, "-m", "ablate.cli", "ui", str(finished_study), "--port", str(port)],
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     api = f"http://127.0.0.1:{port}/api/2.0/mlflow"
+    def answer() -> bytes | None:
+        try:
+            return _http(f"{api}/experiments/get-by-name?experiment_name={study.name}")[1]
+        except OSError:  # not listening yet
+            assert server.poll() is None, "ablate ui exited"
+            return None
+
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                _, body = _http(f"{api}/experiments/get-by-name?experiment_name={study.name}")
-                break
-            except OSError:  # not listening yet
-                assert server.poll() is None, "ablate ui exited"
-                assert time.monotonic() < deadline, "the UI did not answer within 120 s"
-                time.sleep(0.5)
+        body = wait_for(answer, "answer from the UI")
         experiment_id = json.loads(body)["experiment"]["experiment_id"]
         _, body = _http(f"{api}/runs/search", {"experiment_ids": [experiment_id], "filter": "tags.kind = 'run'"})
         runs = json.loads(body)["runs"]

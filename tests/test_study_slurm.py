@@ -5,10 +5,9 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import time
 
 import pytest
-from study_files import TINY, write_study
+from study_files import TINY, wait_for, write_study
 from submitit.slurm.slurm import SlurmJobEnvironment
 from test_slurm_cluster import ACCOUNT, slurm_cluster  # noqa: F401  (the session fixture)
 
@@ -42,13 +41,6 @@ def test_a_study_is_one_job_array_completes_and_submitting_again_launches_nothin
     assert list((tmp_path / "s" / "submitit").rglob("*_submitted.pkl")) == jobs  # no job submitted
 
 
-def _wait(condition, what: str) -> None:
-    deadline = time.monotonic() + TIMEOUT_S
-    while not condition():
-        assert time.monotonic() < deadline, f"no {what} after {TIMEOUT_S} s"
-        time.sleep(0.3)
-
-
 def _squeue_state(job_id: str) -> str:
     return subprocess.run(["squeue", "-h", "-j", job_id, "-o", "%T"], capture_output=True, text=True).stdout.strip()
 
@@ -73,7 +65,7 @@ def uninterrupted(slurm_cluster, data_root, tmp_path_factory):  # noqa: F811
                        base={**LONG, "data.root": str(data_root[0])}, executor=slurm_executor(slurm_cluster))
     run, ledger, dispatcher, _ = _launch_single_run(path)
     ended: list = []
-    _wait(lambda: ended.extend(dispatcher.poll()) or ended, "end of the uninterrupted job")
+    wait_for(lambda: ended.extend(dispatcher.poll()) or ended, "end of the uninterrupted job")
     assert ended == [(run, "done")]
     record = ledger.records()[run.key]
     return run.key, record.metrics, _history(ledger, record.run_id)
@@ -91,7 +83,7 @@ def _preempt(job) -> None:
     job fails instead of being requeued (seen on this cluster). A real preemption signals SIGTERM first.
     """
     subprocess.run(["scancel", "--signal", "SIGTERM", job.job_id], check=True, timeout=30)
-    _wait(lambda: "Bypassing signal SIGTERM" in job.paths.stdout.read_text(), "SIGTERM to reach the job")
+    wait_for(lambda: "Bypassing signal SIGTERM" in job.paths.stdout.read_text(), "SIGTERM to reach the job")
     subprocess.run(["scancel", "--signal", SlurmJobEnvironment.USR_SIG, job.job_id], check=True, timeout=30)
 
 
@@ -104,18 +96,18 @@ def test_an_interrupted_job_is_requeued_resumes_and_ends_as_if_never_interrupted
     path = write_study(tmp_path, data_root, base={**LONG, "data.root": str(data_root[0])}, executor=executor)
     run, ledger, dispatcher, job = _launch_single_run(path)
     run_id = (run.out_dir / "mlflow_run_id").read_text()
-    _wait(lambda: (run.out_dir / "checkpoints" / "latest").exists(), "checkpoint")
+    wait_for(lambda: (run.out_dir / "checkpoints" / "latest").exists(), "checkpoint")
     if timeout:
         job._interrupt(timeout=True)  # USR2, as SLURM sends signal_delay_s before the time limit
     else:
         _preempt(job)
-    _wait(lambda: _squeue_state(job.job_id) == "PENDING", "requeue")
+    wait_for(lambda: _squeue_state(job.job_id) == "PENDING", "requeue")
     # Slurm holds a requeued job back for about two minutes (its begin time); let it start in 2 s. Not at once:
     # the old allocation's credential is revoked to the second, and a start within that second is killed
     # ("Job credential revoked").
     subprocess.run(["scontrol", "update", f"JobId={job.job_id}", "StartTime=now+2"], check=True, timeout=30)
     ended: list = []
-    _wait(lambda: ended.extend(dispatcher.poll()) or ended, "end of the job")
+    wait_for(lambda: ended.extend(dispatcher.poll()) or ended, "end of the job")
     assert ended == [(run, "done")]
 
     assert f"this job is {'timed-out' if timeout else 'preempted'}" in job.paths.stderr.read_text()
@@ -139,7 +131,7 @@ def test_cancelling_the_whole_array_ends_the_waiting_submitter_and_nothing_is_re
     study = load_study(path)
     first = study.runs[0]
     try:
-        _wait(lambda: (first.out_dir / "history.jsonl").is_file(), "first training step")
+        wait_for(lambda: (first.out_dir / "history.jsonl").is_file(), "first training step")
         job_ids = sorted(r.tags["job_id"] for r in Ledger(study).records().values())
         array = job_ids[0].split("_")[0]
         subprocess.run(["scancel", array], check=True, timeout=30)
@@ -147,7 +139,7 @@ def test_cancelling_the_whole_array_ends_the_waiting_submitter_and_nothing_is_re
     finally:
         waiter.kill()
     assert waiter.returncode == 0 and "cancelled; `ablate submit" in out
-    _wait(lambda: not _squeue_state(array), "cancelled array to leave the queue")  # COMPLETING counts as running
+    wait_for(lambda: not _squeue_state(array), "cancelled array to leave the queue")  # COMPLETING counts as running
     records = Ledger(study).records()
     assert sorted(r.tags["job_id"] for r in records.values()) == job_ids  # nothing relaunched
     assert all(r.status == "KILLED" and r.retries == 0 and state(r) == "interrupted" for r in records.values())
@@ -160,7 +152,7 @@ def test_two_tasks_train_one_run(slurm_cluster, data_root, tmp_path):  # noqa: F
     run, ledger, dispatcher, job = _launch_single_run(path)
     ended: list = []
     try:
-        _wait(lambda: ended.extend(dispatcher.poll()) or ended, "end of the job")
+        wait_for(lambda: ended.extend(dispatcher.poll()) or ended, "end of the job")
     finally:
         job.cancel(check=False)
     assert ended == [(run, "done")]

@@ -15,6 +15,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
+import torch
 from tabulate import tabulate
 from tqdm import tqdm
 
@@ -46,6 +47,13 @@ def load_tokenizers(root: Path | str) -> dict:
     """Modality -> fitted tokenizer, as saved by ``build``."""
     meta = json.loads((Path(root) / "tokenizers" / "index.json").read_text())
     return {name: TOKENIZER_CLASSES[cls].load(Path(root) / "tokenizers" / file) for name, (cls, file) in meta.items()}
+
+
+def codebooks(root: Path | str) -> dict[str, torch.Tensor]:
+    """Image modality -> its patch codebook's entries, float [V_m, F_m] (none for a folder without tokenizers)."""
+    if not (Path(root) / "tokenizers" / "index.json").is_file():
+        return {}
+    return {name: t.centroids for name, t in load_tokenizers(root).items() if t.kind == "image"}
 
 
 def scene_config(spec: DatasetSpec) -> SceneConfig:

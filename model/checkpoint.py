@@ -9,7 +9,7 @@ import yaml
 from safetensors.torch import load_file
 
 from model.config import Config, from_dict
-from model.dataset import DatasetSpec, ModalitySpec
+from model.dataset import ModalitySpec
 from model.masking import MaskingStrategy
 from model.network import FourM
 from model.train import check, latest_checkpoint
@@ -31,10 +31,10 @@ def load_run(run_dir: Path | str) -> tuple[FourM, Config, dict[str, ModalitySpec
     run_dir = Path(run_dir)
     ckpt = _newest(run_dir)
     cfg = from_dict(yaml.safe_load((run_dir / "config.yaml").read_text()))
-    specs = DatasetSpec.load(cfg.data.root).modalities
-    model = FourM(cfg.model, specs)
+    setup = check(cfg)
+    model = setup.new_model(cfg)
     model.load_state_dict(load_file(ckpt / "model.safetensors"))
-    return model.eval(), cfg, specs
+    return model.eval(), cfg, setup.specs
 
 
 def load_masking(run_dir: Path | str, cfg: Config) -> MaskingStrategy:

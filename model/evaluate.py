@@ -5,7 +5,8 @@
 - ``loss/<m>``, ``acc/<m>`` (and ``loss/mean``, ``acc/mean`` over modalities): cross-entropy
   and token accuracy under ``random`` masking with fixed budgets and a fixed mask seed.
 - Cross-modal tasks, generated (``model.generate``), decoded to native form and scored
-  against exact ground truth re-rendered from the generator (``model.metrics``):
+  against exact ground truth re-rendered from the generator (``model.metrics``); the dense
+  tasks (``DENSE_TASKS``) decode the predicted distribution per pixel in one pass:
   ``rgb->semseg/miou``, ``rgb->depth/delta1``, ``rgb->depth/abs_rel``,
   ``rgb->caption/attr_acc``, ``rgb->boxes/miou``, ``caption->rgb/verifier``.
 - ``probe/count_acc``: a ridge probe on mean-pooled encoder features of rgb-only inputs,
@@ -30,7 +31,7 @@ import torch.nn.functional as F
 
 from model.build import load_tokenizers, scene_config
 from model.dataset import DatasetSpec, ModalitySpec, load_split
-from model.generate import generate, pack_present
+from model.generate import generate, pack_present, predict_distribution
 from model.masking import build_masking
 from model.metrics import (
     attribute_accuracy,
@@ -54,6 +55,9 @@ TASKS: dict[str, tuple[str, str]] = {  # name -> (given, target)
     "rgb->boxes": ("rgb", "boxes"),
     "caption->rgb": ("caption", "rgb"),
 }
+# Image outputs nearly determined by their input, scored per pixel: one pass, the distribution decoded per pixel
+# (``PatchCodebook.decode_probs``) rather than its most probable codes.
+DENSE_TASKS = ("rgb->semseg", "rgb->depth")
 TASK_METRICS: dict[str, tuple[str, ...]] = {  # what ``score`` returns per task
     "rgb->semseg": ("miou",),
     "rgb->depth": ("delta1", "abs_rel"),
@@ -184,18 +188,18 @@ def evaluate(
     input_budget: int = 128,
     target_budget: int = 64,
     generation_steps: int = 8,
-    dense_steps: int = 1,
     probe_samples: int = 1000,
     figure: str | Path | None = None,
     figure_scenes: int = 4,
+    tasks: list[str] | None = None,
 ) -> dict[str, float]:
     """All metrics on the first ``num_samples`` val scenes (see the module docstring for keys).
 
-    generation_steps: ROAR steps of caption->rgb; dense_steps: of rgb->semseg and rgb->depth,
-        whose outputs are nearly determined by the rgb (one step keeps evaluation cheap).
-    probe_samples: train scenes the count probe is fitted on.
+    generation_steps: ROAR steps of caption->rgb (``DENSE_TASKS`` take one pass).
+    probe_samples: train scenes the count probe is fitted on (0: no probe).
     figure: if set (and the data set is generated), a PNG of the first ``figure_scenes`` scenes'
         inputs, generations and ground truth.
+    tasks: the cross-modal tasks to score (default: every task of ``TASKS``).
     """
     spec = DatasetSpec.load(data_root)
     val = load_split(data_root, "val")
@@ -211,15 +215,20 @@ def evaluate(
         tokenizers = load_tokenizers(data_root)
         generated = {}
         for task, (src, dst) in TASKS.items():
-            if src not in specs or dst not in specs:
+            if src not in specs or dst not in specs or (tasks is not None and task not in tasks):
                 continue
-            steps = generation_steps if task == "caption->rgb" else dense_steps
-            generator = torch.Generator().manual_seed(seed)
-            parts = [generate(model, specs, {src: p}, [dst], generator, steps) for p in val[src].split(batch_size)]
-            ids = torch.cat([part.tokens[dst] for part in parts])
-            generated[dst] = decode_tokens(tokenizers[dst], specs[dst], ids)
+            if task in DENSE_TASKS:  # scored per pixel: decode the predicted distribution
+                probs = torch.cat([predict_distribution(model, specs, {src: p.to(_device(model))}, dst).cpu()
+                                   for p in val[src].split(batch_size)])
+                generated[dst] = tokenizers[dst].decode_probs(probs.view(num, *specs[dst].grid, -1).numpy())
+            else:
+                generator = torch.Generator().manual_seed(seed)
+                parts = [generate(model, specs, {src: p}, [dst], generator, generation_steps)
+                         for p in val[src].split(batch_size)]
+                ids = torch.cat([part.tokens[dst] for part in parts])
+                generated[dst] = decode_tokens(tokenizers[dst], specs[dst], ids)
             metrics |= _flat(task, score(task, generated[dst], truth))
-        if "rgb" in specs:
+        if "rgb" in specs and probe_samples > 0:
             metrics["probe/count_acc"] = _probe(
                 model, specs, data_root, spec, val["rgb"], truth, probe_samples, batch_size
             )

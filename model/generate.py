@@ -124,6 +124,27 @@ def pack_present(
     return pack(specs, full, masks, max(1, int(num_inputs.max())), int(num_targets.max()))
 
 
+@torch.no_grad()
+def predict_distribution(
+    model: FourM, specs: dict[str, ModalitySpec], given: dict[str, torch.Tensor], target: str
+) -> torch.Tensor:
+    """Every position of image modality ``target`` predicted at once from ``given`` (modality -> int64
+    [B, N_m]): the model's probabilities float [B, N_target, V_target], in position order.
+
+    For dense outputs scored per pixel, where decoding the distribution (``decode_probs``) beats
+    decoding its most probable codes.
+    """
+    if specs[target].kind != "image" or target in given:
+        raise ValueError(f"predict_distribution: {target!r} must be an image modality that is not given")
+    first = next(iter(given.values()))
+    b, n = first.shape[0], specs[target].num_tokens
+    all_positions = torch.ones(b, n, dtype=torch.bool, device=first.device)
+    inputs = {m: valid_positions(specs[m], t) for m, t in given.items()}
+    enc, dec = pack_present(specs, given, inputs, {target: all_positions})
+    probs = model.logits(enc, dec, target).float().softmax(-1)  # [B, Ld = n, V]: slots in position order
+    return probs
+
+
 def _choose(logits: torch.Tensor, generator: torch.Generator, temperature: float) -> tuple[torch.Tensor, torch.Tensor]:
     """logits [..., V] -> (ids int64 [...], model probability of each id [...])."""
     probs = logits.float().softmax(-1)

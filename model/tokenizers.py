@@ -90,6 +90,19 @@ class PatchCodebook:
         f = f.reshape(b, gh, gw, p, p, -1).transpose(0, 1, 3, 2, 4, 5).reshape(b, gh * p, gw * p, -1)
         return self.pixels(f)
 
+    def decode_probs(self, probs: np.ndarray) -> np.ndarray:
+        """A distribution over codes per cell, float [B, h, w, K] -> images from the expected patch features.
+
+        The per-pixel expectation: a label map's class is then each pixel's most probable class (not the
+        class of the most probable patch, which a spread-out distribution over many partial-object codes
+        would leave at background), a depth map the mean depth.
+        """
+        b, gh, gw, _ = probs.shape
+        p = self.patch
+        f = (torch.as_tensor(probs, dtype=torch.float32) @ self.centroids.float()).numpy()
+        f = f.reshape(b, gh, gw, p, p, -1).transpose(0, 1, 3, 2, 4, 5).reshape(b, gh * p, gw * p, -1)
+        return self.pixels(f)
+
     def save(self, path: Path) -> None:
         np.savez(path, centroids=self.centroids.numpy(), patch=self.patch, **self._extra())
 

@@ -21,6 +21,7 @@ import math
 import os
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,6 +32,7 @@ from tabulate import tabulate
 from tqdm import tqdm
 
 from ablate.tracking import RunTracker, flatten
+from model.build import codebooks
 from model.config import Config, ConfigError, to_dict, to_yaml
 from model.dataset import DatasetSpec, ModalitySpec, batches, load_split
 from model.mask_stats import MaskStats
@@ -51,6 +53,10 @@ class Setup:
     masking: MaskingStrategy
     input_budget: int
     target_budget: int
+    codebooks: dict[str, torch.Tensor]  # image modality -> codebook entries, for ``FourM``
+
+    def new_model(self, cfg: Config) -> FourM:
+        return FourM(cfg.model, self.specs, self.codebooks)
 
 
 def check(cfg: Config) -> Setup:
@@ -70,7 +76,7 @@ def check(cfg: Config) -> Setup:
         masking = build_masking(name, spec.modalities, input_budget, target_budget, m)
     except ValueError as e:
         raise ConfigError(str(e)) from None
-    return Setup(spec.modalities, masking, input_budget, target_budget)
+    return Setup(spec.modalities, masking, input_budget, target_budget, codebooks(cfg.data.root))
 
 
 def lr_at(step: int, cfg: Config) -> float:
@@ -135,11 +141,17 @@ def _mixed_precision(cfg: Config) -> str:
 
 
 def train(
-    cfg: Config, evaluate_at_end: bool = True, progress: bool = True, until_step: int | None = None
+    cfg: Config,
+    evaluate_at_end: bool = True,
+    progress: bool = True,
+    until_step: int | None = None,
+    after_step: Callable[[int, FourM], None] | None = None,
 ) -> dict[str, float]:
     """Train (or resume) the run in ``cfg.train.out_dir``; returns the final evaluation (or last losses).
 
     ``until_step`` stops early at that step with a checkpoint (no evaluation), as a preempted job would.
+    ``after_step(step, model)`` is called on the main process after every optimizer step (e.g. to
+    evaluate along the way, as ``benchmarks/bench_learning.py`` does); it must leave the model as it was.
     """
     setup = check(cfg)
     t = cfg.train
@@ -162,7 +174,7 @@ def train(
     accelerator.wait_for_everyone()
 
     set_seed(t.seed + INIT_STREAM)
-    model = FourM(cfg.model, setup.specs)
+    model = setup.new_model(cfg)
     optimizer = optimizer_for(model, cfg)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_at(s, cfg) / t.lr)
     # The scheduler stays unprepared: Accelerate would step it once per process per step.
@@ -239,6 +251,8 @@ def train(
             bar.update(1)
             if state.step % t.checkpoint_every == 0 or state.step == stop_at:
                 save_checkpoint(accelerator, out_dir, state.step)
+            if after_step is not None and accelerator.is_main_process:
+                after_step(state.step, network)
     except BaseException as e:
         if tracker is not None:
             # Interrupts and submitit's requeue exit are not failures: the run goes on from its checkpoint.

@@ -2,10 +2,10 @@
 
 import pytest
 import torch
+import torch.nn.functional as F
 from test_network import batch, model
 
 from model.attention import cross_attention, encoder_attention, layer_index
-from model.network import with_guard
 
 
 def test_recorded_encoder_weights_reproduce_the_layer_output():
@@ -18,12 +18,12 @@ def test_recorded_encoder_weights_reproduce_the_layer_output():
     # weights @ V, projected, must be what SDPA added to the residual stream of layer 0.
     block, attn = net.encoder[0], net.encoder[0].attn
     _, where = net._encoder_input(enc)
-    x = net.token_emb(net.vocab_offset[enc.modality] + enc.tokens.masked_fill(enc.pad, 0)) + where
+    x = F.embedding(net.vocab_offset[enc.modality] + enc.tokens.masked_fill(enc.pad, 0), net._token_table()) + where
     h = block.norm1(x)
     b, le, d = h.shape
     v = attn.kv(h).view(b, le, 2, attn.heads, d // attn.heads)[:, :, 1].transpose(1, 2)  # [B, H, Le, d/H]
     mixed = (weights @ v).transpose(1, 2).reshape(b, le, d)
-    mask = with_guard(~enc.pad[:, None, None, :].expand(-1, 1, le, -1))
+    mask = net._guard("encoder", enc, enc, ~enc.pad[:, None, :].expand(-1, le, -1))
     assert torch.allclose(attn.proj(mixed), attn(h, h, mask), atol=1e-5)
 
     real = ~enc.pad

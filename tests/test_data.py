@@ -34,6 +34,21 @@ def test_saved_tokenizers_reload_and_reproduce_the_stored_tokens(data_root):
         np.testing.assert_array_equal(ids.reshape(20, -1), val[name][:20].numpy())
 
 
+def test_decoding_a_certain_distribution_gives_the_tokens_decoding(data_root):
+    root, _ = data_root
+    tokenizers = load_tokenizers(root)
+    val = load_split(root, "val")
+    for name in ("rgb", "depth", "semseg"):
+        tokens = val[name][:4].numpy().reshape(4, 8, 8)
+        probs = np.eye(tokenizers[name].vocab_size, dtype=np.float32)[tokens]
+        assert np.allclose(tokenizers[name].decode_probs(probs), tokenizers[name].decode(tokens), atol=1e-5), name
+    # A depth map is the expectation: half and half of two codes is their mean.
+    depth, ids = tokenizers["depth"], np.array([[[3]], [[7]]])
+    probs = np.zeros((1, 1, 1, depth.vocab_size), dtype=np.float32)
+    probs[0, 0, 0, [3, 7]] = 0.5
+    assert np.allclose(depth.decode_probs(probs)[0], depth.decode(ids).mean(0), atol=1e-6)
+
+
 def test_loader_yields_batches_of_every_modality(data_root):
     root, _ = data_root
     data = load_split(root, "train")

@@ -6,7 +6,7 @@ import torch.nn.functional as F
 from test_masking import SPECS, make_tokens
 
 from model.masking import build_masking
-from model.network import MODEL_PRESETS, FourM, ModelConfig
+from model.network import MODEL_PRESETS, FourM, GridBias, ModelConfig
 from model.packing import DecoderInput, EncoderInput, pack
 
 NAMES = sorted(SPECS)
@@ -129,6 +129,7 @@ def test_training_step_lowers_loss():
     ({"dim": 66}, "model.dim=66"),
     ({"loss_weighting": "sample"}, "must be one of mod, token"),
     ({"dropout": 1.0}, "model.dropout"),
+    ({"grid_bias": "alibi"}, "model.grid_bias='alibi': must be one of fixed, learned, none"),
 ])
 def test_config_validation(changes, message):
     with pytest.raises(ValueError, match=message):
@@ -139,3 +140,35 @@ def test_presets_valid():
     for cfg in MODEL_PRESETS.values():
         cfg.validate()
     assert MODEL_PRESETS["base"].dim == 768 and MODEL_PRESETS["base"].enc_depth == 12
+
+
+def test_grid_bias_depends_on_the_cell_offset_between_image_tokens_only():
+    bias = GridBias(heads=4, specs=[SPECS[n] for n in NAMES])
+    image, sequence = NAMES.index("rgb"), NAMES.index("caption")
+    other_image = NAMES.index("depth")
+    # query: rgb cell (1, 1); keys: depth (1, 1), depth (1, 2), rgb (3, 3), caption position 5
+    mod_q, pos_q = torch.tensor([[image]]), torch.tensor([[1 * 4 + 1]])
+    mod_k, pos_k = torch.tensor([[other_image, other_image, image, sequence]]), torch.tensor([[5, 6, 15, 5]])
+    b = bias("cross", mod_q, pos_q, mod_k, pos_k)[0]  # [H, 1, 4]
+    assert b.shape == (4, 1, 4)
+    assert (b[:, 0, 0] == 0).all()  # the same cell in another modality: no penalty
+    assert (b[:, 0, 1] < 0).all() and (b[:, 0, 2] < b[:, 0, 1]).all()  # farther cells, larger penalties
+    assert (b[:, 0, 3] == 0).all()  # a sequence token has no cell
+    assert b[0, 0, 2] < b[-1, 0, 2]  # the first head is the most local
+
+
+def test_codebook_embeddings_and_heads_give_alike_codes_alike_rows():
+    codebooks = {"rgb": torch.randn(SPECS["rgb"].vocab_size, 12, generator=torch.Generator().manual_seed(0))}
+    codebooks["rgb"][1] = codebooks["rgb"][0]  # ids 0 and 1 stand for the same patch
+    torch.manual_seed(0)
+    net = FourM(MODEL_PRESETS["tiny"], SPECS, codebooks).eval()
+    with torch.no_grad():
+        net.token_emb.weight.zero_()  # only the codebook part is left
+        net.out["rgb"].weight.zero_()
+        net.codebook_out["rgb"].weight.normal_()
+    rows = net._token_table()[net.vocab_offset[NAMES.index("rgb")]:][:3]
+    assert torch.equal(rows[0], rows[1]) and not torch.equal(rows[0], rows[2])
+    logits = net.head("rgb", torch.randn(5, net.cfg.dim))
+    assert torch.allclose(logits[:, 0], logits[:, 1]) and not torch.allclose(logits[:, 0], logits[:, 2])
+    with pytest.raises(ValueError, match="codebook 'caption'"):
+        FourM(MODEL_PRESETS["tiny"], SPECS, {"caption": torch.zeros(SPECS["caption"].vocab_size, 3)})

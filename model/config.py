@@ -203,9 +203,12 @@ def compose(overrides: list[str] | tuple[str, ...] = ()) -> Config:
     Hydra composes each distinct set of group choices (``model=tiny masking=block``) once per process;
     the other overrides are applied to a copy the way Hydra applies them after composing, so a study's
     thousands of configurations cost milliseconds each instead of a Hydra composition each.
+
+    A masking parameter (``masking.input_alphas.rgb=0.5``) is set whether or not the chosen preset has it
+    (Hydra's ``++``): the strategy itself refuses a parameter it does not take, naming those it does.
     """
     try:
-        parsed = [_parse(line) for line in overrides]
+        parsed = [_parse(f"++{line}" if line.startswith("masking.") else line) for line in overrides]
         composing = [o for o in parsed if o.key_or_group in _groups() or o.is_sweep_override() or o.is_hydra_override()]
         cfg = copy.deepcopy(_composed(tuple(o.input_line for o in composing)))
         # Hydra's own step (a private but long-stable static method), for exactly Hydra's semantics.

@@ -50,7 +50,7 @@ def record(ledger: Ledger, parent: str, run, values: dict[str, float], status: s
     """One child run as the submitter and the trainer leave it: tags, a loss curve, final metrics, status."""
     run_id = ledger.prepare(run, None, parent, {}).run_id
     curve = [Metric("train/loss", 5.0 - step / 10 - run.seed / 100, 0, step) for step in range(0, 40, 10)]
-    final = [Metric(name.replace(">", "_"), value, 0, 40) for name, value in values.items()]
+    final = [Metric(name, value, 0, 40) for name, value in values.items()]
     ledger.client.log_batch(run_id, metrics=curve + final, synchronous=True)
     ledger.client.set_terminated(run_id, status=status)
 

@@ -125,7 +125,7 @@ CATALOGUE = [  # (id, the study: sections or raw YAML text, what the message mus
     ("no trials", sections(search=search(trials=0)), ["search.trials: 0: should be greater than or equal to 1"]),
     # objective
     ("objective nobody logs", sections(search=search(metric="eval/loss/meen"), evaluate=True),
-     ["search.metric: 'eval/loss/meen': no run logs it; allowed: eval/acc/boxes", "eval/rgb->semseg/miou",
+     ["search.metric: 'eval/loss/meen': no run logs it; allowed: eval/acc/boxes", "eval/rgb_to_semseg/miou",
       "train/loss"]),
     ("objective needs evaluation", sections(search=search(metric="eval/loss/mean")),
      ["search.metric: 'eval/loss/mean' needs evaluate: true"]),

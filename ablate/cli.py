@@ -197,13 +197,13 @@ def ui(args: argparse.Namespace) -> int:
     nothing = f"{study.path}: study {study.name!r} has nothing recorded yet; `ablate submit {args.study}` first"
     if not (study.dir / "mlflow.db").is_file():
         raise StudyError(nothing)
+    _check_port_free(args.port)
     from ablate.ledger import Ledger
     from ablate.tracking import store_uri
 
     ledger = Ledger(study, create=False)
     if ledger.experiment_id is None:
         raise StudyError(nothing)
-    _check_port_free(args.port)
     url = runs_url(args.port, ledger.experiment_id)
     server = subprocess.Popen(ui_command(store_uri(study.store), args.port), start_new_session=True)
     signal.signal(signal.SIGTERM, _stop)

@@ -124,7 +124,10 @@ def _notes(spec: ReportSpec, long: pd.DataFrame, baselines: dict[str, str], cons
     notes = [f"{metric} is {value:.{spec.precision}f} in every run: it does not tell the configurations apart "
              "(none is marked best)." for metric, value in constant.items()]
     tests = long[np.isfinite(long["p"]) & ~long["metric"].isin(constant)]
-    if len(tests) and not tests["significant"].any():
+    if not len(tests) and np.isfinite(long.loc[~long["baseline"], "delta"]).any():
+        notes.append("No difference from the baseline can be tested: a t-test needs two seeds of each "
+                     "configuration (list more seeds).")
+    elif len(tests) and not tests["significant"].any():
         n = long.set_index(["config", "metric"])["n"]
         seeds = [min(row.n, n[baselines[row.config], row.metric]) for row in tests.itertuples()]
         needed = [k for k in map(seeds_needed, tests["p"], seeds, [spec.alpha / len(tests)] * len(seeds)) if k]

@@ -104,7 +104,7 @@ def masks_figure(images: dict[str, Path]) -> plt.Figure:
     """One realized-mask frequency map per configuration (label -> PNG), stacked."""
     pictures = {label: plt.imread(path)[..., :3] for label, path in images.items()}  # opaque: no alpha
     height, width = next(iter(pictures.values())).shape[:2]
-    figure, axes = plt.subplots(len(pictures), 1, figsize=(width / 100, len(pictures) * (height / 100 + 0.4)),
+    figure, axes = plt.subplots(len(pictures), 1, figsize=(max(width / 100, 6), len(pictures) * (height / 100 + 0.4)),
                                 squeeze=False, layout="constrained")
     for ax, (label, picture) in zip(axes[:, 0], pictures.items()):
         ax.imshow(picture)

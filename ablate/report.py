@@ -25,6 +25,8 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from mlflow.exceptions import MlflowException
+from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
 from pydantic import ValidationError
 
 from ablate import snapshot
@@ -105,11 +107,18 @@ def other_options(out: Path, spec: ReportSpec) -> dict[str, Any]:
 
 
 def _log_to_study_run(study: Study, files: list[Path]) -> None:
-    """The report's files as artifacts of the study's parent run (``report/``), replacing an earlier report's."""
+    """The report's files as artifacts of the study's parent run (``report/``), in place of an earlier report's
+    (where the artifact store can delete: a local one can)."""
     ledger = Ledger(study, create=False)
-    if (run_id := ledger.study_run()) is not None:
-        for path in files:
-            ledger.client.log_artifact(run_id, str(path), "report")
+    if (run_id := ledger.study_run()) is None:
+        return
+    repository = get_artifact_repository(ledger.client.get_run(run_id).info.artifact_uri)
+    try:
+        repository.delete_artifacts("report")
+    except (MlflowException, NotImplementedError, OSError):  # a store that cannot: new files replace old ones
+        pass
+    for path in files:
+        ledger.client.log_artifact(run_id, str(path), "report")
 
 
 def _constant(values: pd.DataFrame) -> dict[str, float]:

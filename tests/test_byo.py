@@ -84,3 +84,29 @@ def test_a_study_on_a_bring_your_own_folder_trains_evaluates_and_reports(byo, tm
         assert re.search(rf"\| {family} +\| (\*\*)?[0-9.]+ ± [0-9.]+", table), table
     assert "NaN" not in table
     assert (tmp_path / "reports" / "byo" / "masks.png").is_file()
+
+
+def test_a_run_whose_evaluation_fails_ends_failed_in_mlflow(byo, tmp_path, monkeypatch):
+    import model.evaluate
+    from model.config import compose
+    from model.train import train
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("evaluation broke")
+
+    monkeypatch.setattr(model.evaluate, "evaluate", broken)
+    out, store = tmp_path / "run", tmp_path / "mlflow.db"
+    cfg = compose([f"data.root={byo}", *TRAIN, f"train.out_dir={out}", f"tracking.uri=sqlite:///{store}"])
+    with pytest.raises(RuntimeError, match="evaluation broke"):
+        train(cfg, progress=False)
+    run = MlflowClient(f"sqlite:///{store}").get_run((out / "mlflow_run_id").read_text())
+    assert run.info.status == "FAILED"  # not left RUNNING
+
+
+def test_the_readme_says_what_a_folder_holds():
+    """The shapes, the reserved ids and how budgets follow a folder, as the code has them."""
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    section = readme.split("### Bring your own tokens")[1].split("\n## ")[0]
+    for claim in ("(N, H, W)", "(N, max_len)", f"`[PAD]` is {PAD}", f"`[EOS]` is {EOS}", "input_budget: auto",
+                  "{default: 0.2}", "128 input and 64 target tokens", "two thirds"):
+        assert claim in section, claim

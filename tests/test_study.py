@@ -85,6 +85,29 @@ def test_run_identity_is_stable_seed_separated_and_ignores_bookkeeping(data_root
     assert from_dict(a.runs[0].config).train.seed == 0  # a run's config is complete and valid
 
 
+def test_run_keys_of_the_shipped_studies_are_those_of_before_presets_followed_the_data_set(data_root, tmp_path,
+                                                                                             monkeypatch):
+    """The presets' auto budgets and default alphas resolve, on the generated data set, to the numbers they
+    replaced: the runs already done keep their keys (pinned before the change; data.root is part of a key)."""
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "scenes").symlink_to(data_root[0])
+    monkeypatch.chdir(tmp_path)
+    pinned = {"quickstart": ["5f2005ea990f-s0", "5f2005ea990f-s1", "6090e3dcb30b-s0", "6090e3dcb30b-s1",
+                             "7c08a33eead1-s0", "7c08a33eead1-s1"],
+              "families": ["37281882c450-s0", "36adddf6f08d-s0", "2aec0222de0e-s0", "f87b1e5a4889-s0",
+                           "d919c8eccd37-s0", "c088251658ec-s0", "d493cc545112-s0"]}
+    for name, keys in pinned.items():
+        (tmp_path / f"{name}.yaml").write_text((Path(__file__).parents[1] / "studies" / f"{name}.yaml").read_text())
+        assert [r.key for r in load_study(tmp_path / f"{name}.yaml").runs] == keys, name
+
+
+def test_the_masking_families_known_without_torch_are_the_registered_ones():
+    from ablate.study import families
+    from model.masking import STRATEGIES
+
+    assert families() == sorted(STRATEGIES)
+
+
 def test_variants_are_named_non_cartesian_configurations(data_root, tmp_path):
     variants = {"dir-a0.5": {"masking": "dirichlet", "masking.input_alphas.rgb": 0.5}, "rand": {"masking": "random"}}
     study = load_study(write_study(tmp_path, data_root, variants=variants, grid={"train.lr": [1e-3, 2e-3]}))

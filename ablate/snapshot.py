@@ -28,7 +28,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
-import yaml
 from mlflow.exceptions import MlflowException
 from tqdm import tqdm
 
@@ -98,22 +97,14 @@ def refresh(study: Study, curves: list[str]) -> Snapshot:
 def load(path: str | Path) -> Study:
     """``load_study``, reused from ``study.pkl`` while the study file and the code are unchanged."""
     path = Path(path)
-    try:
-        text = path.read_bytes()
-        name = yaml.safe_load(text)["name"]
-        if Path(name).name != name:
-            raise ValueError(name)
-        cache = path.parent / name / "snapshot" / "study.pkl"
-    except (OSError, yaml.YAMLError, TypeError, KeyError, ValueError):
-        return load_study(path)  # which says what is wrong
-    key = hashlib.sha256(text + str(path.resolve()).encode() + _code_digest()).hexdigest()
+    cache = folder(load_study(path, expand=False)) / "study.pkl"  # the file and its schema checked: a valid name
+    key = hashlib.sha256(path.read_bytes() + str(path.resolve()).encode() + _code_digest()).hexdigest()
     if cache.is_file():
         cached_key, study = pickle.loads(cache.read_bytes())
         if cached_key == key:
             return dataclasses.replace(study, path=path)
     study = load_study(path)
-    if cache.parent.parent.resolve() == study.dir:
-        _atomic(cache, lambda tmp: tmp.write_bytes(pickle.dumps((key, study))))
+    _atomic(cache, lambda tmp: tmp.write_bytes(pickle.dumps((key, study))))
     return study
 
 

@@ -641,10 +641,16 @@ def layout_problems(spec: StudySpec) -> list[str]:
 Fitted = tuple[Config, dict[str, tuple[str, Any]], dict[str, Any]]  # a config, where its overrides come from, settings
 
 
+def _strategy_key(cfg: Config) -> str:
+    """What building a configuration's masking strategy depends on: its data set and its masking section."""
+    return json.dumps([cfg.data.root, cfg.masking], sort_keys=True, default=repr)
+
+
 def _expand(study: Study, skip: set[tuple[str, str]]) -> tuple[list[str], list[Fitted]]:
     """Fill ``study.runs`` with every (variant x grid point) x seed, each configuration composed and fitted
-    to its data set (the first round); returns the problems and the configurations for the second round."""
-    spec, problems, done = study.spec, [], []
+    to its data set (the first round); returns the problems, and for the second round one configuration per
+    distinct masking strategy."""
+    spec, problems, done = study.spec, [], {}
     variants = list(spec.variants.items()) or [(None, {})]
     count = len(variants) * math.prod(len(values) for values in spec.grid.values())
     if count > spec.max_configurations:
@@ -675,12 +681,12 @@ def _expand(study: Study, skip: set[tuple[str, str]]) -> tuple[list[str], list[F
             continue
         first[runs[0].config_hash] = runs[0].label
         study.runs += runs
-        done.append((cfg, origin, settings))
+        done.setdefault(_strategy_key(cfg), (cfg, origin, settings))
     if spec.report.baseline and study.runs and not any(matches(r, spec.report.baseline) for r in study.runs):
         choices = sorted({r.label for r in study.runs})
         problems.append(f"report.baseline: {shown(spec.report.baseline)} matches no configuration; configurations: "
                         f"{choices}")
-    return problems, done
+    return problems, list(done.values())
 
 
 def _check_search(study: Study, skip: set[tuple[str, str]]) -> tuple[list[str], list[Fitted]]:
@@ -702,16 +708,11 @@ def _check_search(study: Study, skip: set[tuple[str, str]]) -> tuple[list[str], 
 
 
 def _check_strategies(configs: list[Fitted]) -> list[str]:
-    """The second round: build the masking strategy of each distinct (data set, masking) of the configurations
-    (this imports torch)."""
+    """The second round: build each configuration's masking strategy (this imports torch)."""
     from model.train import check
 
-    problems, seen = [], set()
+    problems = []
     for cfg, origin, settings in configs:
-        key = json.dumps([cfg.data.root, cfg.masking], sort_keys=True, default=repr)
-        if key in seen:
-            continue
-        seen.add(key)
         try:
             check(cfg)
         except (ConfigError, DataFormatError) as e:

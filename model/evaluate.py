@@ -14,7 +14,7 @@
 
 Every name is one MLflow stores as it is (letters, digits, ``_ - . /``): stores written before
 the tasks were named ``<given>_to_<target>`` hold ``rgb-_semseg`` (MLflow's rewrite of
-``rgb->semseg``), which ``ablate.tracking.current_name`` reads as today's name.
+``rgb->semseg``), which ``ablate.metric_names.current`` reads as today's name.
 
 Cross-modal tasks and the probe need a generated data set (ground truth and tokenizers) and
 their modalities; ``skipped_tasks`` says which are left out and why (on bring-your-own tokens,

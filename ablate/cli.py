@@ -1,22 +1,35 @@
-"""The ``ablate`` command line. Each subcommand is a small function; overrides are ``key=value``."""
+"""The ``ablate`` command line. Each subcommand is a small function; overrides are ``key=value``.
+
+Each command imports what it needs when it runs (torch and MLflow take seconds to import), so ``--help``
+and a refused study answer at once.
+"""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
+import signal
+import socket
+import subprocess
 import sys
+import time
+import webbrowser
 from pathlib import Path
 
-from ablate.study import StudyError
-from model.config import ConfigError, compose
-from model.dataset import DataFormatError
-
 REPORTS = Path("reports")
+UI_START_S = 120  # how long `ablate ui` waits for MLflow's server to listen
+
+
+class CommandError(Exception):
+    """A command that cannot do what was asked; the message says why and what to do."""
+
 EPILOG = "Overrides are Hydra-style key=value pairs, e.g. data.train_size=2000 data.scene.canvas=32."
 
 
 def data_build(args: argparse.Namespace) -> None:
     from model.build import build, fidelity_table
+    from model.config import compose
 
     cfg = compose(args.overrides).data
     fidelity = build(cfg, force=args.force)
@@ -26,6 +39,7 @@ def data_build(args: argparse.Namespace) -> None:
 
 
 def data_show(args: argparse.Namespace) -> None:
+    from model.config import compose
     from model.show import show
 
     cfg = compose(args.overrides).data
@@ -34,14 +48,19 @@ def data_show(args: argparse.Namespace) -> None:
 
 
 def train(args: argparse.Namespace) -> None:
+    from model.config import compose
     from model.train import train as run_training
 
     cfg = compose(args.overrides)
     results = run_training(cfg, evaluate_at_end=not args.no_eval)
     if not args.no_eval:
+        from model.dataset import DatasetSpec
+        from model.evaluate import skipped_tasks
         from model.train import eval_table
 
         print("\n" + eval_table(results))
+        for task, why in skipped_tasks(DatasetSpec.load(cfg.data.root).modalities, cfg.data.root).items():
+            print(f"not evaluated: {task}: {why}")
         print(f"\nevaluation written to {Path(cfg.train.out_dir) / 'eval.json'}")
 
 
@@ -51,6 +70,7 @@ def generate(args: argparse.Namespace) -> None:
 
     from model.build import load_tokenizers, scene_config
     from model.checkpoint import load_run
+    from model.config import ConfigError
     from model.dataset import DatasetSpec, load_split
     from model.evaluate import decode_tokens
     from model.generate import generate as run_generation
@@ -88,9 +108,10 @@ def _study(args: argparse.Namespace):
 
 
 def plan(args: argparse.Namespace) -> None:
+    study = _study(args)
     from ablate.overview import plan_table
 
-    print(plan_table(_study(args)))
+    print(plan_table(study))
 
 
 def submit(args: argparse.Namespace) -> None:
@@ -109,11 +130,17 @@ def _submit(study, args: argparse.Namespace) -> None:
         print(summary(Search(study).run()))
         return
     from ablate.dispatch import submit as submit_runs
-    from ablate.report import make_report
+    from ablate.report import make_report, other_options
 
     states = submit_runs(study, wait=args.wait)
+    out = REPORTS / study.name
     if all(s in ("done", "failed") for s in states.values()):
-        _print_report(make_report(study, study.spec.report, REPORTS / study.name))
+        if made := other_options(out, study.spec.report):
+            print(f"{out}/ was made with other options than the study file's report section "
+                  f"({', '.join(f'{k}={v!r}' for k, v in made.items())}); left as it is: `ablate report "
+                  f"{args.study}` with those options brings it up to date, without them writes the study file's")
+            return
+        _print_report(make_report(study, study.spec.report, out))
     elif "interrupted" in states.values():
         print(f"cancelled; `ablate submit {args.study}` resumes the interrupted runs and launches the rest")
     else:
@@ -149,26 +176,96 @@ def key_value(text: str) -> tuple[str, object]:
 
 
 def status(args: argparse.Namespace) -> None:
+    study = _study(args)
     from ablate.overview import status_table
 
-    print(status_table(_study(args)))
+    print(status_table(study))
 
 
 def cancel(args: argparse.Namespace) -> None:
+    study = _study(args)
     from ablate.ledger import Ledger, cancel_live_jobs
 
-    study = _study(args)
     stopped = cancel_live_jobs(list(Ledger(study, create=False).records().values()))
     print(f"{study.name}: cancelled {stopped} queued or running runs; `ablate submit {args.study}` resumes them")
 
 
-def ui(args: argparse.Namespace) -> None:
+def ui(args: argparse.Namespace) -> int:
+    """MLflow's UI on the study's store, in its own process group: Ctrl-C or SIGTERM stops all of it."""
+    from ablate.study import StudyError, find_study_file, load_study
+
+    study = load_study(find_study_file(args.study), expand=False)  # the store is all it needs: no data set
+    nothing = f"{study.path}: study {study.name!r} has nothing recorded yet; `ablate submit {args.study}` first"
+    if not (study.dir / "mlflow.db").is_file():
+        raise StudyError(nothing)
+    _check_port_free(args.port)
+    from ablate.ledger import Ledger
     from ablate.tracking import store_uri
 
-    study = _study(args)
-    cmd = ui_command(store_uri(study.store), args.port)
-    print(f"MLflow UI for {study.name} on http://127.0.0.1:{args.port} (Ctrl-C to stop)", flush=True)
-    os.execv(cmd[0], cmd)  # the server takes this process's place, so stopping it stops the server
+    ledger = Ledger(study, create=False)
+    if ledger.experiment_id is None:
+        raise StudyError(nothing)
+    url = runs_url(args.port, ledger.experiment_id)
+    server = subprocess.Popen(ui_command(store_uri(study.store), args.port), start_new_session=True)
+    signal.signal(signal.SIGTERM, _stop)
+    try:
+        if not _listening(args.port, server):
+            raise CommandError(f"the MLflow UI server exited with status {server.returncode} before listening "
+                               f"on port {args.port}")
+        print(f"MLflow UI for {study.name}: {url} (Ctrl-C to stop)", flush=True)
+        if not args.no_browser and _graphical():
+            webbrowser.open(url)
+        return server.wait()
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        _stop_group(server)
+
+
+def runs_url(port: int, experiment_id: str) -> str:
+    """The study's runs table (MLflow 3 opens on its GenAI view unless asked for the machine-learning one)."""
+    return f"http://127.0.0.1:{port}/#/experiments/{experiment_id}/runs?workflowType=machine_learning"
+
+
+def _check_port_free(port: int) -> None:
+    with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server binds: TIME_WAIT is no use
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError as e:
+            raise CommandError(f"port {port} on 127.0.0.1 is in use ({e.strerror}); choose another with --port"
+                               ) from None
+
+
+def _listening(port: int, server: subprocess.Popen) -> bool:
+    """Wait until the server accepts connections (True) or exits (False)."""
+    deadline = time.monotonic() + UI_START_S
+    while server.poll() is None and time.monotonic() < deadline:
+        with socket.socket() as probe:
+            if probe.connect_ex(("127.0.0.1", port)) == 0:
+                return True
+        time.sleep(0.2)
+    return server.poll() is None
+
+
+def _stop(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt  # SIGTERM stops the UI as Ctrl-C does
+
+
+def _stop_group(server: subprocess.Popen) -> None:
+    """SIGTERM to the server's process group; once the server has stopped (at most 10 s), SIGKILL to what is
+    left of the group (MLflow's job workers), so nothing it started outlives it."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(server.pid, signal.SIGTERM)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        server.wait(timeout=10)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(server.pid, signal.SIGKILL)
+    server.wait()
+
+
+def _graphical() -> bool:
+    return sys.platform == "darwin" or bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
 
 
 def explore(args: argparse.Namespace) -> None:
@@ -284,9 +381,12 @@ def parser() -> argparse.ArgumentParser:
     ca = sub.add_parser("cancel", help="stop a study's queued and running jobs (they resume on the next submit)")
     ca.add_argument("study", help=study_help)
     ca.set_defaults(func=cancel)
-    u = sub.add_parser("ui", help="open the MLflow UI on a study's store (bound to 127.0.0.1)")
+    u = sub.add_parser("ui", help="open the MLflow UI on a study's store (bound to 127.0.0.1)",
+                       description="Serve MLflow's UI over the study's store and print the address of the study's "
+                       "runs table (opened in a browser where there is a display). Ctrl-C or SIGTERM stops it.")
     u.add_argument("study", help=study_help)
     u.add_argument("--port", type=int, default=5000, help="port (default 5000)")
+    u.add_argument("--no-browser", action="store_true", help="print the address only")
     u.set_defaults(func=ui)
     ex = sub.add_parser(
         "explore", help="a local web page: what each strategy's best model sees, predicts and attends to",
@@ -315,12 +415,15 @@ def main(argv: list[str] | None = None) -> int:
         args.overrides += extra
     elif extra:
         p.error(f"unrecognized arguments: {' '.join(extra)}")
+    from ablate.study import StudyError
+    from model.config import ConfigError
+    from model.dataset import DataFormatError
+
     try:
-        args.func(args)
-    except (ConfigError, DataFormatError, StudyError, FileNotFoundError) as e:
+        return args.func(args) or 0
+    except (ConfigError, DataFormatError, StudyError, CommandError, FileNotFoundError) as e:
         print(f"ablate: error: {e}", file=sys.stderr)
         return 2
-    return 0
 
 
 if __name__ == "__main__":

@@ -158,10 +158,10 @@ class Dispatcher:
 
 class RunBars:
     """One progress bar per active run, under the study's bar: its training step (from its run folder)
-    and last loss. Bars come and go with the runs."""
+    and last loss, then ``evaluating`` once the last step is logged. Bars come and go with the runs."""
 
-    def __init__(self, enabled: bool):
-        self.enabled = enabled
+    def __init__(self, enabled: bool, evaluate: bool):
+        self.enabled, self.evaluate = enabled, evaluate
         self.bars: dict[str, tqdm] = {}
 
     def update(self, active: dict[str, Active]) -> None:
@@ -175,6 +175,12 @@ class RunBars:
             if bar is None:  # starts where the run is (a resumed run), so its speed counts only new steps
                 bar = self.bars[key] = tqdm(total=a.run.config["train"]["steps"], initial=step, unit="step",
                                             desc=f"  {a.run.label} s{a.run.seed}", leave=False, dynamic_ncols=True)
+            if step >= bar.total:  # trained: the job goes on with the final evaluation (or ends)
+                if bar.n < bar.total:
+                    bar.update(bar.total - bar.n)
+                bar.set_postfix_str("evaluating" if self.evaluate else "finishing", refresh=False)
+                bar.refresh()
+                continue
             bar.set_postfix_str(f"loss={loss:.3f}" if loss is not None else "starting", refresh=False)
             bar.update(step - bar.n)  # tqdm's smoothed speed and time left
             bar.refresh()
@@ -247,7 +253,7 @@ def submit(study: Study, wait: bool = False, progress: bool = True) -> dict[str,
     limit = ex.max_parallel if ex.kind == "local" else 1
     done = sum(s in ("done", "pruned", "failed") for s in states.values())
     with (tqdm(total=len(study.runs), initial=done, desc=study.name, unit="run", disable=not progress) as bar,
-          RunBars(progress) as run_bars):
+          RunBars(progress, study.spec.evaluate) as run_bars):
         while todo or dispatcher.active:
             free = limit - len(dispatcher.active)
             if todo and free > 0:

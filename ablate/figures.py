@@ -3,7 +3,8 @@
     metrics    each report metric against the study's numeric setting (alpha, mask ratio, budget) or its
                configurations, per masking family: per-seed points, mean, 95% Student-t confidence interval
     curves     training curves (``report.curves``) per family: mean over seeds, ± sd band
-    masks      the realized-mask frequency maps (``model/mask_stats.py``) of one run per family, one row each
+    masks      the realized-mask frequency maps (``model/mask_stats.py``) of one run per configuration (the table's
+               rows: two Dirichlet alphas are two rows), one row each, titled with its settings
     deltas     configurations x metrics: the difference from the baseline, coloured by the relative
                improvement in the metric's direction, * where significant after correction
 """
@@ -100,15 +101,15 @@ def curves_figure(curves: pd.DataFrame, keys: list[str]) -> plt.Figure:
 
 
 def masks_figure(images: dict[str, Path]) -> plt.Figure:
-    """One realized-mask frequency map per family, stacked."""
-    pictures = {family: plt.imread(path)[..., :3] for family, path in images.items()}  # opaque: no alpha
+    """One realized-mask frequency map per configuration (label -> PNG), stacked."""
+    pictures = {label: plt.imread(path)[..., :3] for label, path in images.items()}  # opaque: no alpha
     height, width = next(iter(pictures.values())).shape[:2]
-    figure, axes = plt.subplots(len(pictures), 1, figsize=(width / 100, len(pictures) * (height / 100 + 0.4)),
+    figure, axes = plt.subplots(len(pictures), 1, figsize=(max(width / 100, 6), len(pictures) * (height / 100 + 0.4)),
                                 squeeze=False, layout="constrained")
-    for ax, (family, picture) in zip(axes[:, 0], pictures.items()):
+    for ax, (label, picture) in zip(axes[:, 0], pictures.items()):
         ax.imshow(picture)
         ax.set_axis_off()
-        ax.set_title(family, fontsize=13, fontweight="bold", loc="left")
+        ax.set_title(label, fontsize=13, fontweight="bold", loc="left")
     return figure
 
 

@@ -1,6 +1,8 @@
 """What a study has done so far, kept in its MLflow store: the ledger the submitter reads and writes.
 
-One experiment per study, a parent run for the study, one child run per run key, tagged::
+One experiment per study (tagged with the study's name, file and code version, its description as MLflow's
+note), a parent run for the study (the study file, and the report once one is written), one child run per
+run key, tagged::
 
     study, run_key, config_hash, seed, family, code_version, retries, executor, job_id
     (and search_params for an Optuna trial's run, pruned when the pruner stopped it)
@@ -22,6 +24,7 @@ import json
 import os
 import signal
 import subprocess
+import sys
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -29,8 +32,9 @@ from pathlib import Path
 from mlflow.entities import RunStatus
 from mlflow.tracking import MlflowClient
 
-from ablate.study import Run, Study
-from ablate.tracking import ensure_experiment, metric_name, store_uri
+from ablate.metric_names import current
+from ablate.study import Run, Study, StudyError
+from ablate.tracking import EXPERIMENT_KIND, MODEL_TRAINING, artifact_root, ensure_experiment, store_uri
 
 ALIVE_STATES = ("queued", "running")
 _PAGE = 1000
@@ -56,11 +60,15 @@ class Record:
         return (self.end_ms - self.start_ms) / 1000 if self.start_ms and self.end_ms else None
 
     def metric(self, name: str) -> float | None:
-        return self.metrics.get(metric_name(name))  # as the trainer logged it
+        return self.metrics.get(name)
 
 
 class Ledger:
-    """The study's MLflow experiment. ``create=False`` reads only (and touches no file) for plan and status."""
+    """The study's MLflow experiment. ``create=False`` reads only (and touches no file) for plan and status.
+
+    MLflow records where artifacts go as an absolute path, fixed when the experiment is created: a study
+    folder moved (or copied) elsewhere still points there. Opening such a store says so on stderr, and
+    ``create=True`` (what writes runs) refuses it rather than write artifacts to the old place."""
 
     def __init__(self, study: Study, create: bool = True):
         self.study = study
@@ -69,11 +77,24 @@ class Ledger:
             self.client, self.experiment_id = None, None
             return
         self.client = MlflowClient(store_uri(study.store))
+        exp = self.client.get_experiment_by_name(study.name)
+        if exp is not None and (moved := _moved(exp.artifact_location, study)):
+            if create:
+                raise StudyError(moved)
+            print(f"warning: {moved}", file=sys.stderr)
         if create:
             self.experiment_id = ensure_experiment(study.store, study.name)
+            self._describe()
         else:
-            exp = self.client.get_experiment_by_name(study.name)
             self.experiment_id = exp.experiment_id if exp else None
+
+    def _describe(self) -> None:
+        """The experiment says which study it is (MLflow shows the note as its description)."""
+        spec = self.study.spec
+        tags = {"mlflow.note.content": spec.description, "study": spec.name, "study_file": str(self.study.path),
+                "code_version": code_version(), EXPERIMENT_KIND: MODEL_TRAINING}
+        for key, value in tags.items():
+            self.client.set_experiment_tag(self.experiment_id, key, value)
 
     def records(self, created_after_ms: int | None = None) -> dict[str, Record]:
         """Child runs by run key (only those created after ``created_after_ms``, if given)."""
@@ -93,12 +114,18 @@ class Ledger:
     def record(self, run_id: str) -> Record:
         return _record(self.client.get_run(run_id))
 
+    def study_run(self) -> str | None:
+        """The id of the study's parent run, if it has one."""
+        if self.experiment_id is None:
+            return None
+        found = self.client.search_runs([self.experiment_id], "tags.kind = 'study'", max_results=1)
+        return found[0].info.run_id if found else None
+
     def parent_id(self) -> str:
         """The study's parent run (RUNNING while its runs are), created with the study file as artifact."""
-        found = self.client.search_runs([self.experiment_id], "tags.kind = 'study'", max_results=1)
-        if found:
-            self.client.update_run(found[0].info.run_id, status="RUNNING")
-            return found[0].info.run_id
+        if (found := self.study_run()) is not None:
+            self.client.update_run(found, status="RUNNING")
+            return found
         run = self.client.create_run(self.experiment_id, run_name=self.study.name, tags={
             "kind": "study", "study": self.study.name, "code_version": code_version(),
             "mlflow.note.content": self.study.spec.description,
@@ -129,6 +156,17 @@ class Ledger:
         """Close a run the trainer could not close itself (its job died, or the pruner stopped it)."""
         if self.client.get_run(run_id).info.status not in ("FINISHED", status):
             self.client.set_terminated(run_id, status=status)
+
+
+def _moved(recorded: str, study: Study) -> str | None:
+    """What to say when the store's artifact location is not this study folder's."""
+    here = artifact_root(study.store)
+    if here is None or recorded == here:
+        return None
+    old = recorded.removeprefix("file://")
+    return (f"{study.dir / 'mlflow.db'} keeps its artifacts at {old}, not in this study folder: the folder was "
+            f"moved or copied, and MLflow records artifact locations as absolute paths. Move it back to "
+            f"{Path(old).parent}, or link the old place to it (ln -s {study.dir} {Path(old).parent})")
 
 
 def state(record: Record | None) -> str:
@@ -185,7 +223,8 @@ def cancel_live_jobs(records: list[Record]) -> int:
 def _record(run) -> Record:
     info = run.info
     status = info.status if isinstance(info.status, str) else RunStatus.to_string(info.status)
-    return Record(info.run_id, status, dict(run.data.tags), dict(run.data.metrics), info.start_time, info.end_time)
+    metrics = {current(k): v for k, v in run.data.metrics.items()}  # an older store's names read as today's
+    return Record(info.run_id, status, dict(run.data.tags), metrics, info.start_time, info.end_time)
 
 
 @cache

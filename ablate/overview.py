@@ -84,6 +84,9 @@ def plan_table(study: Study) -> str:
                      f"a trial ≈{_duration(per_trial)}")
     lines.append(f"\nremaining: ≈{_duration(remaining)} of training, ≈{_duration(remaining / ex.max_parallel)} wall "
                  f"with max_parallel={ex.max_parallel} ({ex.kind} executor)")
+    if ex.kind == "slurm":
+        lines.append(f"SLURM partition {ex.partition!r}" if ex.partition else "SLURM partition: the cluster's default "
+                     "(executor.partition is not set)")
     for key, (speed, source) in speeds.items():
         lines.append(f"tokens/s {speed:,.0f} for model {key}: {source}")
     lines.append("time ≈ steps x batch x (input + target budget) / tokens/s, training steps only (each run also "

@@ -5,6 +5,11 @@
                           ties marked, seeds short of the plan shown; a legend and a provenance line under it
     summary.csv           every number behind the table (``ablate/stats.py``), with the configurations' settings
     *.pdf, *.png          the figures (``ablate/figures.py``)
+    report.json           the options it was made with (``ablate submit`` leaves a report made with others alone)
+
+The same files are logged to the study's parent run in MLflow (``report/``). Under the legend, notes say
+what the marks cannot: a metric that has one value in every run (nothing is marked best there), and, when
+no difference is significant, how many seeds the largest effect seen would need to be.
 
 Numbers come from finished runs only (MLflow status FINISHED): a failed or missing seed lowers n, which
 the table shows against the planned count. Runs of configurations the study file no longer has are left out.
@@ -13,20 +18,23 @@ the table shows against the planned count. Runs of configurations the study file
 from __future__ import annotations
 
 import hashlib
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
+from mlflow.exceptions import MlflowException
+from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
 from pydantic import ValidationError
 
 from ablate import snapshot
 from ablate.directions import direction
-from ablate.stats import aggregate, compare
+from ablate.ledger import Ledger
+from ablate.stats import aggregate, compare, seeds_needed
 from ablate.study import ReportSpec, Study, StudyError, layout_problems, matches, settings_keys
 from ablate.table import LATEX, MARKDOWN, Layout, Markup, short, to_latex, to_markdown, wide
-from ablate.tracking import metric_name
 
 CORRECTIONS = {"holm": "Holm", "bh": "Benjamini-Hochberg"}
 
@@ -54,9 +62,8 @@ def make_report(study: Study, spec: ReportSpec, out: Path, figures: bool = True)
     _check_logged(study, spec.metrics, snap.metrics)
     baselines, baseline = _baselines(study, spec, plan, finished)
 
-    names = {metric_name(m): m for m in spec.metrics}
-    values = snap.metrics[snap.metrics["metric"].isin(names)].merge(finished, on="run_id")
-    values = values.assign(metric=values["metric"].map(names))[["config", "seed", "metric", "value"]]
+    values = snap.metrics[snap.metrics["metric"].isin(spec.metrics)].merge(finished, on="run_id")
+    values = values[["config", "seed", "metric", "value"]]
     summary = aggregate(values, plan.groupby("config", sort=False).size(), spec.metrics)
     configs = plan.drop_duplicates("config").set_index("config").drop(columns=["key", "seed"])
     column_groups = {c: tuple(row) for c, row in zip(configs.index, configs[spec.columns].itertuples(index=False))}
@@ -64,33 +71,97 @@ def make_report(study: Study, spec: ReportSpec, out: Path, figures: bool = True)
                      spec.alpha, column_groups)
     long = result.reset_index().join(configs, on="config")
     long["baseline"] = long["config"].map(baselines) == long["config"]  # a baseline itself
+    constant = _constant(values)
+    long.loc[long["metric"].isin(constant), ["best", "tied"]] = False  # equal everywhere: nothing is best
 
     out.mkdir(parents=True, exist_ok=True)
     provenance = _provenance(study, snap.runs, finished)
-    markdown, files = _write_tables(study, spec, long, baseline, provenance, out)
+    notes = _notes(spec, long, baselines, constant)
+    markdown, files = _write_tables(study, spec, long, baseline, notes, provenance, out)
     if figures:
         from ablate.figures import MASK_FIGURE, draw_all
 
-        first = finished.sort_values(["family", "seed"]).drop_duplicates("family")  # one run per family
+        first = finished.sort_values(["label", "seed"]).drop_duplicates("label")  # one run per configuration
         found = snapshot.artifacts(study, list(first["run_id"]), MASK_FIGURE)
-        masks = {str(f): found[r] for f, r in zip(first["family"], first["run_id"]) if r in found}
+        masks = {str(label): found[r] for label, r in zip(first["label"], first["run_id"]) if r in found}
         files += draw_all(values.join(configs, on="config"), snap.curves.merge(finished, on="run_id"), masks, long,
                           settings_keys(study.spec), spec.metrics, spec.precision, baseline, out)
+    files.append(out / OPTIONS)
+    files[-1].write_text(json.dumps(spec.model_dump(), indent=2))
+    _log_to_study_run(study, files)
     return Report(out, markdown, files)
 
 
-def _write_tables(study: Study, spec: ReportSpec, long: pd.DataFrame, baseline: str, provenance: str,
-                  out: Path) -> tuple[str, list[Path]]:
-    """table.md, table.tex and summary.csv; returns the Markdown and the paths."""
+OPTIONS = "report.json"
+
+
+def other_options(out: Path, spec: ReportSpec) -> dict[str, Any]:
+    """The options the report in ``out`` was made with where they differ from ``spec`` (empty: the same, or no
+    report with a record of its options)."""
+    try:
+        made = json.loads((out / OPTIONS).read_text())
+    except (OSError, ValueError):
+        return {}
+    wanted = json.loads(json.dumps(spec.model_dump()))
+    return {key: value for key, value in made.items() if wanted.get(key) != value}
+
+
+def _log_to_study_run(study: Study, files: list[Path]) -> None:
+    """The report's files as artifacts of the study's parent run (``report/``), in place of an earlier report's
+    (where the artifact store can delete: a local one can)."""
+    ledger = Ledger(study, create=False)
+    if (run_id := ledger.study_run()) is None:
+        return
+    repository = get_artifact_repository(ledger.client.get_run(run_id).info.artifact_uri)
+    try:
+        repository.delete_artifacts("report")
+    except (MlflowException, NotImplementedError, OSError):  # a store that cannot: new files replace old ones
+        pass
+    for path in files:
+        ledger.client.log_artifact(run_id, str(path), "report")
+
+
+def _constant(values: pd.DataFrame) -> dict[str, float]:
+    """Metrics with one and the same value in every finished run (at least two) -> that value."""
+    by = values.groupby("metric")["value"]
+    same = (by.nunique(dropna=False) == 1) & (by.size() > 1)
+    return {metric: by.first()[metric] for metric in same[same].index}
+
+
+def _notes(spec: ReportSpec, long: pd.DataFrame, baselines: dict[str, str], constant: dict[str, float]) -> list[str]:
+    """What the table's marks do not say (module docstring)."""
+    notes = [f"{metric} is {value:.{spec.precision}f} in every run: it does not tell the configurations apart "
+             "(none is marked best)." for metric, value in constant.items()]
+    tests = long[np.isfinite(long["p"]) & ~long["metric"].isin(constant)]
+    if not len(tests) and np.isfinite(long.loc[~long["baseline"], "delta"]).any():
+        notes.append("No difference from the baseline can be tested: a t-test needs two seeds of each "
+                     "configuration (list more seeds).")
+    elif len(tests) and not tests["significant"].any():
+        n = long.set_index(["config", "metric"])["n"]
+        seeds = [min(row.n, n[baselines[row.config], row.metric]) for row in tests.itertuples()]
+        needed = [k for k in map(seeds_needed, tests["p"], seeds, [spec.alpha / len(tests)] * len(seeds)) if k]
+        reach = (f"the largest effect seen would need about {min(needed)} seeds" if needed else
+                 "no effect seen would reach it with up to 1,000 seeds")
+        notes.append(f"No difference from the baseline is significant at {spec.alpha:g} after "
+                     f"{CORRECTIONS[spec.correction]} correction over {len(tests)} tests with {max(seeds)} seeds at "
+                     f"most: {reach} (a paired t-test at the effect sizes observed).")
+    return notes
+
+
+def _write_tables(study: Study, spec: ReportSpec, long: pd.DataFrame, baseline: str, notes: list[str],
+                  provenance: str, out: Path) -> tuple[str, list[Path]]:
+    """table.md, table.tex and summary.csv (notes between the legend and the provenance line); returns the
+    Markdown and the paths."""
     keys = settings_keys(study.spec)
     layout = Layout(spec.rows if spec.rows is not None else [k for k in keys if k not in spec.columns],
                     spec.columns, spec.metrics, spec.precision)
     caption = spec.caption or study.spec.description or study.name
     tests = int(np.isfinite(long["p"]).sum())
-    markdown = f"**{caption}**\n\n" + to_markdown(wide(long, layout, MARKDOWN),
-                                                   _legend(spec, baseline, tests, MARKDOWN) + "\n\n" + provenance)
+    markdown = f"**{caption}**\n\n" + to_markdown(wide(long, layout, MARKDOWN), "\n\n".join(
+        [_legend(spec, baseline, tests, MARKDOWN), *(f"Note: {n}" for n in notes), provenance]))
     latex = to_latex(wide(long, layout, LATEX), LATEX.escape(caption), spec.label or f"tab:{study.name}",
-                     _legend(spec, baseline, tests, LATEX) + r" \\ " + LATEX.escape(provenance))
+                     r" \\ ".join([_legend(spec, baseline, tests, LATEX),
+                                   *(LATEX.escape(f"Note: {n}") for n in notes), LATEX.escape(provenance)]))
     files = [out / "table.md", out / "table.tex", out / "summary.csv"]
     files[0].write_text(markdown)
     files[1].write_text(latex)
@@ -124,10 +195,10 @@ def planned_runs(study: Study) -> pd.DataFrame:
 
 
 def _check_logged(study: Study, metrics: list[str], logged: pd.DataFrame) -> None:
-    """Every metric must have been logged by some run (MLflow's names: ``rgb->depth`` is ``rgb-_depth``)."""
+    """Every metric must have been logged by some run."""
     names = set(logged["metric"])
     for metric in metrics:
-        if metric_name(metric) in names:
+        if metric in names:
             continue
         prefix = metric.split("/")[0] + "/"
         near = sorted(n for n in names if n.startswith(prefix))

@@ -30,7 +30,6 @@ from tqdm import tqdm
 from ablate.dispatch import POLL_S, Dispatcher, RunBars
 from ablate.ledger import ALIVE_STATES, Ledger, Record, search_params, state
 from ablate.study import SearchParam, Study, StudyError
-from ablate.tracking import metric_name
 from model.config import ConfigError
 from model.dataset import DataFormatError
 
@@ -86,7 +85,7 @@ class Search:
         trials = self.optuna.get_trials(deepcopy=False)
         finished = sum(t.state.is_finished() for t in trials)
         with (tqdm(total=self.spec.trials, initial=finished, desc=self.study.name, unit="trial",
-                   disable=not self.progress) as bar, RunBars(self.progress) as run_bars):
+                   disable=not self.progress) as bar, RunBars(self.progress, self.study.spec.evaluate) as run_bars):
             while self.waiting or self._more():
                 while len(self.waiting) < self.study.spec.executor.max_parallel and self._more():
                     self._start(self._ask())
@@ -133,7 +132,7 @@ class Search:
             params, s = search_params(record), state(record)
             if key in known or params is None or s not in ("done", "pruned"):
                 continue
-            history = self.ledger.client.get_metric_history(record.run_id, metric_name(self.spec.intermediate))
+            history = self.ledger.client.get_metric_history(record.run_id, self.spec.intermediate)
             try:
                 self.optuna.add_trial(optuna.trial.create_trial(
                     params=params, distributions=self.distributions, user_attrs={"run_key": key},
@@ -173,12 +172,11 @@ class Search:
 
     def _report(self) -> None:
         """Feed the pruner from MLflow; cancel runs it prunes."""
-        metric = metric_name(self.spec.intermediate)
         for key, trials in list(self.waiting.items()):
             active = self.dispatcher.active.get(key)
             if active is None or active.cancelled:  # followed by the ledger, or being pruned
                 continue
-            history = self.ledger.client.get_metric_history(active.run_id, metric)
+            history = self.ledger.client.get_metric_history(active.run_id, self.spec.intermediate)
             new = sorted((m.step, m.value) for m in history if m.step > self.reported.get(key, 0))
             for step, value in new:
                 for trial in trials:

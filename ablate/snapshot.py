@@ -2,7 +2,7 @@
 
     runs.parquet     one row per child run: run_id, run_key, config_hash, seed, status, start_ms, end_ms,
                      code_version
-    metrics.parquet  run_id, metric, value: each metric's last logged value (MLflow's sanitized names)
+    metrics.parquet  run_id, metric, value: each metric's last logged value (today's names, ablate/metric_names.py)
     curves.parquet   run_id, metric, step, value: the whole history of the ``report.curves`` metrics
     state.json       when the snapshot was last refreshed, the store's size and time then, the curves it holds
     study.pkl        the expanded study (expanding composes every configuration, about 0.2 s each),
@@ -28,15 +28,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
-import yaml
 from mlflow.exceptions import MlflowException
 from tqdm import tqdm
 
 from ablate.ledger import Ledger, Record
 from ablate.study import Study, StudyError, load_study
-from ablate.tracking import metric_name
 
-FORMAT = 1  # bump when the files' layout changes: older snapshots are then rebuilt
+FORMAT = 2  # bump when the files' layout changes: older snapshots are then rebuilt (2: today's metric names)
 CLOCK_MARGIN_MS = 2 * 60 * 1000  # > tracking.BUSY_TIMEOUT_S, plus clock skew
 CODE = [Path(__file__).resolve().parents[1] / pkg for pkg in ("ablate", "model")]
 RUN_COLUMNS = ["run_id", "run_key", "config_hash", "seed", "status", "start_ms", "end_ms", "code_version"]
@@ -99,22 +97,14 @@ def refresh(study: Study, curves: list[str]) -> Snapshot:
 def load(path: str | Path) -> Study:
     """``load_study``, reused from ``study.pkl`` while the study file and the code are unchanged."""
     path = Path(path)
-    try:
-        text = path.read_bytes()
-        name = yaml.safe_load(text)["name"]
-        if Path(name).name != name:
-            raise ValueError(name)
-        cache = path.parent / name / "snapshot" / "study.pkl"
-    except (OSError, yaml.YAMLError, TypeError, KeyError, ValueError):
-        return load_study(path)  # which says what is wrong
-    key = hashlib.sha256(text + str(path.resolve()).encode() + _code_digest()).hexdigest()
+    cache = folder(load_study(path, expand=False)) / "study.pkl"  # the file and its schema checked: a valid name
+    key = hashlib.sha256(path.read_bytes() + str(path.resolve()).encode() + _code_digest()).hexdigest()
     if cache.is_file():
         cached_key, study = pickle.loads(cache.read_bytes())
         if cached_key == key:
             return dataclasses.replace(study, path=path)
     study = load_study(path)
-    if cache.parent.parent.resolve() == study.dir:
-        _atomic(cache, lambda tmp: tmp.write_bytes(pickle.dumps((key, study))))
+    _atomic(cache, lambda tmp: tmp.write_bytes(pickle.dumps((key, study))))
     return study
 
 
@@ -140,7 +130,7 @@ def _stamp(db: Path) -> list:
 
 def _history(ledger: Ledger, run_id: str, curves: list[str]) -> pd.DataFrame:
     rows = [(run_id, name, m.step, m.value) for name in curves
-            for m in ledger.client.get_metric_history(run_id, metric_name(name))]
+            for m in ledger.client.get_metric_history(run_id, name)]
     return pd.DataFrame(rows, columns=["run_id", "metric", "step", "value"])
 
 

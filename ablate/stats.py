@@ -128,6 +128,19 @@ def compare(values: pd.DataFrame, summary: pd.DataFrame, baselines: dict[str, st
     return out
 
 
+def seeds_needed(p: float, n: int, alpha: float, most: int = 1000) -> int | None:
+    """About how many seeds a paired t-test that gave ``p`` on ``n`` seeds needs for p < ``alpha`` at the same
+    effect size (t / sqrt(n) held fixed); None when no number up to ``most`` would do (or no effect was seen)."""
+    if p == 0:  # no spread at all in the differences: any number of seeds shows it
+        return n
+    if not (np.isfinite(p) and p < 1 and n >= 2):
+        return None
+    effect = stats.t.isf(p / 2, n - 1) / np.sqrt(n)
+    seeds = np.arange(2, most + 1)
+    reached = effect * np.sqrt(seeds) > stats.t.isf(alpha / 2, seeds - 1)
+    return int(seeds[reached][0]) if reached.any() else None
+
+
 def t_interval(values: np.ndarray, level: float = 0.95) -> tuple[float, float]:
     """Student-t confidence interval of the mean (a point for a single value), for seaborn's ``errorbar``."""
     values = np.asarray(values, dtype=float)

@@ -7,16 +7,26 @@ and the bookkeeping the study fills in itself (``BOOKKEEPING``).
 
 The study folder, ``studies/<name>/`` next to the YAML, holds ``mlflow.db`` (the study's MLflow
 store), ``runs/``, ``submitit/`` (job logs) and ``optuna.journal`` (a search's trials).
+
+A file is checked in two rounds, each reporting all it finds. The first needs no torch, so a refusal
+comes back in well under a second: the file itself (size, UTF-8, YAML, aliases written out), the
+schema, the keys, the grid's size, and every configuration composed and fitted to its data set
+(``model/fit.py``: every array checked), duplicates included. Only a file without such problems gets
+the second round: every configuration's masking strategy built (torch), and the metrics it names.
 """
 
 from __future__ import annotations
 
 import copy
+import functools
 import hashlib
 import itertools
 import json
+import math
 import os
 import re
+import reprlib
+import sys
 import types
 import typing
 from dataclasses import dataclass, field
@@ -27,12 +37,13 @@ import yaml
 from hydra import initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from tqdm import tqdm
 
 from ablate.directions import direction, known_patterns
-from ablate.tracking import metric_name
-from model.config import CONF_DIR, ConfigError, DataConfig, compose, to_dict
+from ablate.metric_names import current, mlflow_safe
+from model.config import CONF_DIR, Config, ConfigError, DataConfig, compose, to_dict
 from model.dataset import DataFormatError, DatasetSpec
-from model.masking import STRATEGIES
+from model.fit import fit
 
 # Config keys the study sets itself; the message says what to use instead.
 BOOKKEEPING = {
@@ -41,6 +52,10 @@ BOOKKEEPING = {
     "train.threads": "use executor.threads_per_run",
     "tracking": "every run is tracked in the study's own MLflow store",
 }
+MAX_FILE_BYTES = 1_000_000
+MAX_VALUES = 1_000_000  # values in the file with every YAML alias written out (an alias bomb has billions)
+MAX_LINE = 4000  # characters of one problem line: a value is never printed whole if it is long
+PROGRESS_FROM = 200  # configurations: more, and their checking shows a progress bar
 Positive = Annotated[int, Field(ge=1)]
 NonNegative = Annotated[int, Field(ge=0)]
 Seed = Annotated[int, Field(ge=0, lt=2**32)]  # numpy's seed range
@@ -54,6 +69,15 @@ class Schema(BaseModel):
     """Strict: no unknown keys, no silent "3" -> 3 conversions."""
 
     model_config = ConfigDict(extra="forbid", strict=True)
+
+
+def _metric(name: str) -> str:
+    """A metric name must be one MLflow stores as it is (``ablate/metric_names.py``)."""
+    if not mlflow_safe(name):
+        renamed = current(name)
+        hint = f"write {renamed!r}" if mlflow_safe(renamed) else "use letters, digits and _ - . : /"
+        raise ValueError(f"{name!r}: MLflow would store this metric under another name; {hint}")
+    return name
 
 
 class SearchParam(Schema):
@@ -103,6 +127,11 @@ class SearchSpec(Schema):
     prune_after_trials: NonNegative = Field(5, description="finished trials before the pruner stops any")
     prune_after_step: NonNegative = Field(0, description="training step before which no trial is pruned")
     seed: Seed = Field(0, description="the sampler's seed")
+
+    @field_validator("metric", "intermediate")
+    @classmethod
+    def _names(cls, name: str) -> str:
+        return _metric(name)
 
     @model_validator(mode="after")
     def _pruner_direction(self) -> SearchSpec:
@@ -170,11 +199,18 @@ class ReportSpec(Schema):
     @field_validator("metrics")
     @classmethod
     def _known_direction(cls, metrics: list[str]) -> list[str]:
+        for m in metrics:
+            _metric(m)
         unknown = [m for m in metrics if direction(m) is None]
         if unknown:
             raise ValueError(f"{unknown}: no known direction (lower or higher is better); a metric name must "
                              f"contain one of the patterns in ablate/directions.py: {known_patterns()}")
         return metrics
+
+    @field_validator("curves")
+    @classmethod
+    def _curve_names(cls, curves: list[str]) -> list[str]:
+        return [_metric(m) for m in curves]
 
     @model_validator(mode="after")
     def _rows_and_columns_apart(self) -> ReportSpec:
@@ -186,8 +222,8 @@ class ReportSpec(Schema):
 class StudySpec(Schema):
     """The study file."""
 
-    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", description="the study folder is studies/<name>/ "
-                      "(next to the file): letters, digits, _ . -")
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=100, description="the study folder is "
+                      "studies/<name>/ (next to the file): letters, digits, _ . -")
     description: str = Field("", description="free text (the MLflow parent run's note)")
     base: dict[str, Any] = Field(default_factory=dict, description="config key -> value for every run: any key of "
                                  "model/conf/ or a group choice (model: tiny, nano or base; masking: a strategy)")
@@ -198,6 +234,9 @@ class StudySpec(Schema):
     variants: dict[str, dict[str, Any]] = Field(default_factory=dict, description="name -> overrides: named "
                                                 "configurations, each crossed with the grid, not with each other")
     search: SearchSpec | None = Field(None, description="an Optuna search instead of grid/variants")
+    max_configurations: Positive = Field(10_000, description="a grid of more configurations (variants x grid "
+                                         "points, before seeds) is refused before it is expanded; raise it to "
+                                         "expand a larger one")
     evaluate: bool = Field(True, description="evaluate every run at its end (eval/... metrics)")
     executor: ExecutorSpec = Field(default_factory=ExecutorSpec, description="where runs go")
     report: ReportSpec = Field(default_factory=ReportSpec, description="the comparison printed at the end")
@@ -269,11 +308,15 @@ class Study:
         return self.make_runs(overrides, [seed], settings)[0]
 
     def make_runs(self, overrides: dict[str, Any], seeds: list[int], settings: dict[str, Any]) -> list[Run]:
-        """One config composed and checked once, then one run per seed."""
+        """One config composed and checked once (its masking strategy built), then one run per seed."""
         from model.train import check
 
-        cfg = compose([override(k, v) for k, v in overrides.items()])
+        cfg = fitted(overrides)
         check(cfg)
+        return self.runs_of(cfg, overrides, seeds, settings)
+
+    def runs_of(self, cfg: Config, overrides: dict[str, Any], seeds: list[int], settings: dict[str, Any]) -> list[Run]:
+        """One run per seed of a config fitted to its data set (``fitted``)."""
         resolved = to_dict(cfg)
         digest = config_hash(resolved)
         runs = []
@@ -285,6 +328,14 @@ class Study:
             config["tracking"].update(uri=self.store, experiment=self.name, run_name=key, enabled=True)
             runs.append(Run(key, digest, seed, settings, dict(overrides), config))
         return runs
+
+
+def fitted(overrides: dict[str, Any]) -> Config:
+    """The config of a study's overrides, composed and fitted to its data set (``model/fit.py``), torch-free;
+    raises ``ConfigError``/``DataFormatError``."""
+    cfg = compose([override(k, v) for k, v in overrides.items()])
+    fit(cfg)
+    return cfg
 
 
 def config_hash(config: dict) -> str:
@@ -354,16 +405,14 @@ _Loader.add_implicit_resolver(
 )
 
 
-def load_study(path: str | Path) -> Study:
-    """Read, validate and expand a study file; all problems at once in one ``StudyError``."""
+def load_study(path: str | Path, expand: bool = True) -> Study:
+    """Read, validate and expand a study file; all problems of a round (module docstring) in one ``StudyError``.
+
+    ``expand=False`` reads the file and its schema only (no configuration composed, no data set read): enough
+    for what needs only the study's name and folder, such as ``ablate ui``."""
     path = Path(path)
     where = str(path)
-    try:
-        raw = yaml.load(path.read_text(), Loader=_Loader)
-    except OSError as e:
-        raise StudyError(f"{where}: cannot read the study file ({e.strerror})") from None
-    except yaml.YAMLError as e:
-        raise StudyError(f"{where}: {_yaml_problem(e)}") from None
+    raw = _read(path)
     if not isinstance(raw, dict):
         raise StudyError(f"{where}: a study file is a mapping with keys {sorted(StudySpec.model_fields)}")
     problems: list[str] = []
@@ -378,13 +427,70 @@ def load_study(path: str | Path) -> Study:
         except ValidationError:
             raise _error(where, problems) from None
     study = Study(spec, path)
-    found, bad_choices = _check_keys(spec)
-    problems += found + layout_problems(spec)
-    problems += _expand(study, bad_choices) if spec.search is None else _check_search(study, bad_choices)
-    problems += _check_metrics(spec)
+    if expand:
+        found, bad_choices = _check_keys(spec)
+        problems += found + layout_problems(spec)
+        expanded, fitted_configs = (_expand if spec.search is None else _check_search)(study, bad_choices)
+        problems += expanded
+        if not problems:  # the second round
+            problems += _check_strategies(fitted_configs) + _check_metrics(spec)
     if problems:
         raise _error(where, problems)
     return study
+
+
+def _read(path: Path) -> Any:
+    """The file's YAML, bounded: at most ``MAX_FILE_BYTES``, UTF-8, at most ``MAX_VALUES`` values once every
+    alias is written out."""
+    where = str(path)
+    try:
+        size = path.stat().st_size
+        if size > MAX_FILE_BYTES:
+            raise StudyError(f"{where}: {size:,} bytes; a study file is at most {MAX_FILE_BYTES:,} bytes")
+        data = path.read_bytes()
+    except OSError as e:
+        raise StudyError(f"{where}: cannot read the study file ({e.strerror})") from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data[: e.start].count(b"\n") + 1
+        raise StudyError(f"{where}: line {line}: byte 0x{data[e.start]:02x} is not UTF-8 text; a study file is "
+                         "UTF-8") from None
+    try:
+        raw = yaml.load(text, Loader=_Loader)
+    except yaml.YAMLError as e:
+        raise StudyError(f"{where}: {_yaml_problem(e)}") from None
+    except RecursionError:
+        raise StudyError(f"{where}: nested too deeply to be a study") from None
+    if _values(raw, MAX_VALUES) is None:
+        raise StudyError(f"{where}: more than {MAX_VALUES:,} values once its YAML aliases (*name) are written out, "
+                         "or an alias inside what it names; a study file repeats no large value")
+    return raw
+
+
+def _values(root: Any, limit: int) -> int | None:
+    """How many values ``root`` holds with every alias written out (a list used twice counts twice); None if
+    more than ``limit``, or if a value holds itself (``&a [*a]``). Counted once per distinct list or mapping."""
+    sizes: dict[int, int] = {}  # id of a list or mapping -> its count
+    active: set[int] = set()  # the lists and mappings being counted: met again inside themselves, a cycle
+    stack: list[tuple[Any, bool]] = [(root, False)]
+    while stack:
+        node, children_done = stack.pop()
+        if not isinstance(node, (list, dict)) or (not children_done and id(node) in sizes):
+            continue
+        children = [*node, *node.values()] if isinstance(node, dict) else node
+        if children_done:
+            active.discard(id(node))
+            sizes[id(node)] = 1 + sum(sizes.get(id(c), 1) for c in children)
+            if sizes[id(node)] > limit:
+                return None
+        elif id(node) in active:
+            return None
+        else:
+            active.add(id(node))
+            stack.append((node, True))
+            stack.extend((c, False) for c in children)
+    return sizes.get(id(root), 1)
 
 
 def _yaml_problem(e: yaml.YAMLError) -> str:
@@ -399,7 +505,7 @@ def _yaml_problem(e: yaml.YAMLError) -> str:
 
 def _error(where: str, problems: list[str]) -> StudyError:
     unique = list(dict.fromkeys(problems))
-    lines = "\n".join(f"  {where}: {p}" for p in unique)
+    lines = "\n".join(f"  {where}: {_cut(p)}" for p in unique)
     return StudyError(f"{where} is not a valid study ({len(unique)} problem{'s' * (len(unique) > 1)}):\n{lines}")
 
 
@@ -412,7 +518,20 @@ def _describe(err: dict) -> str:
         return f"{loc}: {err['msg'].removeprefix('Value error, ')}"
     if err["type"] == "missing":
         return f"{loc}: required key is missing"
-    return f"{loc}: {err['input']!r}: {err['msg'].replace('Input should', 'should')}"
+    return f"{loc}: {shown(err['input'])}: {err['msg'].replace('Input should', 'should')}"
+
+
+_REPR = reprlib.Repr()
+_REPR.maxlevel, _REPR.maxlist, _REPR.maxdict, _REPR.maxstring, _REPR.maxother = 3, 8, 8, 80, 80
+
+
+def shown(value: Any) -> str:
+    """``repr`` of a value from a study file, abbreviated with ``...`` where long or deep."""
+    return _REPR.repr(value)
+
+
+def _cut(line: str) -> str:
+    return line if len(line) <= MAX_LINE else f"{line[:MAX_LINE]}... ({len(line):,} characters in all)"
 
 
 def _fields_at(loc: tuple) -> list[str]:
@@ -434,6 +553,13 @@ def _unwrap(node: Any) -> Any:
 
 def _is_model(node: Any) -> bool:
     return isinstance(node, type) and issubclass(node, BaseModel)
+
+
+@functools.cache
+def families() -> list[str]:
+    """The masking families (``model.masking.STRATEGIES``), read from the presets without importing torch:
+    every family has a preset of its own name (``model/conf/masking/<family>.yaml``; a test checks)."""
+    return sorted({yaml.safe_load(p.read_text())["name"] for p in (CONF_DIR / "masking").glob("*.yaml")})
 
 
 def group_options() -> dict[str, list[str]]:
@@ -467,14 +593,22 @@ def _check_keys(spec: StudySpec) -> tuple[list[str], set[tuple[str, str]]]:
         for reserved, instead in BOOKKEEPING.items():
             if bare == reserved or bare.startswith(reserved + "."):
                 problems.append(f"{path}: set by the study ({instead})")
-        allowed = groups.get(bare) or (sorted(STRATEGIES) if bare == "masking.name" else None)
+        allowed = groups.get(bare) or (families() if bare == "masking.name" else None)
+        what = "masking strategy" if bare.startswith("masking") else f"{bare} choice"
         for value in values if allowed else []:
-            if value not in allowed:
-                bad_choices.add((key, value))
-                what = "masking strategy" if bare.startswith("masking") else f"{bare} choice"
+            if not isinstance(value, str):
+                bad_choices.add((key, repr(value)))
+                into = f"; a key under it is {bare}.<key>: value" if isinstance(value, dict) else ""
+                problems.append(f"{path}: {shown(value)}: a {what} is a name, one of {', '.join(allowed)}{into}")
+            elif value not in allowed:
+                bad_choices.add((key, repr(value)))
                 problems.append(f"{path}: {value!r}: unknown {what}; allowed: {', '.join(allowed)}")
+    for axis, values in spec.grid.items():
+        if len({repr(v) for v in values}) < len(values):
+            twice = next(v for i, v in enumerate(values) if repr(v) in map(repr, values[:i]))
+            problems.append(f"grid.{axis}: {shown(twice)} is given twice; give each value once")
     if len(set(spec.seeds)) < len(spec.seeds):
-        problems.append(f"seeds: {spec.seeds}: seeds must be distinct")
+        problems.append(f"seeds: {shown(spec.seeds)}: seeds must be distinct")
     for name, overrides in spec.variants.items():
         if shared := sorted(set(overrides) & set(spec.grid)):
             problems.append(f"variants.{name}: sets {shared}, which are also grid axes; set each key in one place")
@@ -504,34 +638,60 @@ def layout_problems(spec: StudySpec) -> list[str]:
     return problems
 
 
-def _expand(study: Study, skip: set[tuple[str, str]]) -> list[str]:
-    """Fill ``study.runs`` with every (variant x grid point) x seed; returns the problems found."""
-    spec, problems = study.spec, []
+Fitted = tuple[Config, dict[str, tuple[str, Any]], dict[str, Any]]  # a config, where its overrides come from, settings
+
+
+def _strategy_key(cfg: Config) -> str:
+    """What building a configuration's masking strategy depends on: its data set and its masking section."""
+    return json.dumps([cfg.data.root, cfg.masking], sort_keys=True, default=repr)
+
+
+def _expand(study: Study, skip: set[tuple[str, str]]) -> tuple[list[str], list[Fitted]]:
+    """Fill ``study.runs`` with every (variant x grid point) x seed, each configuration composed and fitted
+    to its data set (the first round); returns the problems, and for the second round one configuration per
+    distinct masking strategy."""
+    spec, problems, done = study.spec, [], {}
     variants = list(spec.variants.items()) or [(None, {})]
-    for (variant, chosen), point in itertools.product(variants, itertools.product(*spec.grid.values())):
+    count = len(variants) * math.prod(len(values) for values in spec.grid.values())
+    if count > spec.max_configurations:
+        sizes = [f"{len(variants)} variants"] * bool(spec.variants) + [f"{len(v)} {k}" for k, v in spec.grid.items()]
+        return [f"grid: {count:,} configurations ({' x '.join(sizes)}), more than max_configurations="
+                f"{spec.max_configurations:,}; shrink the grid, or raise max_configurations to expand them all"], []
+    first: dict[str, str] = {}  # config hash -> the label of the configuration that has it
+    points = itertools.product(variants, itertools.product(*spec.grid.values()))
+    for (variant, chosen), point in tqdm(points, total=count, desc=f"{spec.name}: checking configurations",
+                                         unit="config", disable=count < PROGRESS_FROM, file=sys.stderr):
         axes = dict(zip(spec.grid, point))
         overrides = {**spec.base, **chosen, **axes}
         settings = ({"variant": variant} if variant else {}) | axes
+        origin = {**{k: (f"base.{k}", v) for k, v in spec.base.items()},
+                  **{k: (f"variants.{variant}.{k}", v) for k, v in chosen.items()},
+                  **{k: (f"grid.{k}", v) for k, v in axes.items()}}
         if _uses(overrides, skip):
             continue
         try:
-            study.runs += study.make_runs(overrides, spec.seeds, settings)
+            cfg = fitted(overrides)
         except (ConfigError, DataFormatError) as e:
-            origin = {**{k: (f"base.{k}", v) for k, v in spec.base.items()},
-                      **{k: (f"variants.{variant}.{k}", v) for k, v in chosen.items()},
-                      **{k: (f"grid.{k}", v) for k, v in axes.items()}}
             problems.append(_attribute(str(e), origin, settings))
+            continue
+        runs = study.runs_of(cfg, overrides, spec.seeds, settings)
+        if (same := first.get(runs[0].config_hash)) is not None:
+            problems.append(f"configuration {runs[0].label}: the same configuration as {same} (equal resolved "
+                            "configs: the same runs); remove one")
+            continue
+        first[runs[0].config_hash] = runs[0].label
+        study.runs += runs
+        done.setdefault(_strategy_key(cfg), (cfg, origin, settings))
     if spec.report.baseline and study.runs and not any(matches(r, spec.report.baseline) for r in study.runs):
         choices = sorted({r.label for r in study.runs})
-        problems.append(f"report.baseline: {spec.report.baseline!r} matches no configuration; configurations: "
+        problems.append(f"report.baseline: {shown(spec.report.baseline)} matches no configuration; configurations: "
                         f"{choices}")
-    return problems
+    return problems, list(done.values())
 
 
-def _check_search(study: Study, skip: set[tuple[str, str]]) -> list[str]:
+def _check_search(study: Study, skip: set[tuple[str, str]]) -> tuple[list[str], list[Fitted]]:
     """A search's runs are not known up front: compose base alone and every corner of each parameter."""
-    spec, problems = study.spec, []
-    seed = spec.seeds[0]
+    spec, problems, done = study.spec, [], []
     corners: list[tuple[str, dict[str, Any]]] = [("base", {})]
     for key, p in spec.search.params.items():
         values = p.choices if p.type == "categorical" else [_cast(p, p.low), _cast(p, p.high)]
@@ -539,11 +699,24 @@ def _check_search(study: Study, skip: set[tuple[str, str]]) -> list[str]:
     for where, extra in corners:
         if _uses({**spec.base, **extra}, skip):
             continue
+        origin = {k: (f"base.{k}", v) for k, v in spec.base.items()} | {k: (where, v) for k, v in extra.items()}
         try:
-            study.make_run({**spec.base, **extra}, seed, extra)
+            done.append((fitted({**spec.base, **extra}), origin, extra))
         except (ConfigError, DataFormatError) as e:
-            origin = {k: (f"base.{k}", v) for k, v in spec.base.items()} | {k: (where, v) for k, v in extra.items()}
             problems.append(_attribute(str(e), origin, extra))
+    return problems, done
+
+
+def _check_strategies(configs: list[Fitted]) -> list[str]:
+    """The second round: build each configuration's masking strategy (this imports torch)."""
+    from model.train import check
+
+    problems = []
+    for cfg, origin, settings in configs:
+        try:
+            check(cfg)
+        except (ConfigError, DataFormatError) as e:
+            problems.append(_attribute(str(e), origin, settings))
     return problems
 
 
@@ -564,20 +737,18 @@ def _check_metrics(spec: StudySpec) -> list[str]:
     if training is None:
         return []
     train_only = sorted(m for m in training if not m.startswith("masks/"))
-    known = {metric_name(m): m for m in training | final}  # as MLflow stores them, or as logged
     wanted = [(f"report.metrics.{i}", m) for i, m in enumerate(spec.report.metrics)
               if "metrics" in spec.report.model_fields_set]  # default columns a study cannot fill stay empty
     wanted += [("search.metric", spec.search.metric)] if spec.search else []
     problems = []
     for where, metric in wanted:
-        logged = known.get(metric_name(metric))
-        if logged in final and not spec.evaluate:
+        if metric in final and not spec.evaluate:
             problems.append(f"{where}: {metric!r} needs evaluate: true")
-        elif logged is None:
+        elif metric not in final | training:
             problems.append(f"{where}: {metric!r}: no run logs it; allowed: {', '.join(sorted(final) + train_only)}, "
                             "or a masks/ statistic such as masks/rgb/input_mean")
     pruned_by = spec.search.intermediate if spec.search and spec.search.pruner != "none" else None
-    if pruned_by is not None and known.get(metric_name(pruned_by)) not in training:
+    if pruned_by is not None and pruned_by not in training:
         problems.append(f"search.intermediate: {pruned_by!r}: not logged during training, so the "
                         f"pruner cannot compare trials by it; allowed: {', '.join(train_only)}, or a masks/ statistic")
     return problems
@@ -591,7 +762,8 @@ def _data_roots(spec: StudySpec) -> set[str]:
 
 
 def _uses(overrides: dict[str, Any], pairs: set[tuple[str, str]]) -> bool:
-    return any(isinstance(v, str) and (k, v) in pairs for k, v in overrides.items())
+    """Whether any override is one of the (key, repr of value) pairs."""
+    return any((k, repr(v)) in pairs for k, v in overrides.items())
 
 
 def _cast(param: SearchParam, value: float) -> float | int:

@@ -78,6 +78,8 @@ def _allowed(schema: dict) -> str:
     parts = [fmt.format(schema[k]) for k, fmt in bounds.items() if k in schema]
     if "pattern" in schema:
         parts.append(f"`{schema['pattern']}`")
+    if "maxLength" in schema:
+        parts.append(f"at most {schema['maxLength']} characters")
     if "minItems" in schema or "minProperties" in schema:
         parts.append(f"at least {schema.get('minItems', schema.get('minProperties'))}")
     if schema.get("type") == "array" and (items := _allowed(schema.get("items", {}))):

@@ -7,7 +7,6 @@ is switched to WAL mode and every connection waits on a lock instead of failing 
 from __future__ import annotations
 
 import os
-import re
 import sqlite3
 import time
 from pathlib import Path
@@ -16,7 +15,10 @@ from typing import Any
 import mlflow
 from mlflow.tracking import MlflowClient
 
+from ablate.metric_names import mlflow_safe
+
 BUSY_TIMEOUT_S = 60
+EXPERIMENT_KIND, MODEL_TRAINING = "mlflow.experimentKind", "custom_model_development"
 # MLflow prints a notice for every started and finished run and logs alembic migrations; runs print enough.
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
@@ -32,11 +34,6 @@ def store_uri(uri: str) -> str:
     return f"sqlite:///{path}?timeout={BUSY_TIMEOUT_S}"
 
 
-def metric_name(key: str) -> str:
-    """MLflow allows only alphanumerics and ``_-. :/`` in names: ``rgb->semseg/miou`` -> ``rgb-_semseg/miou``."""
-    return re.sub(r"[^\w\-. :/]", "_", key)
-
-
 def flatten(d: dict, prefix: str = "") -> dict[str, Any]:
     """{'a': {'b': 1}} -> {'a.b': 1}; lists stay values (MLflow stores them as strings)."""
     out = {}
@@ -50,7 +47,10 @@ def flatten(d: dict, prefix: str = "") -> dict[str, Any]:
 
 
 def artifact_root(uri: str) -> str | None:
-    """Artifacts of a SQLite store live beside the database (MLflow's default is ./mlruns in the cwd)."""
+    """Artifacts of a SQLite store live beside the database (MLflow's default is ./mlruns in the cwd).
+
+    MLflow records this location, and every run's artifact URI under it, as an absolute path: a store
+    moved to another folder still points at the old one (see ``ablate.ledger.moved_from``)."""
     if not uri.startswith("sqlite:///"):
         return None
     return (Path(uri.removeprefix("sqlite:///").split("?")[0]).parent / "artifacts").resolve().as_uri()
@@ -63,7 +63,9 @@ def ensure_experiment(uri: str, name: str) -> str:
     if exp is not None:
         return exp.experiment_id
     try:
-        return client.create_experiment(name, artifact_location=artifact_root(uri))
+        # The runs table is the page MLflow 3's UI opens an experiment of this kind on (not its GenAI view).
+        return client.create_experiment(name, artifact_location=artifact_root(uri),
+                                        tags={EXPERIMENT_KIND: MODEL_TRAINING})
     except mlflow.exceptions.MlflowException:  # another process created it first
         return client.get_experiment_by_name(name).experiment_id
 
@@ -96,9 +98,11 @@ class RunTracker:
             self.client.log_batch(self.run_id, params=new[start : start + 100])
 
     def log_metrics(self, metrics: dict[str, float], step: int) -> None:
+        """Log at ``step``; a name MLflow would rewrite (``ablate/metric_names.py``) is a ``ValueError``."""
+        if bad := [k for k in metrics if not mlflow_safe(k)]:
+            raise ValueError(f"metric names {bad}: MLflow would rewrite them; use letters, digits and _ - . : /")
         now_ms = int(time.time() * 1000)
-        names = {metric_name(k): v for k, v in metrics.items()}
-        ms = [mlflow.entities.Metric(k, float(v), now_ms, step) for k, v in names.items()
+        ms = [mlflow.entities.Metric(k, float(v), now_ms, step) for k, v in metrics.items()
               if step > self.logged_until.get(k, -1)]
         for start in range(0, len(ms), 1000):
             self.client.log_batch(self.run_id, metrics=ms[start : start + 1000], synchronous=True)

@@ -1,12 +1,12 @@
 """Learning curves: how fast a configuration learns the cross-modal tasks, per CPU-second and per step.
 
 Trains one run (default: the quickstart study's base configuration with dirichlet masking) and, every
-``--every`` steps, scores a cheap evaluation on ``--eval-samples`` validation scenes: rgb->semseg mIoU,
-rgb->depth delta1 and abs rel, rgb->caption attribute accuracy, the masked-token loss. Training CPU
+``--every`` steps, scores a cheap evaluation on ``--eval-samples`` validation scenes: rgb_to_semseg mIoU,
+rgb_to_depth delta1 and abs rel, rgb_to_caption attribute accuracy, the masked-token loss. Training CPU
 seconds exclude the evaluations. Writes ``OUT.json`` (the curve, the trivial constants, the figure of
 merit) and ``OUT.png`` (each metric against training CPU seconds).
 
-Figure of merit: training CPU-seconds until rgb->semseg mIoU first reaches 0.5, and the metrics at the end.
+Figure of merit: training CPU-seconds until rgb_to_semseg mIoU first reaches 0.5, and the metrics at the end.
 
 Run: .venv/bin/python benchmarks/bench_learning.py data/scenes --out benchmarks/curves/NAME [OVERRIDE ...]
 (overrides are config keys, e.g. train.lr=3e-3 masking=random; one torch thread unless --threads says).
@@ -28,8 +28,9 @@ from model.evaluate import evaluate, trivial_baselines
 from model.network import FourM
 from model.train import check, train
 
-TASKS = ["rgb->semseg", "rgb->depth", "rgb->caption"]
-CURVE_METRICS = ["rgb->semseg/miou", "rgb->depth/abs_rel", "rgb->depth/delta1", "rgb->caption/attr_acc", "loss/mean"]
+TASKS = ["rgb_to_semseg", "rgb_to_depth", "rgb_to_caption"]
+CURVE_METRICS = ["rgb_to_semseg/miou", "rgb_to_depth/abs_rel", "rgb_to_depth/delta1", "rgb_to_caption/attr_acc",
+                 "loss/mean"]
 STUDY = Path(__file__).resolve().parents[1] / "studies" / "quickstart.yaml"
 
 
@@ -107,7 +108,7 @@ def main() -> None:
         "eval_samples": args.eval_samples,
         "curve": curve,
         "trivial": {k: trivial[k] for k in CURVE_METRICS if k in trivial},
-        "cpu_s_to_semseg_miou_0.5": first_reaching(curve, "rgb->semseg/miou", 0.5),
+        "cpu_s_to_semseg_miou_0.5": first_reaching(curve, "rgb_to_semseg/miou", 0.5),
         "final": curve[-1],
     }
     out.with_suffix(".json").write_text(json.dumps(result, indent=2))

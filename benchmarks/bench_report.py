@@ -34,13 +34,12 @@ from tqdm import tqdm
 from ablate.ledger import Ledger
 from ablate.snapshot import CLOCK_MARGIN_MS
 from ablate.study import load_study
-from ablate.tracking import metric_name
 from model.dataset import DatasetSpec
 from model.mask_stats import MaskStats
 
 FAMILIES = ["random", "dirichlet", "block", "aligned"]
-METRICS = {"eval/loss/mean": 2.0, "eval/acc/mean": 0.55, "eval/rgb->semseg/miou": 0.3,
-           "eval/rgb->depth/delta1": 0.8, "eval/rgb->caption/attr_acc": 0.2, "probe/count_acc": 0.4}
+METRICS = {"eval/loss/mean": 2.0, "eval/acc/mean": 0.55, "eval/rgb_to_semseg/miou": 0.3,
+           "eval/rgb_to_depth/delta1": 0.8, "eval/rgb_to_caption/attr_acc": 0.2, "probe/count_acc": 0.4}
 HELD_BACK = 10
 
 
@@ -60,7 +59,7 @@ def record(ledger: Ledger, parent: str, run, rng: np.random.Generator, mask_figu
     ledger.client.log_artifact(run_id, str(mask_figure), "masks")
     effect = FAMILIES.index(run.family) * 0.01 + run.config["masking"]["input_budget"] * 1e-4
     curve = [Metric("train/loss", 5.0 * np.exp(-step / 100) + effect, 0, step) for step in range(0, 400, 10)]
-    final = [Metric(metric_name(k), v + effect + rng.normal(0, 0.01), 0, 400) for k, v in METRICS.items()]
+    final = [Metric(k, v + effect + rng.normal(0, 0.01), 0, 400) for k, v in METRICS.items()]
     ledger.client.log_batch(run_id, metrics=curve + final, synchronous=True)
     ledger.client.set_terminated(run_id, "FINISHED")
 

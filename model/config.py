@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import copy
 import functools
-from dataclasses import asdict, dataclass, field
+import math
+import typing
+from dataclasses import asdict, dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +25,6 @@ from hydra.errors import HydraException
 from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
 
-from model.network import MODEL_PRESETS, ModelConfig
 from model.scenes import SceneConfig
 
 CONF_DIR = Path(__file__).parent / "conf"
@@ -31,6 +32,52 @@ CONF_DIR = Path(__file__).parent / "conf"
 
 class ConfigError(ValueError):
     """A configuration that cannot be used; the message names the key and what is allowed."""
+
+
+GRID_BIAS = ("fixed", "learned", "none")
+
+
+@dataclass
+class ModelConfig:
+    """The network's settings (``model/network.py``), kept here so that composing a config needs no torch."""
+
+    dim: int = 192
+    enc_depth: int = 4
+    dec_depth: int = 4
+    heads: int = 6
+    mlp_ratio: float = 4.0
+    dropout: float = 0.0
+    loss_weighting: str = "mod"  # "mod": mean of per-modality means (4M default); "token": mean over tokens
+    # Image tokens embedded and predicted through their codebook entries' pixels (see FourM), where known.
+    codebook_input: bool = True
+    codebook_output: bool = True
+    grid_bias: str = "fixed"  # relative position bias between image tokens (GridBias): fixed, learned or none
+
+    def validate(self) -> ModelConfig:
+        if self.dim < 4 or self.dim % 4:
+            raise ValueError(f"model.dim={self.dim}: must be a positive multiple of 4 (2D sin-cos positions)")
+        if self.heads < 1 or self.dim % self.heads:
+            raise ValueError(f"model.heads={self.heads}: must be >= 1 and divide model.dim={self.dim}")
+        for key in ("enc_depth", "dec_depth"):
+            if getattr(self, key) < 1:
+                raise ValueError(f"model.{key}={getattr(self, key)}: must be >= 1")
+        if not 0 < self.mlp_ratio < math.inf:
+            raise ValueError(f"model.mlp_ratio={self.mlp_ratio}: must be > 0")
+        if not 0 <= self.dropout < 1:
+            raise ValueError(f"model.dropout={self.dropout}: must be in [0, 1)")
+        if self.grid_bias not in GRID_BIAS:
+            raise ValueError(f"model.grid_bias={self.grid_bias!r}: must be one of {', '.join(GRID_BIAS)}")
+        if self.loss_weighting not in ("mod", "token"):
+            raise ValueError(f"model.loss_weighting={self.loss_weighting!r}: must be one of mod, token")
+        return self
+
+
+MODEL_PRESETS: dict[str, ModelConfig] = {
+    "tiny": ModelConfig(dim=64, enc_depth=2, dec_depth=2, heads=4),  # tests
+    # CPU quickstart: on 2 cores, more steps of a shallow model beat fewer of a deep one in 10 minutes.
+    "nano": ModelConfig(dim=128, enc_depth=2, dec_depth=2, heads=4),
+    "base": ModelConfig(dim=768, enc_depth=12, dec_depth=12, heads=12),  # about 4M-B
+}
 
 
 @dataclass
@@ -91,10 +138,16 @@ class TrainConfig:
         for key in ("steps", "batch_size", "grad_accum", "log_every", "checkpoint_every"):
             if getattr(self, key) < 1:
                 raise ConfigError(f"train.{key}={getattr(self, key)}: must be at least 1")
+        for key in ("lr", "min_lr", "weight_decay", "beta1", "beta2", "grad_clip"):
+            if not math.isfinite(getattr(self, key)):
+                raise ConfigError(f"train.{key}={getattr(self, key)}: must be a finite number")
         if not 0 < self.lr or not 0 <= self.min_lr <= self.lr:
             raise ConfigError(f"train.lr={self.lr}, train.min_lr={self.min_lr}: need 0 <= min_lr <= lr, lr > 0")
         if self.warmup_steps < 0 or self.weight_decay < 0 or self.grad_clip < 0:
             raise ConfigError("train.warmup_steps, train.weight_decay and train.grad_clip must be >= 0")
+        for key in ("beta1", "beta2"):
+            if not 0 <= getattr(self, key) < 1:
+                raise ConfigError(f"train.{key}={getattr(self, key)}: must be in [0, 1)")
         if self.mixed_precision not in ("auto", "no", "bf16"):
             raise ConfigError(f"train.mixed_precision={self.mixed_precision!r}: allowed auto, no, bf16")
 
@@ -108,6 +161,11 @@ class EvalConfig:
     seed: int = 1234
     generation_steps: int = 8  # ROAR/MaskGIT steps per image modality
     probe_samples: int = 1000
+
+    def validate(self) -> None:
+        for key in ("num_samples", "batch_size", "generation_steps", "probe_samples"):
+            if getattr(self, key) < 1:
+                raise ConfigError(f"eval.{key}={getattr(self, key)}: must be at least 1")
 
 
 @dataclass
@@ -134,6 +192,7 @@ class Config:
             self.data.validate()
             self.model.validate()
             self.train.validate()
+            self.eval.validate()
         except ValueError as e:
             raise ConfigError(str(e)) from None
         if "name" not in self.masking:
@@ -153,9 +212,12 @@ def compose(overrides: list[str] | tuple[str, ...] = ()) -> Config:
     Hydra composes each distinct set of group choices (``model=tiny masking=block``) once per process;
     the other overrides are applied to a copy the way Hydra applies them after composing, so a study's
     thousands of configurations cost milliseconds each instead of a Hydra composition each.
+
+    A masking parameter (``masking.input_alphas.rgb=0.5``) is set whether or not the chosen preset has it
+    (Hydra's ``++``): the strategy itself refuses a parameter it does not take, naming those it does.
     """
     try:
-        parsed = [_parse(line) for line in overrides]
+        parsed = [_parse(f"++{line}" if line.startswith("masking.") else line) for line in overrides]
         composing = [o for o in parsed if o.key_or_group in _groups() or o.is_sweep_override() or o.is_hydra_override()]
         cfg = copy.deepcopy(_composed(tuple(o.input_line for o in composing)))
         # Hydra's own step (a private but long-stable static method), for exactly Hydra's semantics.
@@ -190,13 +252,21 @@ def _explain(e: Exception) -> str:
     key = getattr(cause, "full_key", None)
     if isinstance(cause, (ConfigKeyError, ConfigAttributeError)) and key:
         parent, _, leaf = key.rpartition(".")
-        node = OmegaConf.structured(Config)
-        node = OmegaConf.select(node, parent) if parent else node
-        allowed = sorted(node.keys()) if hasattr(node, "keys") else []
+        allowed = _keys_under(parent)
         return f"unknown config key {key!r}; allowed keys{' under ' + repr(parent) if parent else ''}: {allowed}"
     if key:
         return f"bad value for config key {key!r}: {str(cause).splitlines()[0]}"
     return f"bad configuration override: {str(e).splitlines()[0]}"
+
+
+def _keys_under(parent: str) -> list[str]:
+    """The keys of a config section, from the dataclasses (``model``'s node is MISSING until a preset is chosen)."""
+    node: Any = Config
+    for part in parent.split(".") if parent else []:
+        node = typing.get_type_hints(node).get(part)
+        if not is_dataclass(node):
+            return []
+    return sorted(f.name for f in fields(node))
 
 
 def to_dict(cfg: Config) -> dict:

@@ -3,17 +3,23 @@
 ``evaluate`` returns flat metric keys:
 
 - ``loss/<m>``, ``acc/<m>`` (and ``loss/mean``, ``acc/mean`` over modalities): cross-entropy
-  and token accuracy under ``random`` masking with fixed budgets and a fixed mask seed.
+  and token accuracy under ``random`` masking with a fixed mask seed and the data set's default
+  budgets (``model.fit.default_budgets``: 128 input and 64 target tokens, fewer on a smaller set).
 - Cross-modal tasks, generated (``model.generate``), decoded to native form and scored
   against exact ground truth re-rendered from the generator (``model.metrics``); the dense
   tasks (``DENSE_TASKS``) decode the predicted distribution per pixel in one pass:
-  ``rgb->semseg/miou``, ``rgb->depth/delta1``, ``rgb->depth/abs_rel``,
-  ``rgb->caption/attr_acc``, ``rgb->boxes/miou``, ``caption->rgb/verifier``.
+  ``rgb_to_semseg/miou``, ``rgb_to_depth/delta1``, ``rgb_to_depth/abs_rel``,
+  ``rgb_to_caption/attr_acc``, ``rgb_to_boxes/miou``, ``caption_to_rgb/verifier``.
 - ``probe/count_acc``: a ridge probe on mean-pooled encoder features of rgb-only inputs,
   fitted on train scenes, predicting the number of visible objects of val scenes.
 
-Cross-modal tasks and the probe need a generated data set (ground truth and tokenizers);
-on bring-your-own tokens only the loss and accuracy are reported. ``trivial_baselines`` and
+Every name is one MLflow stores as it is (letters, digits, ``_ - . /``): stores written before
+the tasks were named ``<given>_to_<target>`` hold ``rgb-_semseg`` (MLflow's rewrite of
+``rgb->semseg``), which ``ablate.metric_names.current`` reads as today's name.
+
+Cross-modal tasks and the probe need a generated data set (ground truth and tokenizers) and
+their modalities; ``skipped_tasks`` says which are left out and why (on bring-your-own tokens,
+all of them: only the loss and accuracy are reported). ``trivial_baselines`` and
 ``token_ceilings`` score constant predictions and the tokenizers' own round trip with the
 same scorer, as the floor and the ceiling of each metric in report tables.
 """
@@ -31,6 +37,7 @@ import torch.nn.functional as F
 
 from model.build import load_tokenizers, scene_config
 from model.dataset import DatasetSpec, ModalitySpec, load_split
+from model.fit import default_budgets
 from model.generate import generate, pack_present, predict_distribution
 from model.masking import build_masking
 from model.metrics import (
@@ -49,21 +56,21 @@ from model.scenes import SceneConfig, Scenes, render
 from model.verifier import verifier_score
 
 TASKS: dict[str, tuple[str, str]] = {  # name -> (given, target)
-    "rgb->semseg": ("rgb", "semseg"),
-    "rgb->depth": ("rgb", "depth"),
-    "rgb->caption": ("rgb", "caption"),
-    "rgb->boxes": ("rgb", "boxes"),
-    "caption->rgb": ("caption", "rgb"),
+    "rgb_to_semseg": ("rgb", "semseg"),
+    "rgb_to_depth": ("rgb", "depth"),
+    "rgb_to_caption": ("rgb", "caption"),
+    "rgb_to_boxes": ("rgb", "boxes"),
+    "caption_to_rgb": ("caption", "rgb"),
 }
 # Image outputs nearly determined by their input, scored per pixel: one pass, the distribution decoded per pixel
 # (``PatchCodebook.decode_probs``) rather than its most probable codes.
-DENSE_TASKS = ("rgb->semseg", "rgb->depth")
+DENSE_TASKS = ("rgb_to_semseg", "rgb_to_depth")
 TASK_METRICS: dict[str, tuple[str, ...]] = {  # what ``score`` returns per task
-    "rgb->semseg": ("miou",),
-    "rgb->depth": ("delta1", "abs_rel"),
-    "rgb->caption": ("attr_acc",),
-    "rgb->boxes": ("miou",),
-    "caption->rgb": ("verifier",),
+    "rgb_to_semseg": ("miou",),
+    "rgb_to_depth": ("delta1", "abs_rel"),
+    "rgb_to_caption": ("attr_acc",),
+    "rgb_to_boxes": ("miou",),
+    "caption_to_rgb": ("verifier",),
 }
 
 
@@ -91,15 +98,15 @@ class Truth:
 def score(task: str, pred: Any, truth: Truth) -> dict[str, float]:
     """Metrics of one task's native predictions (arrays or word lists, one per scene of ``truth``)."""
     cfg, scenes = truth.cfg, truth.scenes
-    if task == "rgb->semseg":
+    if task == "rgb_to_semseg":
         return {"miou": semseg_miou(pred, scenes.semseg, cfg.num_classes)}
-    if task == "rgb->depth":
+    if task == "rgb_to_depth":
         return depth_metrics(pred, scenes.depth)
-    if task == "rgb->caption":
+    if task == "rgb_to_caption":
         return {"attr_acc": attribute_accuracy([caption_objects(w, cfg) for w in pred], scene_objects(cfg, scenes))}
-    if task == "rgb->boxes":
+    if task == "rgb_to_boxes":
         return {"miou": box_miou(pred, truth_boxes(cfg, scenes))}
-    if task == "caption->rgb":
+    if task == "caption_to_rgb":
         return {"verifier": verifier_score(pred, truth.native("caption"), cfg)}
     raise ValueError(f"unknown task {task!r}; tasks: {list(TASKS)}")
 
@@ -185,8 +192,8 @@ def evaluate(
     num_samples: int = 500,
     batch_size: int = 100,
     seed: int = 1234,
-    input_budget: int = 128,
-    target_budget: int = 64,
+    input_budget: int | None = None,
+    target_budget: int | None = None,
     generation_steps: int = 8,
     probe_samples: int = 1000,
     figure: str | Path | None = None,
@@ -195,7 +202,8 @@ def evaluate(
 ) -> dict[str, float]:
     """All metrics on the first ``num_samples`` val scenes (see the module docstring for keys).
 
-    generation_steps: ROAR steps of caption->rgb (``DENSE_TASKS`` take one pass).
+    input_budget, target_budget: of the loss and accuracy (None: ``default_budgets`` of the data set).
+    generation_steps: ROAR steps of caption_to_rgb (``DENSE_TASKS`` take one pass).
     probe_samples: train scenes the count probe is fitted on (0: no probe).
     figure: if set (and the data set is generated), a PNG of the first ``figure_scenes`` scenes'
         inputs, generations and ground truth.
@@ -205,6 +213,8 @@ def evaluate(
     val = load_split(data_root, "val")
     num = min(num_samples, spec.splits["val"])
     val = {n: t[:num] for n, t in val.items() if n in specs}
+    defaults = default_budgets(sum(s.num_tokens for s in specs.values()))
+    input_budget, target_budget = input_budget or defaults[0], target_budget or defaults[1]
     was_training = model.training
     model.eval()
     try:
@@ -213,9 +223,9 @@ def evaluate(
             return metrics
         truth = Truth.load(spec, "val", num)
         tokenizers = load_tokenizers(data_root)
-        generated = {}
+        generated, skipped = {}, skipped_tasks(specs, data_root)
         for task, (src, dst) in TASKS.items():
-            if src not in specs or dst not in specs or (tasks is not None and task not in tasks):
+            if task in skipped or (tasks is not None and task not in tasks):
                 continue
             if task in DENSE_TASKS:  # scored per pixel: decode the predicted distribution
                 probs = torch.cat([predict_distribution(model, specs, {src: p.to(_device(model))}, dst).cpu()
@@ -228,15 +238,24 @@ def evaluate(
                 ids = torch.cat([part.tokens[dst] for part in parts])
                 generated[dst] = decode_tokens(tokenizers[dst], specs[dst], ids)
             metrics |= _flat(task, score(task, generated[dst], truth))
-        if "rgb" in specs and probe_samples > 0:
+        if "probe" not in skipped and probe_samples > 0:
             metrics["probe/count_acc"] = _probe(
                 model, specs, data_root, spec, val["rgb"], truth, probe_samples, batch_size
             )
     finally:
         model.train(was_training)
-    if figure is not None:
+    if figure is not None and generated:
         _figure(figure, truth, generated, figure_scenes)
     return metrics
+
+
+def skipped_tasks(specs: dict[str, ModalitySpec], data_root: str | Path) -> dict[str, str]:
+    """The cross-modal tasks (and ``probe``) ``evaluate`` leaves out on this data set -> why."""
+    if DatasetSpec.load(data_root).generator is None:
+        why = "needs ground truth, which only a generated data set has (bring-your-own tokens: loss and accuracy)"
+        return {task: why for task in [*TASKS, "probe"]}
+    missing = {task: [m for m in needs if m not in specs] for task, needs in [*TASKS.items(), ("probe", ("rgb",))]}
+    return {task: f"the data set has no {' or '.join(absent)}" for task, absent in missing.items() if absent}
 
 
 def metric_names(specs: dict[str, ModalitySpec], generated: bool) -> list[str]:
@@ -294,7 +313,7 @@ def trivial_baselines(data_root: str | Path, num_samples: int = 500, reference_s
 
     semseg: the majority class everywhere; depth: the per-pixel mean depth map; caption and
     boxes: ``max_objects`` copies of the most frequent attributes / class and the mean box;
-    caption->rgb: the true image of another scene; count probe: the majority count.
+    caption_to_rgb: the true image of another scene; count probe: the majority count.
     """
     spec = DatasetSpec.load(data_root)
     truth = Truth.load(spec, "val", min(num_samples, spec.splits["val"]))
@@ -306,11 +325,11 @@ def trivial_baselines(data_root: str | Path, num_samples: int = 500, reference_s
     mean_box = np.round(train.scenes.box[train.scenes.present].mean(0)).astype(int)
     box_words = [_most_common(classes), *(f"@{v}" for v in mean_box)]
     preds = {
-        "rgb->semseg": np.full_like(truth.scenes.semseg, np.bincount(train.scenes.semseg.ravel()).argmax()),
-        "rgb->depth": np.broadcast_to(train.scenes.depth.mean(0), truth.scenes.depth.shape),
-        "rgb->caption": [" and ".join([f"{size} {color} {shape}"] * k).split()] * n,
-        "rgb->boxes": [box_words * k] * n,
-        "caption->rgb": np.roll(truth.scenes.rgb, 1, axis=0),
+        "rgb_to_semseg": np.full_like(truth.scenes.semseg, np.bincount(train.scenes.semseg.ravel()).argmax()),
+        "rgb_to_depth": np.broadcast_to(train.scenes.depth.mean(0), truth.scenes.depth.shape),
+        "rgb_to_caption": [" and ".join([f"{size} {color} {shape}"] * k).split()] * n,
+        "rgb_to_boxes": [box_words * k] * n,
+        "caption_to_rgb": np.roll(truth.scenes.rgb, 1, axis=0),
     }
     metrics = {}
     for task, pred in preds.items():

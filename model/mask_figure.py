@@ -25,6 +25,7 @@ from matplotlib.patches import Patch, Rectangle
 from model.build import load_tokenizers
 from model.config import CONF_DIR
 from model.dataset import DatasetSpec, ModalitySpec, load_split
+from model.fit import AUTO, default_budgets
 from model.masking import MaskingStrategy, Masks, build_masking
 from model.packing import DecoderInput
 from model.tokenizers import PAD
@@ -72,7 +73,7 @@ def masks_figure(
         if not isinstance(family, MaskingStrategy):
             params = dict(family[1])
             budgets = params.pop("input_budget", input_budget), params.pop("target_budget", target_budget)
-            family = build_masking(family[0], specs, *budgets, params)
+            family = build_masking(family[0], specs, *_fitted(budgets, specs), params)
         masks = family(sample, torch.Generator().manual_seed(seed))
         masks = {n: Masks(m.input[0], m.target[0]) for n, m in masks.items()}
         for ax, name in zip(axes[row], [*images, *sequences]):
@@ -131,6 +132,12 @@ def _words(ax, tokenizer, tokens: torch.Tensor, masks: Masks, per_row: int) -> N
                 color="black" if role == INPUT else "white")
 
 
+def _fitted(budgets: tuple[int | str, int | str], specs: dict[str, ModalitySpec]) -> tuple[int, int]:
+    """A preset's budgets with ``auto`` resolved for the data set (``model/fit.py``)."""
+    defaults = default_budgets(sum(s.num_tokens for s in specs.values()))
+    return tuple(default if value == AUTO else value for value, default in zip(budgets, defaults))
+
+
 def preset(name: str) -> tuple[str, dict[str, Any]]:
     """A shipped masking preset ``model/conf/masking/<name>.yaml`` as (family, params incl. budgets)."""
     params = yaml.safe_load((CONF_DIR / "masking" / f"{name}.yaml").read_text())
@@ -142,7 +149,8 @@ def planted_hard(specs: dict[str, ModalitySpec], random_fraction: float = 0.5) -
     right half of every image grid and on the boxes tokens, 0.05 elsewhere."""
     family, params = preset("hard")
     params["random_fraction"] = random_fraction
-    strategy = build_masking(family, specs, params.pop("input_budget"), params.pop("target_budget"), params)
+    budgets = _fitted((params.pop("input_budget"), params.pop("target_budget")), specs)
+    strategy = build_masking(family, specs, *budgets, params)
     names = sorted(specs)
     modality = torch.cat([torch.full((specs[n].num_tokens,), i) for i, n in enumerate(names)])[None]
     position = torch.cat([torch.arange(specs[n].num_tokens) for n in names])[None]

@@ -45,7 +45,7 @@ class MaskStats:
         grids: dict[tuple[int, int], list[str]] = {}
         for n in self.pairs:
             grids.setdefault(tuple(self.specs[n].grid), []).append(n)
-        self.agreement = {"+".join(g): torch.zeros(2, dtype=torch.long) for g in grids.values() if len(g) > 1}
+        self.agreement = {":".join(g): torch.zeros(2, dtype=torch.long) for g in grids.values() if len(g) > 1}
 
     def update(self, masks: dict[str, Masks]) -> None:
         """Add one batch: modality -> Masks of bool [B, N_m] (every modality of ``specs``)."""
@@ -64,7 +64,7 @@ class MaskStats:
             for a, b in ((h[:, 1:], h[:, :-1]), (h[:, :, 1:], h[:, :, :-1])):
                 self.pairs[name] += torch.stack([(a & b).sum(), (a | b).sum()])
         for group in self.agreement:
-            stack = torch.stack([hidden[n] for n in group.split("+")])
+            stack = torch.stack([hidden[n] for n in group.split(":")])
             self.agreement[group] += torch.tensor([(stack.all(0) | ~stack.any(0)).sum(), stack[0].numel()])
         self.samples += masks[next(iter(self.specs))].input.shape[0]
 
@@ -76,7 +76,8 @@ class MaskStats:
     def load_state_dict(self, state: dict) -> None:
         self.samples = int(state["samples"])
         self.counts, self.frequency = state["counts"], state["frequency"]
-        self.pairs, self.agreement = state["pairs"], state["agreement"]
+        self.pairs = state["pairs"]
+        self.agreement = {k.replace("+", ":"): v for k, v in state["agreement"].items()}  # older checkpoints: a+b
 
     def summary(self) -> dict[str, float]:
         """Per modality (and ``total``) and role: ``{name}/{role}_mean`` and ``_std`` (tokens per sample),
@@ -85,7 +86,7 @@ class MaskStats:
         when always the same one (and 0 when none ever is). Image modalities: ``{name}/hidden_clustering``,
         adjacent cell pairs both hidden over pairs with at least one hidden (p / (2 - p) for independent
         cells hidden with probability p, higher for blocks); per image grid shared by several modalities,
-        ``{a+b+c}/hidden_agreement``, the fraction of cells hidden in all or in none of them (1 for
+        ``{a:b:c}/hidden_agreement``, the fraction of cells hidden in all or in none of them (1 for
         ``aligned``)."""
         out = {}
         for name, (both, either) in self.pairs.items():

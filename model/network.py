@@ -14,57 +14,13 @@ to everything and are then zeroed, so they contribute nothing and produce no NaN
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from model.config import MODEL_PRESETS, ModelConfig  # noqa: F401 (the network's settings, re-exported)
 from model.dataset import ModalitySpec
 from model.packing import DecoderInput, EncoderInput
-
-GRID_BIAS = ("fixed", "learned", "none")
-
-
-@dataclass
-class ModelConfig:
-    dim: int = 192
-    enc_depth: int = 4
-    dec_depth: int = 4
-    heads: int = 6
-    mlp_ratio: float = 4.0
-    dropout: float = 0.0
-    loss_weighting: str = "mod"  # "mod": mean of per-modality means (4M default); "token": mean over tokens
-    # Image tokens embedded and predicted through their codebook entries' pixels (see FourM), where known.
-    codebook_input: bool = True
-    codebook_output: bool = True
-    grid_bias: str = "fixed"  # relative position bias between image tokens (GridBias): fixed, learned or none
-
-    def validate(self) -> ModelConfig:
-        if self.dim < 4 or self.dim % 4:
-            raise ValueError(f"model.dim={self.dim}: must be a positive multiple of 4 (2D sin-cos positions)")
-        if self.heads < 1 or self.dim % self.heads:
-            raise ValueError(f"model.heads={self.heads}: must be >= 1 and divide model.dim={self.dim}")
-        for key in ("enc_depth", "dec_depth"):
-            if getattr(self, key) < 1:
-                raise ValueError(f"model.{key}={getattr(self, key)}: must be >= 1")
-        if self.mlp_ratio <= 0:
-            raise ValueError(f"model.mlp_ratio={self.mlp_ratio}: must be > 0")
-        if not 0 <= self.dropout < 1:
-            raise ValueError(f"model.dropout={self.dropout}: must be in [0, 1)")
-        if self.grid_bias not in GRID_BIAS:
-            raise ValueError(f"model.grid_bias={self.grid_bias!r}: must be one of {', '.join(GRID_BIAS)}")
-        if self.loss_weighting not in ("mod", "token"):
-            raise ValueError(f"model.loss_weighting={self.loss_weighting!r}: must be one of mod, token")
-        return self
-
-
-MODEL_PRESETS: dict[str, ModelConfig] = {
-    "tiny": ModelConfig(dim=64, enc_depth=2, dec_depth=2, heads=4),  # tests
-    # CPU quickstart: on 2 cores, more steps of a shallow model beat fewer of a deep one in 10 minutes.
-    "nano": ModelConfig(dim=128, enc_depth=2, dec_depth=2, heads=4),
-    "base": ModelConfig(dim=768, enc_depth=12, dec_depth=12, heads=12),  # about 4M-B
-}
 
 
 def sincos_1d(dim: int, positions: torch.Tensor) -> torch.Tensor:

@@ -34,7 +34,8 @@ from tqdm import tqdm
 from ablate.tracking import RunTracker, flatten
 from model.build import codebooks
 from model.config import Config, ConfigError, to_dict, to_yaml
-from model.dataset import DatasetSpec, ModalitySpec, batches, load_split
+from model.dataset import ModalitySpec, batches, load_split
+from model.fit import fit
 from model.mask_stats import MaskStats
 from model.masking import MaskingStrategy, Masks, build_masking
 from model.masking.spans import to_t5
@@ -60,18 +61,11 @@ class Setup:
 
 
 def check(cfg: Config) -> Setup:
-    """Validate a config against its data set; raises ``ConfigError``/``DataFormatError`` naming the key or path."""
-    spec = DatasetSpec.load(cfg.data.root)
+    """Validate a config against its data set (every split; ``auto`` budgets and ``default`` alphas resolved in
+    ``cfg``, see ``model/fit.py``); raises ``ConfigError``/``DataFormatError`` naming the key or path."""
+    spec = fit(cfg)
     m = dict(cfg.masking)
-    name = m.pop("name")
-    input_budget, target_budget = m.pop("input_budget", None), m.pop("target_budget", None)
-    total = sum(s.num_tokens for s in spec.modalities.values())
-    for key, value in (("input_budget", input_budget), ("target_budget", target_budget)):
-        if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= total:
-            raise ConfigError(
-                f"masking.{key}={value!r}: must be an integer from 1 to {total}, "
-                f"the number of tokens per sample in {cfg.data.root}"
-            )
+    name, input_budget, target_budget = m.pop("name"), m.pop("input_budget"), m.pop("target_budget")
     try:
         masking = build_masking(name, spec.modalities, input_budget, target_budget, m)
     except ValueError as e:
@@ -254,9 +248,7 @@ def train(
             if after_step is not None and accelerator.is_main_process:
                 after_step(state.step, network)
     except BaseException as e:
-        if tracker is not None:
-            # Interrupts and submitit's requeue exit are not failures: the run goes on from its checkpoint.
-            tracker.end("KILLED" if isinstance(e, (KeyboardInterrupt, SystemExit)) else "FAILED")
+        _end(tracker, e)
         raise
     finally:
         bar.close()
@@ -268,15 +260,26 @@ def train(
         if tracker is not None:
             tracker.end("KILLED")
         return results
-    if tracker is not None:
-        for path in stats.figures(out_dir / "masks"):
-            tracker.log_artifact(path, "masks")
-    if evaluate_at_end and accelerator.is_main_process:
-        results = _evaluate(network, cfg, setup, out_dir, tracker)
+    try:
+        if tracker is not None:
+            for path in stats.figures(out_dir / "masks"):
+                tracker.log_artifact(path, "masks")
+        if evaluate_at_end and accelerator.is_main_process:
+            results = _evaluate(network, cfg, setup, out_dir, tracker)
+    except BaseException as e:
+        _end(tracker, e)
+        raise
     if tracker is not None:
         tracker.end("FINISHED")
     accelerator.wait_for_everyone()
     return results
+
+
+def _end(tracker: RunTracker | None, error: BaseException) -> None:
+    """Close the MLflow run of a run that stopped on ``error``: interrupts and submitit's requeue exit are not
+    failures (the run goes on from its checkpoint), anything else is."""
+    if tracker is not None:
+        tracker.end("KILLED" if isinstance(error, (KeyboardInterrupt, SystemExit)) else "FAILED")
 
 
 def logged_metrics(specs: dict[str, ModalitySpec]) -> list[str]:
@@ -287,7 +290,7 @@ def logged_metrics(specs: dict[str, ModalitySpec]) -> list[str]:
 
 def eval_table(results: dict[str, float]) -> str:
     """The evaluation as a two-column table, cross-modal tasks first."""
-    rows = sorted(results.items(), key=lambda kv: ("->" not in kv[0] and not kv[0].startswith("probe"), kv[0]))
+    rows = sorted(results.items(), key=lambda kv: ("_to_" not in kv[0] and not kv[0].startswith("probe"), kv[0]))
     return tabulate([(k, f"{v:.4f}") for k, v in rows], headers=["metric (val)", "value"], tablefmt="github")
 
 
@@ -343,7 +346,7 @@ def _tracker(cfg: Config, out_dir: Path, accelerator: Accelerator) -> RunTracker
 
 
 def _evaluate(model: FourM, cfg: Config, setup: Setup, out_dir: Path, tracker: RunTracker | None) -> dict[str, float]:
-    from model.evaluate import evaluate
+    from model.evaluate import evaluate, skipped_tasks
 
     model.eval()
     e = cfg.eval
@@ -362,5 +365,8 @@ def _evaluate(model: FourM, cfg: Config, setup: Setup, out_dir: Path, tracker: R
     if tracker is not None:
         tracker.log_metrics({f"eval/{k}": v for k, v in results.items()}, cfg.train.steps)
         tracker.log_artifact(out_dir / "eval.json")
-        tracker.log_artifact(out_dir / "generation.png")
+        if (out_dir / "generation.png").is_file():  # drawn only on a generated data set
+            tracker.log_artifact(out_dir / "generation.png")
+        if skipped := skipped_tasks(setup.specs, cfg.data.root):
+            tracker.set_tags({"eval_skipped": "; ".join(f"{task}: {why}" for task, why in skipped.items())})
     return results

@@ -22,12 +22,12 @@ from model.scenes import SceneConfig, captions, render
 
 CFG = SceneConfig()
 KEYS = [
-    "rgb->semseg/miou",
-    "rgb->depth/delta1",
-    "rgb->depth/abs_rel",
-    "rgb->caption/attr_acc",
-    "rgb->boxes/miou",
-    "caption->rgb/verifier",
+    "rgb_to_semseg/miou",
+    "rgb_to_depth/delta1",
+    "rgb_to_depth/abs_rel",
+    "rgb_to_caption/attr_acc",
+    "rgb_to_boxes/miou",
+    "caption_to_rgb/verifier",
     "probe/count_acc",
 ]
 
@@ -112,4 +112,4 @@ def test_baselines_below_token_ceilings(data_root):
     for key, value in ceiling.items():
         assert math.isfinite(floor[key]) and math.isfinite(value)
         assert (value < floor[key]) if key.endswith("abs_rel") else (value > floor[key]), key
-    assert ceiling["rgb->caption/attr_acc"] == ceiling["rgb->boxes/miou"] == 1.0
+    assert ceiling["rgb_to_caption/attr_acc"] == ceiling["rgb_to_boxes/miou"] == 1.0

@@ -66,7 +66,7 @@ def test_objective_of_a_search_and_of_score_metrics(data_root, tmp_path):
               "metric": "eval/acc/mean", "direction": "maximize"}
     study = load_study(write_study(tmp_path, data_root, name="q", search=search, evaluate=True))
     assert objective(study).direction == "maximize" and objective(study).source == "search.metric"
-    for metric, direction in (("eval/rgb->semseg/miou", "maximize"), ("eval/rgb->depth/abs_rel", "minimize")):
+    for metric, direction in (("eval/rgb_to_semseg/miou", "maximize"), ("eval/rgb_to_depth/abs_rel", "minimize")):
         grid = load_study(write_study(tmp_path, data_root, name="g", report={"metrics": [metric]}, evaluate=True))
         assert objective(grid).direction == direction
 

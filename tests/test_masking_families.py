@@ -403,7 +403,7 @@ def test_mask_stats_agreement():
     stats = MaskStats(IMAGES)
     tokens = make_tokens(IMAGES, 64)
     stats.update(build_masking("aligned", IMAGES, 60, 30)(tokens, torch.Generator()))
-    assert stats.summary()["a+b+c/hidden_agreement"] == 1.0
+    assert stats.summary()["a:b:c/hidden_agreement"] == 1.0
 
 
 def test_masks_figure_on_real_data(data_root, tmp_path):

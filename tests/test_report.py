@@ -50,7 +50,7 @@ def record(ledger: Ledger, parent: str, run, values: dict[str, float], status: s
     """One child run as the submitter and the trainer leave it: tags, a loss curve, final metrics, status."""
     run_id = ledger.prepare(run, None, parent, {}).run_id
     curve = [Metric("train/loss", 5.0 - step / 10 - run.seed / 100, 0, step) for step in range(0, 40, 10)]
-    final = [Metric(name.replace(">", "_"), value, 0, 40) for name, value in values.items()]
+    final = [Metric(name, value, 0, 40) for name, value in values.items()]
     ledger.client.log_batch(run_id, metrics=curve + final, synchronous=True)
     ledger.client.set_terminated(run_id, status=status)
 
@@ -177,8 +177,8 @@ def test_bad_input_names_it_and_lists_what_exists(known, tmp_path, monkeypatch, 
     assert "unknown study 'nosuch'" in (err := capsys.readouterr().err) and "studies in studies/: known" in err
 
     with pytest.raises(ReportError) as e:
-        make_report(known, report_spec(known, {"metrics": ["eval/rgb->nope/miou"]}), tmp_path, figures=False)
-    assert "'eval/rgb->nope/miou': no run of study 'known' logged it" in str(e.value)
+        make_report(known, report_spec(known, {"metrics": ["eval/rgb_to_nope/miou"]}), tmp_path, figures=False)
+    assert "'eval/rgb_to_nope/miou': no run of study 'known' logged it" in str(e.value)
     assert "eval/acc/mean" in str(e.value) and "eval/loss/mean" in str(e.value)
 
     with pytest.raises(ReportError) as e:
@@ -268,3 +268,82 @@ def test_table_tex_compiles_with_pdflatex_and_shows_the_table(grouped, tmp_path)
     text = subprocess.run(["pdftotext", "-layout", "doc.pdf", "-"], cwd=tmp_path, capture_output=True,
                           text=True).stdout
     assert "budget=64" in text and "loss/mean" in text and "1.741 ± 0.007" in text
+
+
+def _study_of(data_root, folder: Path, name: str, grid: dict, values, seeds=(0, 1), metrics=(LOSS, ACC)):
+    """A study whose every run is recorded as finished with ``values(run) -> {metric: value}``."""
+    path = write_study(folder, data_root, name, list(seeds), grid)
+    study = yaml.safe_load(path.read_text())
+    study["report"] = {"metrics": list(metrics)}
+    path.write_text(yaml.safe_dump(study, sort_keys=False))
+    study = load_study(path)
+    ledger = Ledger(study)
+    parent = ledger.parent_id()
+    for run in study.runs:
+        record(ledger, parent, run, values(run))
+    return study
+
+
+def test_a_metric_equal_everywhere_and_too_few_seeds_are_said(data_root, tmp_path):
+    loss = {("random", 0): 2.00, ("random", 1): 2.05, ("block", 0): 2.02, ("block", 1): 2.06}  # p = 0.2
+    study = _study_of(data_root, tmp_path, "flat", {"masking": ["random", "block"]},
+                      lambda run: {LOSS: loss[run.family, run.seed], ACC: 0.171})
+    result = make_report(study, study.spec.report, tmp_path / "out", figures=False)
+    assert "Note: eval/acc/mean is 0.171 in every run: it does not tell the configurations apart (none is marked " \
+           "best)." in result.markdown
+    assert "**0.171" not in result.markdown and "0.171†" not in result.markdown  # no best, no ties
+    assert "Note: No difference from the baseline is significant at 0.05 after Holm correction over 1 tests with 2 " \
+           "seeds at most: the largest effect seen would need about 4 seeds" in result.markdown
+    assert "Note: eval/acc/mean is 0.171" in (tmp_path / "out" / "table.tex").read_text()
+
+
+def test_a_store_written_with_the_old_metric_names_is_read_with_todays(data_root, tmp_path):
+    old, new = "eval/rgb-_semseg/miou", "eval/rgb_to_semseg/miou"  # MLflow's rewrite of eval/rgb->semseg/miou
+    study = _study_of(data_root, tmp_path, "old", {"masking": ["random", "block"]},
+                      lambda run: {old: 0.3 + 0.1 * (run.family == "block") + 0.01 * run.seed}, metrics=[new])
+    summary = pd.read_csv(make_report(study, study.spec.report, tmp_path / "out", figures=False).folder /
+                          "summary.csv").set_index(["masking", "metric"])
+    assert np.isclose(summary.loc[("block", new), "mean"], 0.405)
+    assert all(r.metric(new) is not None for r in Ledger(study, create=False).records().values())
+
+
+def test_the_masks_figure_has_a_row_per_configuration(data_root, tmp_path, monkeypatch):
+    import ablate.figures
+
+    study = _study_of(data_root, tmp_path, "alphas", {"masking.input_alphas.rgb": [0.5, 2.0]},
+                      lambda run: {LOSS: 2.0 + run.seed, ACC: 0.5})
+    picture = tmp_path / "mask_frequency.png"
+    plt.imsave(picture, np.random.default_rng(0).random((60, 120)))
+    ledger = Ledger(study)
+    for record_ in ledger.records().values():
+        ledger.client.log_artifact(record_.run_id, str(picture), "masks")
+    drawn = {}
+    masks_figure = ablate.figures.masks_figure
+    monkeypatch.setattr(ablate.figures, "masks_figure", lambda images: drawn.update(images) or masks_figure(images))
+    make_report(study, study.spec.report, tmp_path / "out")
+    assert list(drawn) == ["masking.input_alphas.rgb=0.5", "masking.input_alphas.rgb=2.0"]  # both dirichlet
+
+
+def test_the_report_goes_to_the_study_run_and_the_experiment_describes_the_study(known, tmp_path):
+    result = make_report(known, known.spec.report, tmp_path / "out", figures=False)
+    ledger = Ledger(known, create=False)
+    logged = {a.path for a in ledger.client.list_artifacts(ledger.study_run(), "report")}
+    assert logged == {f"report/{p.name}" for p in result.files}
+    assert {"report/table.md", "report/table.tex", "report/summary.csv", "report/report.json"} <= logged
+    tags = ledger.client.get_experiment(ledger.experiment_id).tags
+    assert tags["mlflow.note.content"] == "Known values" and tags["study"] == "known"
+    assert tags["mlflow.experimentKind"] == "custom_model_development"  # the UI opens it on its runs table
+
+
+def test_a_moved_study_folder_is_named_and_not_written_to(known, tmp_path, capsys):
+    from ablate.study import StudyError
+
+    moved = tmp_path / "moved" / "studies"
+    shutil.copytree(known.path.parent, moved)
+    study = load_study(moved / known.path.name)
+    assert Ledger(study, create=False).records()  # still readable
+    warning = capsys.readouterr().err
+    assert f"warning: {study.dir / 'mlflow.db'} keeps its artifacts at {known.dir / 'artifacts'}" in warning
+    assert "MLflow records artifact locations as absolute paths" in warning
+    with pytest.raises(StudyError, match="the folder was moved or copied"):
+        Ledger(study)

@@ -25,7 +25,6 @@ from ablate.ledger import Ledger, Record, cancel_live_jobs, state
 from ablate.overview import plan_table, status_table
 from ablate.search import Search, open_search
 from ablate.study import StudyError, config_hash, load_study
-from ablate.tracking import metric_name
 from model.config import from_dict
 from model.dataset import DatasetSpec
 from model.train import latest_checkpoint, logged_metrics, train
@@ -84,6 +83,29 @@ def test_run_identity_is_stable_seed_separated_and_ignores_bookkeeping(data_root
     assert longer.runs[0].config_hash != a.runs[0].config_hash
     assert config_hash(a.runs[0].config) == a.runs[0].config_hash
     assert from_dict(a.runs[0].config).train.seed == 0  # a run's config is complete and valid
+
+
+def test_run_keys_of_the_shipped_studies_are_those_of_before_presets_followed_the_data_set(data_root, tmp_path,
+                                                                                             monkeypatch):
+    """The presets' auto budgets and default alphas resolve, on the generated data set, to the numbers they
+    replaced: the runs already done keep their keys (pinned before the change; data.root is part of a key)."""
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "scenes").symlink_to(data_root[0])
+    monkeypatch.chdir(tmp_path)
+    pinned = {"quickstart": ["5f2005ea990f-s0", "5f2005ea990f-s1", "6090e3dcb30b-s0", "6090e3dcb30b-s1",
+                             "7c08a33eead1-s0", "7c08a33eead1-s1"],
+              "families": ["37281882c450-s0", "36adddf6f08d-s0", "2aec0222de0e-s0", "f87b1e5a4889-s0",
+                           "d919c8eccd37-s0", "c088251658ec-s0", "d493cc545112-s0"]}
+    for name, keys in pinned.items():
+        (tmp_path / f"{name}.yaml").write_text((Path(__file__).parents[1] / "studies" / f"{name}.yaml").read_text())
+        assert [r.key for r in load_study(tmp_path / f"{name}.yaml").runs] == keys, name
+
+
+def test_the_masking_families_known_without_torch_are_the_registered_ones():
+    from ablate.study import families
+    from model.masking import STRATEGIES
+
+    assert families() == sorted(STRATEGIES)
 
 
 def test_variants_are_named_non_cartesian_configurations(data_root, tmp_path):
@@ -225,7 +247,7 @@ def test_a_sigkilled_run_resumes_on_resubmission_with_every_metric_step_logged_o
         lines = (study.dir / "runs" / run.data.tags["run_key"] / "history.jsonl").read_text().splitlines()
         history = [json.loads(line) for line in lines]
         assert [h["step"] for h in history] == every_step
-        assert set(run.data.metrics) <= {metric_name(k) for k in logged_metrics(specs)}
+        assert set(run.data.metrics) <= set(logged_metrics(specs))
         for key in run.data.metrics:
             logged = sorted(m.step for m in client.get_metric_history(run.info.run_id, key))
             # train/loss/<m> is logged at the steps whose batch had targets in m; everything else every time.
@@ -345,32 +367,102 @@ def _http(url: str, body: dict | None = None) -> tuple[str, bytes]:
         return response.headers.get_content_type(), response.read()
 
 
-def test_ui_serves_the_study_runs_over_mlflows_rest_api_and_stops(finished_study):
+CHROMIUM = "/usr/bin/chromium"  # scripts/debian-packages.sh chromium installs it
+
+
+def _start_ui(study_file: Path, port: int, log: Path) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "ablate.cli", "ui", str(study_file), "--port", str(port),
+                             "--no-browser"], stdout=log.open("w"), stderr=subprocess.STDOUT)
+
+
+def test_ui_serves_the_study_runs_opens_on_its_runs_table_and_stops_every_process(finished_study, tmp_path):
+    from playwright.sync_api import sync_playwright
+
     study = load_study(finished_study)
-    port = _free_port()
-    server = subprocess.Popen([sys.executable, "-m", "ablate.cli", "ui", str(finished_study), "--port", str(port)],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    port, log = _free_port(), tmp_path / "ui.log"
+    elsewhere = finished_study.with_name("finished_moved_data.yaml")  # the same study, its data folder gone
+    elsewhere.write_text(finished_study.read_text().replace(str(study.runs[0].config["data"]["root"]), "/gone"))
+    server = _start_ui(elsewhere, port, log)
     api = f"http://127.0.0.1:{port}/api/2.0/mlflow"
-    def answer() -> bytes | None:
-        try:
-            return _http(f"{api}/experiments/get-by-name?experiment_name={study.name}")[1]
-        except OSError:  # not listening yet
-            assert server.poll() is None, "ablate ui exited"
-            return None
+
+    def printed() -> str | None:
+        assert server.poll() is None, log.read_text()
+        return next((line.split(": ", 1)[1].split(" (")[0] for line in log.read_text().splitlines()
+                     if line.startswith("MLflow UI for finished: ")), None)
 
     try:
-        body = wait_for(answer, "answer from the UI")
+        url = wait_for(printed, "address of the UI")  # printed once it listens
+        body = _http(f"{api}/experiments/get-by-name?experiment_name={study.name}")[1]
         experiment_id = json.loads(body)["experiment"]["experiment_id"]
+        assert url == f"http://127.0.0.1:{port}/#/experiments/{experiment_id}/runs?workflowType=machine_learning"
         _, body = _http(f"{api}/runs/search", {"experiment_ids": [experiment_id], "filter": "tags.kind = 'run'"})
         runs = json.loads(body)["runs"]
         tags = [{t["key"]: t["value"] for t in run["data"]["tags"]} for run in runs]
         assert sorted(t["run_key"] for t in tags) == sorted(run.key for run in study.runs)
         assert all(run["info"]["status"] == "FINISHED" for run in runs)
         assert all({m["key"]: m["step"] for m in run["data"]["metrics"]}["train/loss"] == 4 for run in runs)
-        content_type, page = _http(f"http://127.0.0.1:{port}/")
-        assert content_type == "text/html" and b"MLflow" in page  # the UI itself
+        with sync_playwright() as playwright:  # the first page is the study's runs table, not the GenAI view
+            browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--headless", "--no-sandbox"])
+            page = browser.new_page()
+            page.goto(url)
+            page.get_by_text(f"{len(runs) + 1} matching runs").wait_for(timeout=60_000)  # + the study's own run
+            assert page.get_by_role("link", name=study.name, exact=True).count() >= 1
+            browser.close()
+        started = psutil.Process(server.pid).children(recursive=True)
+        assert len(started) >= 2  # MLflow's server and its workers
     finally:
         server.terminate()
         server.wait(timeout=60)
+    assert server.returncode == 0
+    assert not [p for p in started if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]  # none left behind
     with pytest.raises(OSError):  # stopped: nothing listens any more
         _http(f"{api}/experiments/get-by-name?experiment_name={study.name}")
+
+
+def test_ui_on_a_busy_port_fails_at_once(finished_study, tmp_path):
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        start = time.monotonic()
+        done = subprocess.run([sys.executable, "-m", "ablate.cli", "ui", str(finished_study), "--port", str(port),
+                               "--no-browser"], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2 and time.monotonic() - start < 30
+    assert f"ablate: error: port {port} on 127.0.0.1 is in use" in done.stderr
+
+
+def test_ui_on_a_study_never_submitted_says_so_and_creates_nothing(data_root, tmp_path, capsys):
+    path = write_study(tmp_path, data_root, name="never")
+    assert main(["ui", str(path), "--no-browser"]) == 2
+    assert "study 'never' has nothing recorded yet; `ablate submit" in capsys.readouterr().err
+    assert not (tmp_path / "never").exists()
+
+
+def test_run_bars_say_evaluating_once_trained(data_root, tmp_path):
+    from ablate.dispatch import Active, RunBars
+
+    run = load_study(write_study(tmp_path, data_root)).runs[0]
+    run.out_dir.mkdir(parents=True)
+    history = run.out_dir / "history.jsonl"
+    with RunBars(True, evaluate=True) as bars:
+        history.write_text(json.dumps({"step": 2, "train/loss": 3.0}) + "\n")
+        bars.update({run.key: Active(run, "id", None)})
+        assert bars.bars[run.key].postfix == "loss=3.000" and bars.bars[run.key].n == 2
+        history.write_text(json.dumps({"step": 4, "train/loss": 2.5}) + "\n")
+        for _ in range(3):  # it keeps saying so while the job evaluates, and the count stays at its total
+            bars.update({run.key: Active(run, "id", None)})
+        assert bars.bars[run.key].postfix == "evaluating" and bars.bars[run.key].n == 4
+
+
+def test_resubmitting_leaves_a_report_made_with_other_options_alone(finished_study, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)  # reports/ is where ablate runs
+    table = tmp_path / "reports" / "finished" / "table.md"
+    assert main(["report", str(finished_study), "--precision", "1", "--no-figures"]) == 0
+    made = table.read_text()
+    assert main(["submit", str(finished_study)]) == 0
+    out = capsys.readouterr().out
+    assert "reports/finished/ was made with other options than the study file's report section (precision=1)" in out
+    assert table.read_text() == made
+    assert main(["report", str(finished_study), "--no-figures"]) == 0  # the study file's options
+    assert main(["submit", str(finished_study)]) == 0
+    assert "report written to reports/finished/" in capsys.readouterr().out

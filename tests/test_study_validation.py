@@ -125,7 +125,7 @@ CATALOGUE = [  # (id, the study: sections or raw YAML text, what the message mus
     ("no trials", sections(search=search(trials=0)), ["search.trials: 0: should be greater than or equal to 1"]),
     # objective
     ("objective nobody logs", sections(search=search(metric="eval/loss/meen"), evaluate=True),
-     ["search.metric: 'eval/loss/meen': no run logs it; allowed: eval/acc/boxes", "eval/rgb->semseg/miou",
+     ["search.metric: 'eval/loss/meen': no run logs it; allowed: eval/acc/boxes", "eval/rgb_to_semseg/miou",
       "train/loss"]),
     ("objective needs evaluation", sections(search=search(metric="eval/loss/mean")),
      ["search.metric: 'eval/loss/mean' needs evaluate: true"]),
@@ -160,6 +160,35 @@ CATALOGUE = [  # (id, the study: sections or raw YAML text, what the message mus
     ("broken YAML", "name: finished\ngrid: {masking: [random\n", ["not valid YAML: expected ',' or ']'"]),
     ("not a mapping", "- name: finished\n",
      ["a study file is a mapping with keys ['base', 'description', 'evaluate', 'executor'"]),
+    # found by new users (issue 13)
+    ("a name too long for a folder", sections(name="n" * 300),
+     ["name: 'nnnnnnnnnn", "...", "': String should have at most 100 characters"]),
+    ("a number for a group choice", sections(grid={"masking": ["random", 3]}),
+     [f"grid.masking: 3: a masking strategy is a name, one of {STRATEGIES}"]),
+    ("a mapping for a group choice", sections(base=base(model={"dim": 32})),
+     ["base.model: {'dim': 32}: a model choice is a name, one of base, nano, tiny; a key under it is "
+      "model.<key>: value"]),
+    ("a byte that is not UTF-8", b"name: finished\ndescription: caf\xe9\n",
+     ["line 2: byte 0xe9 is not UTF-8 text; a study file is UTF-8"]),
+    ("an infinite learning rate", sections(base=base(**{"train.lr": float("inf")})),
+     ["base.train.lr: train.lr=inf: must be a finite number"]),
+    ("negative evaluation samples", sections(base=base(**{"eval.num_samples": -5})),
+     ["base.eval.num_samples: eval.num_samples=-5: must be at least 1"]),
+    ("two variants alike", sections(variants={"a": {"train.lr": 0.001}, "b": {"train.lr": 0.001}}),
+     ["configuration variant=b: the same configuration as variant=a (equal resolved configs: the same runs)"]),
+    ("a grid value twice", "name: finished\nbase: {model: tiny}\ngrid: {train.lr: [0.001, 1.0e-3]}\n",
+     ["grid.train.lr: 0.001 is given twice; give each value once"]),
+    ("a misspelled model key", sections(base=base(**{"model.dimm": 32})),
+     ["base.model.dimm: unknown config key 'model.dimm'; allowed keys under 'model': ['dec_depth', 'dim', "
+      "'dropout', 'enc_depth', 'heads', 'loss_weighting', 'mlp_ratio']"]),
+    ("a metric name MLflow rewrites", sections(report={"metrics": ["eval/rgb->semseg/miou"]}, evaluate=True),
+     ["report.metrics: 'eval/rgb->semseg/miou': MLflow would store this metric under another name; write "
+      "'eval/rgb_to_semseg/miou'"]),
+    ("a grid too large", sections(grid={f"train.{k}": [1, 2, 3, 4, 5, 6, 7, 8, 9, 10] for k in (
+        "steps", "batch_size", "grad_accum", "log_every", "checkpoint_every", "warmup_steps", "weight_decay")}),
+     ["grid: 10,000,000 configurations (10 train.steps x 10 train.batch_size x 10 train.grad_accum x 10 "
+      "train.log_every x 10 train.checkpoint_every x 10 train.warmup_steps x 10 train.weight_decay), more than "
+      "max_configurations=10,000"]),
 ]
 
 
@@ -189,7 +218,9 @@ def test_the_catalogue_is_large():
 def test_a_malformed_study_is_refused_and_changes_nothing(recorded, data_root, tmp_path, capsys, study, expected):
     folder, store, files = recorded
     path = folder.parent / "malformed.yaml"  # beside the finished study: a launch would write into its folder
-    if isinstance(study, str):
+    if isinstance(study, bytes):
+        path.write_bytes(study)
+    elif isinstance(study, str):
         path.write_text(study.replace("{tmp}", str(tmp_path)))
     else:
         study = {**study, "base": {**study["base"], "data.root": str(data_root[0])}}
@@ -205,3 +236,125 @@ def test_a_malformed_study_is_refused_and_changes_nothing(recorded, data_root, t
     assert not (tmp_path / "pwned").exists()
     assert _files(folder) == files  # nothing launched: no job folder, no run folder, no new file
     assert _store(folder / "mlflow.db") == store  # no run, param, metric or tag added or changed
+
+
+def _laughs(levels: int = 9) -> str:
+    """A YAML flow list whose last item is 10**levels strings once its aliases are written out."""
+    items = ["&l0 [lol, lol, lol, lol, lol, lol, lol, lol, lol, lol]"]
+    items += [f"&l{i} [{', '.join([f'*l{i - 1}'] * 10)}]" for i in range(1, levels + 1)]
+    return "[" + ", ".join(items) + "]"
+
+
+BOUNDED = [  # (id, study text): each would take minutes and gigabytes to expand or to print
+    ("an alias bomb as the description", f"name: bomb\ndescription: {_laughs()}\n"),
+    ("an alias bomb in a grid axis", f"name: bomb\nbase: {{model: tiny}}\ngrid: {{train.lr: {_laughs()}}}\n"),
+    ("ten million configurations", "name: huge\nbase: {model: tiny}\ngrid:\n" + "".join(
+        f"  train.{k}: [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]\n" for k in (
+            "steps", "batch_size", "grad_accum", "log_every", "checkpoint_every", "warmup_steps", "weight_decay"))),
+]
+
+
+@pytest.mark.parametrize("text", [b[1] for b in BOUNDED], ids=[b[0] for b in BOUNDED])
+def test_a_study_too_large_to_expand_is_refused_in_bounded_time_and_memory(tmp_path, text):
+    import resource
+    import subprocess
+    import sys
+
+    def limit_memory() -> None:  # the address space of the child: 2 GiB
+        resource.setrlimit(resource.RLIMIT_AS, (2 << 30, 2 << 30))
+
+    path = tmp_path / "big.yaml"
+    path.write_text(text)
+    done = subprocess.run([sys.executable, "-m", "ablate.cli", "plan", str(path)], capture_output=True, text=True,
+                          timeout=60, preexec_fn=limit_memory, cwd=tmp_path)
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert done.stderr.startswith(f"ablate: error: {path}"), done.stderr[-2000:]
+    assert len(done.stderr) < 3000  # the value is never printed whole
+    assert "values once its YAML aliases" in done.stderr or "more than max_configurations=10,000" in done.stderr
+
+
+def test_max_configurations_lets_a_larger_grid_expand(data_root, tmp_path, capsys):
+    grid = {"train.lr": [0.001, 0.002, 0.003], "train.steps": [4, 5]}
+    study = {**sections(grid=grid, max_configurations=5), "base": {**TINY, "data.root": str(data_root[0])}}
+    path = tmp_path / "grid.yaml"
+    path.write_text(yaml.safe_dump(study))
+    from ablate.study import StudyError, load_study
+
+    with pytest.raises(StudyError, match=r"grid: 6 configurations \(3 train.lr x 2 train.steps\), more than "
+                                         r"max_configurations=5; shrink the grid, or raise max_configurations"):
+        load_study(path)
+    path.write_text(yaml.safe_dump({**study, "max_configurations": 6}))
+    assert len(load_study(path).runs) == 6
+
+
+def _broken_copies(data_root, tmp_path) -> dict[str, Path]:
+    """Copies of the test data set, each broken in one array: problem -> folder."""
+    import shutil
+
+    import numpy as np
+
+    from model.dataset import array_path
+
+    def copy(name: str, split: str, modality: str, change) -> Path:
+        root = tmp_path / name
+        shutil.copytree(data_root[0], root)
+        path = array_path(root, split, modality)
+        np.save(path, change(np.load(path)))
+        return root
+
+    def out_of_vocabulary(a):
+        a = a.copy()
+        a[0, 0] = 10**6
+        return a
+
+    return {"token id 1000000 outside the vocabulary": copy("vocab", "train", "caption", out_of_vocabulary),
+            "shape (3000, 8, 4), expected (3000, 8, 8)": copy("shape", "train", "rgb", lambda a: a[:, :, :4]),
+            "unequal sample counts per modality": copy("counts", "train", "boxes", lambda a: a[:-1]),
+            "val/depth.npy: shape": copy("val", "val", "depth", lambda a: a[:, :4])}
+
+
+def test_plan_refuses_a_grid_over_broken_data_folders_and_train_refuses_one_before_it_starts(data_root, tmp_path,
+                                                                                             capsys):
+    broken = _broken_copies(data_root, tmp_path)
+    study = {**sections(grid={"data.root": [str(data_root[0]), *map(str, broken.values())]}), "base": dict(TINY)}
+    path = tmp_path / "roots.yaml"
+    path.write_text(yaml.safe_dump(study))
+    assert main(["plan", str(path)]) == 2
+    err = capsys.readouterr().err
+    for problem, root in broken.items():
+        assert f"grid.data.root: {root}" in err and problem in err, err
+    assert f"  {path}: " in err and len(err.splitlines()) == 1 + len(broken)
+
+    out, store = tmp_path / "run", tmp_path / "mlflow.db"
+    assert main(["train", f"data.root={broken['val/depth.npy: shape']}", "model=tiny", f"train.out_dir={out}",
+                 f"tracking.uri=sqlite:///{store}"]) == 2
+    assert "val/depth.npy: shape" in capsys.readouterr().err
+    assert not out.exists() and not store.exists()  # no run folder, no MLflow run
+
+
+def test_slurm_without_a_partition_takes_the_clusters_default_and_plan_says_so(data_root, tmp_path):
+    from ablate.overview import plan_table
+    from ablate.study import load_study
+
+    study = {**sections(executor={"kind": "slurm"}), "base": {**TINY, "data.root": str(data_root[0])}}
+    path = tmp_path / "slurm.yaml"
+    path.write_text(yaml.safe_dump(study))
+    assert "SLURM partition: the cluster's default (executor.partition is not set)" in plan_table(load_study(path))
+    path.write_text(yaml.safe_dump({**study, "executor": {"kind": "slurm", "partition": "gpu"}}))
+    assert "SLURM partition 'gpu'" in plan_table(load_study(path))
+
+
+def test_help_and_a_refused_study_import_neither_torch_nor_mlflow(tmp_path):
+    import subprocess
+    import sys
+
+    path = tmp_path / "bad.yaml"
+    path.write_text("name: bad\nbase: {model: tiny, model.dimm: 32}\nexecutor: {max_parallel: 0}\n")
+    probe = ("import sys, contextlib, io\nfrom ablate.cli import main\n"
+             "with contextlib.suppress(SystemExit), contextlib.redirect_stdout(io.StringIO()):\n    main(['--help'])\n"
+             f"assert main(['plan', {str(path)!r}]) == 2\n"
+             "print(sorted(m for m in ('torch', 'mlflow') if m in sys.modules))\n")
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
+    assert "base.model.dimm: unknown config key" in done.stderr and "executor.max_parallel: 0" in done.stderr

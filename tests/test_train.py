@@ -124,10 +124,10 @@ def test_a_few_hundred_tiny_steps_learn_rgb_to_semseg_and_depth_beyond_the_trivi
     train(cfg, evaluate_at_end=False, progress=False)
     model, _, specs = load_run(model_dir)
     metrics = evaluate(model, specs, data_root[0], num_samples=200, probe_samples=0,
-                       tasks=["rgb->semseg", "rgb->depth"])
+                       tasks=["rgb_to_semseg", "rgb_to_depth"])
     trivial = trivial_baselines(data_root[0], num_samples=200)
-    assert metrics["rgb->semseg/miou"] > trivial["rgb->semseg/miou"] + 0.1, (metrics, trivial)
-    assert metrics["rgb->depth/abs_rel"] < 0.75 * trivial["rgb->depth/abs_rel"], (metrics, trivial)
+    assert metrics["rgb_to_semseg/miou"] > trivial["rgb_to_semseg/miou"] + 0.1, (metrics, trivial)
+    assert metrics["rgb_to_depth/abs_rel"] < 0.75 * trivial["rgb_to_depth/abs_rel"], (metrics, trivial)
 
 
 FAMILIES = sorted(p.stem for p in (Path(__file__).parents[1] / "model" / "conf" / "masking").glob("*.yaml"))

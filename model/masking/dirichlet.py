@@ -14,10 +14,11 @@ Per sample:
    input share, so inputs and targets are disjoint;
 6. within a modality, the chosen positions are uniformly random (argsort over noise).
 
-Alphas are keyed by modality name (a number means the same alpha for all), never by list
-position: 4M maps a YAML list onto sorted modality names, which silently breaks when a
-modality is added. A mixture is a list of such values; ``input_alphas``, ``target_alphas``
-and ``keep`` given as lists must have equal length, a single value applies to every component.
+Alphas are keyed by modality name (a number means the same alpha for all; a ``default`` key,
+the alpha of every modality not named, see ``model/fit.py``), never by list position: 4M maps a
+YAML list onto sorted modality names, which silently breaks when a modality is added. A mixture
+is a list of such values; ``input_alphas``, ``target_alphas`` and ``keep`` given as lists must
+have equal length, a single value applies to every component.
 
 Sequence keep-schemes (``keep: {caption: all}``), 4M's ``keep_scheme`` at position level (span
 masking with sentinels is the ``block`` family):
@@ -46,6 +47,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from model.fit import spread
 from model.masking import register
 from model.masking.base import MaskingStrategy, Masks, random_ranks, select, valid_positions
 
@@ -159,6 +161,7 @@ class DirichletMasking(MaskingStrategy):
 
     def _alphas(self, where: str, value: Any) -> list[float]:
         """One component's alphas in modality order; ``where`` names it in error messages."""
+        value = spread(value, list(self.specs))
         if isinstance(value, Mapping):
             if unknown := sorted(set(value) - set(self.specs)):
                 raise ValueError(f"{where}.{unknown[0]}: unknown modality; modalities: {', '.join(self.specs)}")
@@ -173,6 +176,7 @@ class DirichletMasking(MaskingStrategy):
 
     def _keep(self, where: str, value: Any) -> list[int]:
         """One component's keep-scheme codes in modality order."""
+        value = spread(value, list(self.specs))
         if value is None:
             return [RANDOM] * len(self.specs)
         if not isinstance(value, Mapping):

@@ -1,6 +1,6 @@
 """Learning curves: how fast a configuration learns the cross-modal tasks, per CPU-second and per step.
 
-Trains one run (default: the quickstart study's base configuration with dirichlet masking) and, every
+Trains one run (default: the quickstart study's base configuration with dirichlet_4m masking) and, every
 ``--every`` steps, scores a cheap evaluation on ``--eval-samples`` validation scenes: rgb_to_semseg mIoU,
 rgb_to_depth delta1 and abs rel, rgb_to_caption attribute accuracy, the masked-token loss. Training CPU
 seconds exclude the evaluations. Writes ``OUT.json`` (the curve, the trivial constants, the figure of
@@ -76,7 +76,7 @@ def main() -> None:
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
 
-    overrides = ["masking=dirichlet", *quickstart_overrides(), *args.overrides]
+    overrides = ["masking=dirichlet_4m", *quickstart_overrides(), *args.overrides]
     curve: list[dict] = []
     eval_cpu = 0.0
     start = time.process_time()

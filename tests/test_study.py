@@ -276,18 +276,18 @@ def test_cancel_stops_the_running_run_and_the_waiting_submitter_launches_nothing
 
 
 def test_a_failing_run_is_retried_up_to_the_bound(data_root, tmp_path):
-    broken = tmp_path / "broken"  # passes the spec check, fails when the job loads the training split
-    broken.mkdir()
-    shutil.copy(Path(data_root[0]) / "spec.json", broken / "spec.json")
+    broken = tmp_path / "broken"  # whole when the study is checked, broken before its job starts
+    shutil.copytree(data_root[0], broken)
     path = write_study(tmp_path, data_root, base={**TINY, "data.root": str(broken)},
                        executor={**LOCAL, "max_retries": 1})
     study = load_study(path)
+    (broken / "train" / "rgb.npy").unlink()
     assert list(submit(study, progress=False).values()) == ["failed"]
     (record,) = Ledger(study).records().values()
     assert record.status == "FAILED" and record.retries == 1
     assert len(list((tmp_path / "s" / "submitit").glob("*/*_submitted.pkl"))) == 2  # first try + one retry
 
-    assert list(submit(load_study(path), progress=False).values()) == ["failed"]  # retries spent: not launched
+    assert list(submit(study, progress=False).values()) == ["failed"]  # retries spent: not launched
     assert Ledger(study).records()[record.tags["run_key"]].retries == 1
     assert len(list((tmp_path / "s" / "submitit").glob("*/*_submitted.pkl"))) == 2
 

@@ -10,6 +10,7 @@ Figure of merit: training CPU-seconds until rgb_to_semseg mIoU first reaches 0.5
 
 Run: .venv/bin/python benchmarks/bench_learning.py data/scenes --out benchmarks/curves/NAME [OVERRIDE ...]
 (overrides are config keys, e.g. train.lr=3e-3 masking=random; one torch thread unless --threads says).
+     .venv/bin/python benchmarks/bench_learning.py data/scenes --compare A.json B.json --out benchmarks/curves/X
 """
 
 from __future__ import annotations
@@ -45,22 +46,31 @@ def first_reaching(curve: list[dict], key: str, bar: float) -> float | None:
     return next((p["cpu_s"] for p in curve if p[key] >= bar), None)
 
 
-def plot(curve: list[dict], trivial: dict[str, float], out: Path, title: str) -> None:
+def plot(curves: dict[str, list[dict]], trivial: dict[str, float], out: Path, title: str = "") -> None:
+    """Each metric against training CPU seconds, one line per named curve, the trivial constants dashed."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, len(CURVE_METRICS), figsize=(4 * len(CURVE_METRICS), 3.2))
+    fig, axes = plt.subplots(1, len(CURVE_METRICS), figsize=(4 * len(CURVE_METRICS), 3.4))
     for ax, key in zip(axes, CURVE_METRICS):
-        ax.plot([p["cpu_s"] for p in curve], [p[key] for p in curve], marker=".")
+        for label, curve in curves.items():
+            ax.plot([p["cpu_s"] for p in curve], [p[key] for p in curve], marker=".", label=label)
         if key in trivial:
             ax.axhline(trivial[key], color="grey", ls="--", lw=1, label="trivial constant")
-            ax.legend(fontsize=7)
         ax.set(xlabel="training CPU s", title=key)
+    axes[0].legend(fontsize=7)
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     fig.savefig(out, dpi=110)
+
+
+def compare(paths: list[Path], out: Path) -> None:
+    """Draw curves already written by this script side by side (``--compare A.json B.json ... --out X``)."""
+    results = {p.stem: json.loads(p.read_text()) for p in paths}
+    trivial = next(iter(results.values()))["trivial"]
+    plot({name: r["curve"] for name, r in results.items()}, trivial, out.with_suffix(".png"))
 
 
 def main() -> None:
@@ -71,7 +81,10 @@ def main() -> None:
     ap.add_argument("--every", type=int, default=50, help="steps between evaluations")
     ap.add_argument("--eval-samples", type=int, default=200)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--compare", nargs="+", type=Path, help="draw these result files into OUT.png, no training")
     args = ap.parse_intermixed_args()
+    if args.compare:
+        return compare(args.compare, Path(args.out))
     torch.set_num_threads(args.threads)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -112,7 +125,7 @@ def main() -> None:
         "final": curve[-1],
     }
     out.with_suffix(".json").write_text(json.dumps(result, indent=2))
-    plot(curve, result["trivial"], out.with_suffix(".png"), " ".join(args.overrides) or "quickstart base")
+    plot({out.stem: curve}, result["trivial"], out.with_suffix(".png"), " ".join(args.overrides) or "quickstart base")
     print(json.dumps({k: result[k] for k in ("cpu_s_to_semseg_miou_0.5", "final")}))
 
 

@@ -58,12 +58,16 @@ def attention_weights(q: torch.Tensor, k: torch.Tensor, mask: torch.Tensor) -> t
 
 
 class GridBias(nn.Module):
-    """Learned relative position bias between image tokens (BEiT, Swin): one number per head and 2D offset.
+    """Relative position bias between image tokens: one number per head and 2D cell offset, added to the
+    attention scores; 0 for pairs with a sequence token.
 
     The image modalities of a scene share one grid, so the semseg token at cell (r, c) is mostly
-    about the rgb token at (r, c) and its neighbours. A learned sin-cos dot product needs many steps
-    to find that; a bias per offset (zero at first) learns it in a few. Pairs with a sequence token get 0.
-    One table per kind of attention (encoder self, decoder self, cross), shared by its layers.
+    about the rgb token at (r, c) and its neighbours. Through sin-cos positions alone the model needs
+    hundreds of steps to find that (it predicts the marginal meanwhile); a bias that starts as ALiBi in
+    2D (head h: -slope_h * distance, slopes from 2 down to nearly 0) gives it from the first step.
+    ``learned``: one trainable table per kind of attention (encoder self, decoder self, cross), shared by
+    its layers (BEiT, Swin); else the ALiBi values, fixed.
+    bias: int64 modality and position of queries [B, Lq] and keys [B, Lk] -> float [B, H, Lq, Lk].
     """
 
     KINDS = ("encoder", "decoder", "cross")

@@ -85,17 +85,18 @@ def test_run_identity_is_stable_seed_separated_and_ignores_bookkeeping(data_root
     assert from_dict(a.runs[0].config).train.seed == 0  # a run's config is complete and valid
 
 
-def test_run_keys_of_the_shipped_studies_are_those_of_before_presets_followed_the_data_set(data_root, tmp_path,
-                                                                                             monkeypatch):
-    """The presets' auto budgets and default alphas resolve, on the generated data set, to the numbers they
-    replaced: the runs already done keep their keys (pinned before the change; data.root is part of a key)."""
+def test_run_keys_of_the_shipped_studies_are_pinned(data_root, tmp_path, monkeypatch):
+    """A run's key is its identity on disk and in MLflow: a change that alters the resolved config of the shipped
+    studies re-keys their runs, and must say so (pinned in session 11, when the model gained codebook
+    embeddings and the grid bias; the presets' auto budgets and default alphas resolve to the numbers they
+    replaced; data.root is part of a key)."""
     (tmp_path / "data").mkdir()
     (tmp_path / "data" / "scenes").symlink_to(data_root[0])
     monkeypatch.chdir(tmp_path)
-    pinned = {"quickstart": ["5f2005ea990f-s0", "5f2005ea990f-s1", "6090e3dcb30b-s0", "6090e3dcb30b-s1",
-                             "7c08a33eead1-s0", "7c08a33eead1-s1"],
-              "families": ["37281882c450-s0", "36adddf6f08d-s0", "2aec0222de0e-s0", "f87b1e5a4889-s0",
-                           "d919c8eccd37-s0", "c088251658ec-s0", "d493cc545112-s0"]}
+    pinned = {"quickstart": ["97e81ca6a2f9-s0", "97e81ca6a2f9-s1", "27f19dde69ab-s0", "27f19dde69ab-s1",
+                             "53849aa24959-s0", "53849aa24959-s1"],
+              "families": ["d104978b3327-s0", "0c7b5c69e396-s0", "ac3c55a56cff-s0", "92491ce4a734-s0",
+                           "94761c8fe01f-s0", "0d74ea8f225d-s0", "24e1447a53ef-s0"]}
     for name, keys in pinned.items():
         (tmp_path / f"{name}.yaml").write_text((Path(__file__).parents[1] / "studies" / f"{name}.yaml").read_text())
         assert [r.key for r in load_study(tmp_path / f"{name}.yaml").runs] == keys, name

@@ -221,7 +221,7 @@ def _autoregressive(
         upto = (torch.arange(length, device=device) <= t).expand(len(active), -1)
         _, dec = pack_present(specs, {name: ids[active]}, {}, {name: upto})
         rows = EncoderInput(*(x[active] for x in enc))
-        logits = model.logits(rows, dec, name, features[active])[:, t]
+        logits = model.head(name, model.decode(rows, dec, features[active])[:, t])  # the head at slot t only
         logits = logits.masked_fill(only_eos if t == length - 1 else banned, float("-inf"))
         chosen, p = _choose(logits, generator, temperature)
         ids[active, t], conf[active, t] = chosen, p

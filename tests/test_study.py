@@ -93,8 +93,8 @@ def test_run_keys_of_the_shipped_studies_are_pinned(data_root, tmp_path, monkeyp
     (tmp_path / "data").mkdir()
     (tmp_path / "data" / "scenes").symlink_to(data_root[0])
     monkeypatch.chdir(tmp_path)
-    pinned = {"quickstart": ["97e81ca6a2f9-s0", "97e81ca6a2f9-s1", "27f19dde69ab-s0", "27f19dde69ab-s1",
-                             "53849aa24959-s0", "53849aa24959-s1"],
+    pinned = {"quickstart": ["047884792a3a-s0", "047884792a3a-s1", "99dff2c9f3ed-s0", "99dff2c9f3ed-s1",
+                             "765f188fca9e-s0", "765f188fca9e-s1"],
               "families": ["d104978b3327-s0", "0c7b5c69e396-s0", "ac3c55a56cff-s0", "92491ce4a734-s0",
                            "94761c8fe01f-s0", "0d74ea8f225d-s0", "24e1447a53ef-s0"]}
     for name, keys in pinned.items():

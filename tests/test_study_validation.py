@@ -12,7 +12,9 @@ from study_files import LOCAL, TINY
 
 from ablate.cli import main
 
-STRATEGIES = "aligned, block, dense, dirichlet, hard, random, sparse"
+# The masking choices a study may name: the presets (each family has one of its own name).
+PRESETS = Path(__file__).parents[1] / "model" / "conf" / "masking"
+STRATEGIES = ", ".join(sorted(p.stem for p in PRESETS.glob("*.yaml")))
 SEARCH = {"params": {"train.lr": {"type": "float", "low": 1e-4, "high": 1e-2, "log": True}}, "trials": 4,
           "metric": "train/loss"}
 
@@ -179,8 +181,9 @@ CATALOGUE = [  # (id, the study: sections or raw YAML text, what the message mus
     ("a grid value twice", "name: finished\nbase: {model: tiny}\ngrid: {train.lr: [0.001, 1.0e-3]}\n",
      ["grid.train.lr: 0.001 is given twice; give each value once"]),
     ("a misspelled model key", sections(base=base(**{"model.dimm": 32})),
-     ["base.model.dimm: unknown config key 'model.dimm'; allowed keys under 'model': ['dec_depth', 'dim', "
-      "'dropout', 'enc_depth', 'heads', 'loss_weighting', 'mlp_ratio']"]),
+     ["base.model.dimm: unknown config key 'model.dimm'; allowed keys under 'model': ['codebook_input', "
+      "'codebook_output', 'dec_depth', 'dim', 'dropout', 'enc_depth', 'grid_bias', 'heads', 'loss_weighting', "
+      "'mlp_ratio']"]),
     ("a metric name MLflow rewrites", sections(report={"metrics": ["eval/rgb->semseg/miou"]}, evaluate=True),
      ["report.metrics: 'eval/rgb->semseg/miou': MLflow would store this metric under another name; write "
       "'eval/rgb_to_semseg/miou'"]),

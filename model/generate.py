@@ -141,8 +141,7 @@ def predict_distribution(
     all_positions = torch.ones(b, n, dtype=torch.bool, device=first.device)
     inputs = {m: valid_positions(specs[m], t) for m, t in given.items()}
     enc, dec = pack_present(specs, given, inputs, {target: all_positions})
-    probs = model.logits(enc, dec, target).float().softmax(-1)  # [B, Ld = n, V]: slots in position order
-    return probs
+    return model.logits(enc, dec, target).float().softmax(-1)  # [B, Ld = n, V]: slots in position order
 
 
 def _choose(logits: torch.Tensor, generator: torch.Generator, temperature: float) -> tuple[torch.Tensor, torch.Tensor]:

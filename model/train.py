@@ -54,10 +54,10 @@ class Setup:
     masking: MaskingStrategy
     input_budget: int
     target_budget: int
-    codebooks: dict[str, torch.Tensor]  # image modality -> codebook entries, for ``FourM``
 
     def new_model(self, cfg: Config) -> FourM:
-        return FourM(cfg.model, self.specs, self.codebooks)
+        """The network for this data set, with its image codebooks (read here: validation never needs them)."""
+        return FourM(cfg.model, self.specs, codebooks(cfg.data.root))
 
 
 def check(cfg: Config) -> Setup:
@@ -70,7 +70,7 @@ def check(cfg: Config) -> Setup:
         masking = build_masking(name, spec.modalities, input_budget, target_budget, m)
     except ValueError as e:
         raise ConfigError(str(e)) from None
-    return Setup(spec.modalities, masking, input_budget, target_budget, codebooks(cfg.data.root))
+    return Setup(spec.modalities, masking, input_budget, target_budget)
 
 
 def lr_at(step: int, cfg: Config) -> float:

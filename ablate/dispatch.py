@@ -35,6 +35,7 @@ class TrainJob:
     evaluate: bool = True
 
     def __call__(self) -> dict[str, float]:
+        from ablate.tracking import run_tracker
         from model.config import from_dict
         from model.train import train
 
@@ -42,7 +43,7 @@ class TrainJob:
             # One task per GPU; Accelerate reads RANK/LOCAL_RANK/WORLD_SIZE. Keeping every GPU visible keeps
             # Accelerate's cuda:LOCAL_RANK valid.
             submitit.helpers.TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
-        return train(from_dict(self.config), evaluate_at_end=self.evaluate, progress=False)
+        return train(from_dict(self.config), evaluate_at_end=self.evaluate, progress=False, open_tracker=run_tracker)
 
     def checkpoint(self, *args: object, **kwargs: object) -> submitit.helpers.DelayedSubmission:
         return submitit.helpers.DelayedSubmission(TrainJob(self.config, self.evaluate))

@@ -27,7 +27,8 @@ import yaml
 from model.config import compose
 from model.evaluate import evaluate, trivial_baselines
 from model.network import FourM
-from model.train import check, train
+from model.setup import check
+from model.train import train
 
 TASKS = ["rgb_to_semseg", "rgb_to_depth", "rgb_to_caption"]
 CURVE_METRICS = ["rgb_to_semseg/miou", "rgb_to_depth/abs_rel", "rgb_to_depth/delta1", "rgb_to_caption/attr_acc",

@@ -26,8 +26,9 @@ from functools import partial
 import numpy as np
 import torch
 
+from model.batch import Masks
 from model.dataset import ModalitySpec
-from model.masking import Masks, build_masking
+from model.masking import build_masking
 from model.tokenizers import EOS, PAD
 
 SPECS = {

@@ -12,8 +12,8 @@ from contextlib import contextmanager
 
 import torch
 
+from model.batch import DecoderInput, EncoderInput
 from model.network import Attention, FourM
-from model.packing import DecoderInput, EncoderInput
 
 
 @contextmanager

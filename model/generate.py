@@ -24,10 +24,11 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from model.batch import DecoderInput, EncoderInput, Masks
 from model.dataset import ModalitySpec
-from model.masking.base import Masks, random_ranks, valid_positions
+from model.masking.base import random_ranks, valid_positions
 from model.network import FourM
-from model.packing import DecoderInput, EncoderInput, pack
+from model.packing import pack
 from model.tokenizers import EOS, FIRST_SENTINEL, NUM_SENTINELS, PAD, UNK
 
 

@@ -20,8 +20,8 @@ import numpy as np
 import torch
 from matplotlib.figure import Figure
 
+from model.batch import Masks
 from model.dataset import ModalitySpec
-from model.masking.base import Masks
 
 ROLES = ("input", "target")
 

@@ -18,9 +18,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from model.batch import DecoderInput, EncoderInput
 from model.config import MODEL_PRESETS, ModelConfig  # noqa: F401 (the network's settings, re-exported)
 from model.dataset import ModalitySpec
-from model.packing import DecoderInput, EncoderInput
 
 
 def sincos_1d(dim: int, positions: torch.Tensor) -> torch.Tensor:

@@ -8,35 +8,12 @@ fixed (the budgets), so every batch has the same shapes; unused slots are paddin
 
 from __future__ import annotations
 
-from typing import NamedTuple
-
 import torch
 import torch.nn.functional as F
 
+from model.batch import DecoderInput, EncoderInput, Masks
 from model.dataset import ModalitySpec
-from model.masking.base import Masks
 from model.tokenizers import FIRST_SENTINEL, PAD
-
-
-class EncoderInput(NamedTuple):
-    tokens: torch.Tensor  # int64 [B, Le]: token ids (0 in pad slots)
-    modality: torch.Tensor  # int64 [B, Le]: index into sorted modality names
-    position: torch.Tensor  # int64 [B, Le]: flattened position within the modality
-    pad: torch.Tensor  # bool [B, Le]: True for unused slots
-
-    def to(self, device: torch.device | str) -> EncoderInput:
-        return EncoderInput(*(t.to(device) for t in self))
-
-
-class DecoderInput(NamedTuple):
-    target: torch.Tensor  # int64 [B, Ld]: the tokens to predict
-    tokens: torch.Tensor  # int64 [B, Ld]: sequences: previous target (teacher forcing); images: PAD (unused)
-    modality: torch.Tensor  # int64 [B, Ld]
-    position: torch.Tensor  # int64 [B, Ld]
-    pad: torch.Tensor  # bool [B, Ld]
-
-    def to(self, device: torch.device | str) -> DecoderInput:
-        return DecoderInput(*(t.to(device) for t in self))
 
 
 def pack(

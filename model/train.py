@@ -8,8 +8,8 @@ processes (with ``token`` loss weighting and fixed budgets: exactly; ``mod`` ave
 A run folder (``train.out_dir``) holds::
 
     config.yaml        the resolved config
-    checkpoints/       Accelerate states step_XXXXXXX/ and ``latest`` naming the newest complete one
-    mlflow_run_id      so that a resumed run continues the same MLflow run
+    checkpoints/       step_XXXXXXX/ and ``latest`` naming the newest complete one (``model/checkpoint.py``)
+    mlflow_run_id      so that a resumed run continues the same MLflow run (``ablate/tracking.py``)
     history.jsonl      logged training metrics, one JSON object per line
     eval.json          final evaluation
 """
@@ -18,59 +18,28 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import shutil
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import torch
 from accelerate import Accelerator
 from accelerate.utils import DistributedDataParallelKwargs, set_seed
-from tabulate import tabulate
 from tqdm import tqdm
 
-from ablate.tracking import RunTracker, flatten
-from model.build import codebooks
-from model.config import Config, ConfigError, to_dict, to_yaml
-from model.dataset import ModalitySpec, batches, load_split
-from model.fit import fit
+from model.batch import DecoderInput, EncoderInput, Masks
+from model.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from model.config import Config, to_yaml
+from model.dataset import batches, load_split
 from model.mask_stats import MaskStats
-from model.masking import MaskingStrategy, Masks, build_masking
 from model.masking.spans import to_t5
 from model.network import FourM
-from model.packing import DecoderInput, EncoderInput, pack
+from model.packing import pack
+from model.setup import Setup, check
 
 # Offsets that split one seed into independent streams.
 INIT_STREAM, DATA_STREAM, MASK_STREAM = 0, 1_000_003, 2_000_003
-
-
-@dataclass
-class Setup:
-    """Everything checked before a run starts: data spec, masking, budgets."""
-
-    specs: dict[str, ModalitySpec]
-    masking: MaskingStrategy
-    input_budget: int
-    target_budget: int
-
-    def new_model(self, cfg: Config) -> FourM:
-        """The network for this data set, with its image codebooks (read here: validation never needs them)."""
-        return FourM(cfg.model, self.specs, codebooks(cfg.data.root))
-
-
-def check(cfg: Config) -> Setup:
-    """Validate a config against its data set (every split; ``auto`` budgets and ``default`` alphas resolved in
-    ``cfg``, see ``model/fit.py``); raises ``ConfigError``/``DataFormatError`` naming the key or path."""
-    spec = fit(cfg)
-    m = dict(cfg.masking)
-    name, input_budget, target_budget = m.pop("name"), m.pop("input_budget"), m.pop("target_budget")
-    try:
-        masking = build_masking(name, spec.modalities, input_budget, target_budget, m)
-    except ValueError as e:
-        raise ConfigError(str(e)) from None
-    return Setup(spec.modalities, masking, input_budget, target_budget)
 
 
 def lr_at(step: int, cfg: Config) -> float:
@@ -90,6 +59,15 @@ def optimizer_for(model: torch.nn.Module, cfg: Config) -> torch.optim.AdamW:
     return torch.optim.AdamW(groups, lr=cfg.train.lr, betas=(cfg.train.beta1, cfg.train.beta2))
 
 
+class Tracker(Protocol):
+    """Where a run's metrics and files go (``ablate.tracking.RunTracker`` is one, on MLflow)."""
+
+    def log_metrics(self, metrics: dict[str, float], step: int) -> None: ...
+    def log_artifact(self, path: Path, artifact_path: str | None = None) -> None: ...
+    def set_tags(self, tags: dict[str, str]) -> None: ...
+    def end(self, status: str) -> None: ...  # FINISHED | KILLED (goes on later) | FAILED
+
+
 class TrainState:
     """What Accelerate does not checkpoint by itself: the step and the masking RNG."""
 
@@ -105,29 +83,6 @@ class TrainState:
         self.mask_generator.set_state(state["mask_rng"])
 
 
-def latest_checkpoint(out_dir: Path) -> Path | None:
-    pointer = out_dir / "checkpoints" / "latest"
-    if not pointer.is_file():
-        return None
-    path = out_dir / "checkpoints" / pointer.read_text().strip()
-    return path if path.is_dir() else None
-
-
-def save_checkpoint(accelerator: Accelerator, out_dir: Path, step: int) -> None:
-    """Write a complete state, then atomically repoint ``latest``; a crash mid-write keeps the previous one."""
-    ckpt_dir = out_dir / "checkpoints"
-    name = f"step_{step:07d}"
-    accelerator.save_state(str(ckpt_dir / name))
-    if accelerator.is_main_process:
-        tmp = ckpt_dir / "latest.tmp"
-        tmp.write_text(name)
-        os.replace(tmp, ckpt_dir / "latest")
-        for old in ckpt_dir.glob("step_*"):
-            if old.name != name:
-                shutil.rmtree(old, ignore_errors=True)
-    accelerator.wait_for_everyone()
-
-
 def _mixed_precision(cfg: Config) -> str:
     if cfg.train.mixed_precision == "auto":
         return "bf16" if torch.cuda.is_available() else "no"
@@ -140,12 +95,15 @@ def train(
     progress: bool = True,
     until_step: int | None = None,
     after_step: Callable[[int, FourM], None] | None = None,
+    open_tracker: Callable[[Config], Tracker | None] | None = None,
 ) -> dict[str, float]:
     """Train (or resume) the run in ``cfg.train.out_dir``; returns the final evaluation (or last losses).
 
     ``until_step`` stops early at that step with a checkpoint (no evaluation), as a preempted job would.
     ``after_step(step, model)`` is called on the main process after every optimizer step (e.g. to
     evaluate along the way, as ``benchmarks/bench_learning.py`` does); it must leave the model as it was.
+    ``open_tracker(cfg)`` opens the run's tracker on the main process, once the config is checked and the run
+    folder exists (``ablate.tracking.run_tracker`` continues the run's MLflow run); None logs nowhere else.
     """
     setup = check(cfg)
     t = cfg.train
@@ -173,20 +131,17 @@ def train(
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_at(s, cfg) / t.lr)
     # The scheduler stays unprepared: Accelerate would step it once per process per step.
     model, optimizer = accelerator.prepare(model, optimizer)
-    accelerator.register_for_checkpointing(scheduler)
     network = accelerator.unwrap_model(model)
     state = TrainState(torch.Generator().manual_seed(t.seed + MASK_STREAM))
-    accelerator.register_for_checkpointing(state)
-    accelerator.register_for_checkpointing(setup.masking)  # adaptive strategies carry state (hard: loss map)
     # Every process draws the same global masks, so every process keeps the same statistics; checkpointed
-    # (all processes must register the same objects) so that a resumed run's statistics cover all its steps.
+    # so that a resumed run's statistics cover all its steps. Adaptive strategies carry state (hard: loss map).
     stats = MaskStats(setup.specs)
-    accelerator.register_for_checkpointing(stats)
+    states = {"scheduler": scheduler, "train": state, "masking": setup.masking, "mask_stats": stats}
 
     resume_from = latest_checkpoint(out_dir)
     if resume_from is not None:
-        accelerator.load_state(str(resume_from))
-    tracker = _tracker(cfg, out_dir, accelerator)
+        load_checkpoint(accelerator, resume_from, states)
+    tracker = open_tracker(cfg) if open_tracker is not None and accelerator.is_main_process else None
 
     history = _open_history(out_dir / "history.jsonl", state.step) if accelerator.is_main_process else None
     stop_at = min(until_step or t.steps, t.steps)
@@ -244,7 +199,7 @@ def train(
                 bar.set_postfix(loss=f"{last['train/loss']:.3f}", tok_s=f"{last['train/tokens_per_s']:.0f}")
             bar.update(1)
             if state.step % t.checkpoint_every == 0 or state.step == stop_at:
-                save_checkpoint(accelerator, out_dir, state.step)
+                save_checkpoint(accelerator, out_dir, state.step, states)
             if after_step is not None and accelerator.is_main_process:
                 after_step(state.step, network)
     except BaseException as e:
@@ -275,23 +230,11 @@ def train(
     return results
 
 
-def _end(tracker: RunTracker | None, error: BaseException) -> None:
+def _end(tracker: Tracker | None, error: BaseException) -> None:
     """Close the MLflow run of a run that stopped on ``error``: interrupts and submitit's requeue exit are not
     failures (the run goes on from its checkpoint), anything else is."""
     if tracker is not None:
         tracker.end("KILLED" if isinstance(error, (KeyboardInterrupt, SystemExit)) else "FAILED")
-
-
-def logged_metrics(specs: dict[str, ModalitySpec]) -> list[str]:
-    """The keys ``train`` logs every ``train.log_every`` steps (``train/loss/<m>`` once ``m`` was a target)."""
-    return ["train/loss", *(f"train/loss/{m}" for m in sorted(specs)), "train/lr", "train/tokens_per_s",
-            *(f"masks/{k}" for k in MaskStats(specs).summary())]
-
-
-def eval_table(results: dict[str, float]) -> str:
-    """The evaluation as a two-column table, cross-modal tasks first."""
-    rows = sorted(results.items(), key=lambda kv: ("_to_" not in kv[0] and not kv[0].startswith("probe"), kv[0]))
-    return tabulate([(k, f"{v:.4f}") for k, v in rows], headers=["metric (val)", "value"], tablefmt="github")
 
 
 def _open_history(path: Path, step: int):
@@ -329,24 +272,9 @@ def _mean_over_processes(accelerator: Accelerator, values: dict[str, float]) -> 
     return {k: sum(g[k] for g in gathered if k in g) / sum(k in g for g in gathered) for k in sorted(keys)}
 
 
-def _tracker(cfg: Config, out_dir: Path, accelerator: Accelerator) -> RunTracker | None:
-    """The run's MLflow run (main process only); its id lives beside the checkpoints."""
-    if not (cfg.tracking.enabled and accelerator.is_main_process):
-        return None
-    id_file = out_dir / "mlflow_run_id"
-    run_id = id_file.read_text().strip() if id_file.is_file() else None
-    tracker = RunTracker(cfg.tracking.uri, cfg.tracking.experiment, run_id, cfg.tracking.run_name or out_dir.name)
-    if run_id is None:
-        id_file.write_text(tracker.run_id)
-    # A submitter may have created the run; params already logged are kept as they are.
-    tracker.log_params(flatten(to_dict(cfg)))
-    if not any(a.path == "config.yaml" for a in tracker.client.list_artifacts(tracker.run_id)):
-        tracker.log_artifact(out_dir / "config.yaml")
-    return tracker
-
-
-def _evaluate(model: FourM, cfg: Config, setup: Setup, out_dir: Path, tracker: RunTracker | None) -> dict[str, float]:
-    from model.evaluate import evaluate, skipped_tasks
+def _evaluate(model: FourM, cfg: Config, setup: Setup, out_dir: Path, tracker: Tracker | None) -> dict[str, float]:
+    from model.evaluate import evaluate
+    from model.tasks import skipped_tasks
 
     model.eval()
     e = cfg.eval

@@ -88,6 +88,7 @@ def test_a_study_on_a_bring_your_own_folder_trains_evaluates_and_reports(byo, tm
 
 def test_a_run_whose_evaluation_fails_ends_failed_in_mlflow(byo, tmp_path, monkeypatch):
     import model.evaluate
+    from ablate.tracking import run_tracker
     from model.config import compose
     from model.train import train
 
@@ -98,7 +99,7 @@ def test_a_run_whose_evaluation_fails_ends_failed_in_mlflow(byo, tmp_path, monke
     out, store = tmp_path / "run", tmp_path / "mlflow.db"
     cfg = compose([f"data.root={byo}", *TRAIN, f"train.out_dir={out}", f"tracking.uri=sqlite:///{store}"])
     with pytest.raises(RuntimeError, match="evaluation broke"):
-        train(cfg, progress=False)
+        train(cfg, progress=False, open_tracker=run_tracker)
     run = MlflowClient(f"sqlite:///{store}").get_run((out / "mlflow_run_id").read_text())
     assert run.info.status == "FAILED"  # not left RUNNING
 

@@ -5,9 +5,10 @@ import torch
 import torch.nn.functional as F
 from test_masking import SPECS, make_tokens
 
+from model.batch import DecoderInput, EncoderInput
 from model.masking import build_masking
 from model.network import MODEL_PRESETS, FourM, GridBias, ModelConfig
-from model.packing import DecoderInput, EncoderInput, pack
+from model.packing import pack
 
 NAMES = sorted(SPECS)
 B = 8

@@ -4,7 +4,6 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import mlflow
 import pytest
@@ -12,10 +11,11 @@ import torch
 from safetensors.torch import load_file
 
 from ablate.cli import main
-from model.checkpoint import load_run
-from model.config import compose
+from ablate.tracking import run_tracker
+from model.checkpoint import latest_checkpoint, load_run
+from model.config import compose, group_options
 from model.evaluate import evaluate, trivial_baselines
-from model.train import latest_checkpoint, train
+from model.train import train
 
 TINY = ["model=tiny", "train.batch_size=8", "train.log_every=1", "train.warmup_steps=2", "train.lr=1e-3"]
 
@@ -32,14 +32,14 @@ def _losses(run_dir):
 
 def test_stop_and_resume_matches_an_uninterrupted_run_and_continues_the_mlflow_run(data_root, tmp_path):
     whole = _cfg(data_root, tmp_path / "a", "train.steps=6")
-    train(whole, evaluate_at_end=False, progress=False)
+    train(whole, evaluate_at_end=False, progress=False, open_tracker=run_tracker)
 
     parts = _cfg(data_root, tmp_path / "b", "train.steps=6", "train.checkpoint_every=100")
-    train(parts, evaluate_at_end=False, progress=False, until_step=3)
+    train(parts, evaluate_at_end=False, progress=False, until_step=3, open_tracker=run_tracker)
     run_dir = tmp_path / "b" / "run"
     assert latest_checkpoint(run_dir).name == "step_0000003"
     run_id = (run_dir / "mlflow_run_id").read_text()
-    train(parts, evaluate_at_end=False, progress=False)
+    train(parts, evaluate_at_end=False, progress=False, open_tracker=run_tracker)
 
     assert len(_losses(run_dir)) == 6
     assert _losses(run_dir) == pytest.approx(_losses(tmp_path / "a" / "run"), rel=1e-5)
@@ -130,7 +130,7 @@ def test_a_few_hundred_tiny_steps_learn_rgb_to_semseg_and_depth_beyond_the_trivi
     assert metrics["rgb_to_depth/abs_rel"] < 0.75 * trivial["rgb_to_depth/abs_rel"], (metrics, trivial)
 
 
-FAMILIES = sorted(p.stem for p in (Path(__file__).parents[1] / "model" / "conf" / "masking").glob("*.yaml"))
+FAMILIES = group_options()["masking"]  # every preset
 
 
 @pytest.mark.parametrize("family", FAMILIES)

@@ -1,7 +1,7 @@
 """Which model speaks for each masking family: the best finished run by the study's objective.
 
 The objective is the study's search metric and direction when it is a search, else the first
-report metric in its direction (``ablate/directions.py``; the study file is refused without one).
+report metric in its direction (``model/tasks.py``; the study file is refused without one).
 """
 
 from __future__ import annotations
@@ -9,15 +9,14 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from ablate.directions import direction
 from ablate.overview import rows
 from ablate.study import Run, Study, StudyError
-from model.checkpoint import load_masking, load_run
+from model.checkpoint import latest_checkpoint, load_masking, load_run
 from model.config import Config
 from model.dataset import ModalitySpec
 from model.masking import MaskingStrategy
 from model.network import FourM
-from model.train import latest_checkpoint
+from model.tasks import direction
 
 
 @dataclass(frozen=True)

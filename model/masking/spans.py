@@ -21,8 +21,9 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from model.batch import Masks
 from model.dataset import ModalitySpec
-from model.masking.base import Masks, random_ranks
+from model.masking.base import random_ranks
 from model.tokenizers import FIRST_SENTINEL, NUM_SENTINELS, PAD
 
 

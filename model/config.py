@@ -206,6 +206,13 @@ for _name, _preset in MODEL_PRESETS.items():
     _store.store(group="model", name=_name, node=_preset)
 
 
+def group_options() -> dict[str, list[str]]:
+    """Config groups (``model``, ``masking``, ...) and their choices, as Hydra sees them."""
+    with initialize_config_dir(str(CONF_DIR), version_base=None):
+        loader = GlobalHydra.instance().config_loader()
+        return {g: sorted(loader.get_group_options(g)) for g in loader.list_groups("") if g != "hydra"}
+
+
 def compose(overrides: list[str] | tuple[str, ...] = ()) -> Config:
     """Compose ``conf/config.yaml`` with overrides into a validated ``Config``.
 

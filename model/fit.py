@@ -1,6 +1,6 @@
 """How a configuration fits its data set: what the masking presets leave to the data.
 
-The presets (``model/conf/masking/``) are written for any data set:
+The masking presets (``model/conf/masking/``) are written for any data set:
 
 - ``input_budget: auto`` and ``target_budget: auto``: 4M's 128 input and 64 target tokens, or, on a data
   set with fewer than 192 tokens per sample, two thirds and one third of them, so that every sample has

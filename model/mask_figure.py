@@ -7,7 +7,7 @@ each row is one object and its ``and``; boxes 5 tokens a row, one object each).
 
     .venv/bin/python -m model.mask_figure DATA_ROOT docs/masking_families.png
 
-draws the shipped presets (``model/conf/masking/*.yaml``), as in ``docs/masking.md``.
+draws every masking preset (``model/conf/masking/``), as in ``docs/masking.md``.
 """
 
 from __future__ import annotations
@@ -18,16 +18,16 @@ from typing import Any
 
 import numpy as np
 import torch
-import yaml
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch, Rectangle
 
+from model.batch import DecoderInput, Masks
 from model.build import load_tokenizers
-from model.config import CONF_DIR
+from model.config import compose, group_options
 from model.dataset import DatasetSpec, ModalitySpec, load_split
 from model.fit import AUTO, default_budgets
-from model.masking import MaskingStrategy, Masks, build_masking
-from model.packing import DecoderInput
+from model.masking import MaskingStrategy, build_masking
+from model.modalities import colormap
 from model.tokenizers import PAD
 
 INPUT, TARGET, HIDDEN = "white", "#e8413c", "#3a3a3a"
@@ -56,7 +56,7 @@ def masks_figure(
 
     Every family masks the same validation scene (``index``, default: ``pick_scene``) with a
     generator seeded ``seed``; (name, params) entries are built with the given budgets unless
-    their params name ``input_budget``/``target_budget`` (as the preset YAMLs do).
+    their params name ``input_budget``/``target_budget`` (as presets do).
     """
     spec = DatasetSpec.load(data_root)
     specs = spec.modalities
@@ -99,10 +99,9 @@ def _image(ax, name: str, tokenizer, tokens: torch.Tensor, grid: tuple[int, int]
     """The decoded image with its grid cells tinted by role."""
     h, w = grid
     decoded = tokenizer.decode(tokens.view(1, h, w).numpy())[0]
-    style = {"depth": {"cmap": "magma_r", "vmin": 0.2, "vmax": 1.0},
-             "semseg": {"cmap": "tab10", "vmin": 0, "vmax": 9, "interpolation": "nearest"}}.get(name, {})
     size = decoded.shape[0]
-    ax.imshow(decoded, extent=(0, size, size, 0), **style)
+    cmap = colormap(name, decoded)
+    ax.imshow(decoded, extent=(0, size, size, 0), **(cmap.imshow() if cmap else {}))
     cell = size / w
     overlay = np.zeros((h, w, 4))
     overlay[~masks.input.view(h, w).numpy()] = (0.23, 0.23, 0.23, 0.82)
@@ -139,8 +138,9 @@ def _fitted(budgets: tuple[int | str, int | str], specs: dict[str, ModalitySpec]
 
 
 def preset(name: str) -> tuple[str, dict[str, Any]]:
-    """A shipped masking preset ``model/conf/masking/<name>.yaml`` as (family, params incl. budgets)."""
-    params = yaml.safe_load((CONF_DIR / "masking" / f"{name}.yaml").read_text())
+    """The masking preset ``masking=<name>`` (``model/conf/masking/<name>.yaml``) as (family, params incl.
+    budgets)."""
+    params = dict(compose([f"masking={name}"]).masking)
     return params.pop("name"), params
 
 
@@ -171,19 +171,15 @@ def main() -> None:
     parser.add_argument("out")
     args = parser.parse_args()
     specs = DatasetSpec.load(args.data_root).modalities
-    aligned_objects = preset("aligned")
-    aligned_objects[1].update(region="blocks", hide_objects=True)
-    families = {
-        "random": preset("random"),
-        "dirichlet": preset("dirichlet"),
-        "sparse\n(ratio 0.15)": preset("sparse"),
-        "dense\n(ratio 0.85)": preset("dense"),
-        "block": preset("block"),
-        "aligned": preset("aligned"),
-        "aligned\nblocks +\nhide_objects": aligned_objects,
-        "hard\n(planted\nloss map)": planted_hard(specs),
-    }
-    print(masks_figure(args.data_root, families, args.out))
+    rows: dict[str, tuple[str, dict[str, Any]] | MaskingStrategy] = {}
+    for name in group_options()["masking"]:
+        if name == "hard":  # unplanted, it is random masking with the preset's random fraction
+            rows["hard\n(planted\nloss map)"] = planted_hard(specs)
+        else:
+            rows[name.replace("_", "\n")] = preset(name)
+    family, params = preset("aligned")
+    rows["aligned\nblocks +\nhide_objects"] = (family, params | {"region": "blocks", "hide_objects": True})
+    print(masks_figure(args.data_root, rows, args.out))
 
 
 if __name__ == "__main__":

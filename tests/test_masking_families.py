@@ -7,16 +7,23 @@ import pytest
 import torch
 from test_masking import IMAGES, SPECS
 
+from model.batch import DecoderInput, Masks
 from model.dataset import DatasetSpec, ModalitySpec
 from model.mask_figure import masks_figure, planted_hard, preset
 from model.mask_stats import MaskStats
-from model.masking import Masks, build_masking
+from model.masking import build_masking
 from model.masking.block import DRAWS, rectangles
 from model.masking.schedules import Schedule, parse
 from model.masking.spans import random_spans, span_counts, spans_to_t5, t5_to_spans, to_t5
-from model.modalities import box_vocabulary, box_words
-from model.packing import DecoderInput, pack
-from model.scenes import SceneConfig, caption_vocabulary, captions, max_caption_words, render
+from model.scenes import (
+    SceneConfig,
+    box_vocabulary,
+    box_words,
+    caption_vocabulary,
+    captions,
+    max_caption_words,
+    render,
+)
 from model.tokenizers import EOS, FIRST_SENTINEL, NUM_SENTINELS, PAD, WordTokenizer
 
 WORDS = FIRST_SENTINEL + NUM_SENTINELS  # first ordinary word id
@@ -44,56 +51,6 @@ def masks_of(name, specs, tokens, input_budget, target_budget, seed=0, **params)
 def valid_count(specs, tokens):
     return sum((t != PAD).sum(1) if specs[n].kind == "sequence" else torch.full((len(t),), t.shape[1])
                for n, t in tokens.items())
-
-
-CASES = [
-    ("block", 12, 9, {}),
-    ("block", 60, 60, {"mask_ratio": 0.3}),
-    ("block", 12, 9, {"mean_span": 1.0, "min_aspect": 1.0}),
-    ("block", 12, 9, {"sequence_format": "t5"}),
-    ("block", 40, 8, {"sequence_format": "t5", "mask_ratio": 0.9}),
-    ("aligned", 12, 9, {}),
-    ("aligned", 30, 30, {"region": "blocks", "mask_ratio": 0.6}),
-    ("aligned", 12, 9, {"modalities": ["rgb"]}),
-    ("hard", 12, 9, {}),
-    ("hard", 30, 30, {"random_fraction": 0.0, "mask_ratio": 0.5}),
-]
-
-
-@pytest.mark.parametrize("name,input_budget,target_budget,params", CASES)
-def test_invariants(name, input_budget, target_budget, params):
-    tokens = make_tokens(SPECS, 256)
-    strategy, masks = masks_of(name, SPECS, tokens, input_budget, target_budget, **params)
-    for n, m in masks.items():
-        assert not (m.input & m.target).any(), "inputs and targets overlap"
-        if SPECS[n].kind == "sequence":
-            assert not ((m.input | m.target) & (tokens[n] == PAD)).any(), "PAD selected"
-    # Packing checks the budgets, in T5 format with one slot per sentinel.
-    if strategy.sequence_format == "t5":
-        enc_tokens, dec_tokens, masks = to_t5(SPECS, tokens, masks)
-        enc, _ = pack(SPECS, enc_tokens, masks, input_budget, target_budget)
-        _, dec = pack(SPECS, dec_tokens, masks, input_budget, target_budget)
-    else:
-        enc, dec = pack(SPECS, tokens, masks, input_budget, target_budget)
-    assert enc.pad.shape[1] == input_budget and dec.pad.shape[1] == target_budget
-    assert (sum(m.input.sum(1) for m in masks.values()) <= input_budget).all()
-    assert (sum(m.target.sum(1) for m in masks.values()) <= target_budget).all()
-
-
-@pytest.mark.parametrize("name,params", [
-    ("random", {}), ("block", {}), ("aligned", {}), ("aligned", {"region": "blocks"}),
-    ("hard", {"random_fraction": 0.3}),
-])
-@pytest.mark.parametrize("ratio", [0.15, 0.5, 0.85])
-def test_mask_ratio_hides_that_fraction(name, params, ratio):
-    tokens = make_tokens(SPECS, 256)
-    total = sum(s.num_tokens for s in SPECS.values())
-    _, masks = masks_of(name, SPECS, tokens, total, 9, mask_ratio=ratio, **params)
-    valid = valid_count(SPECS, tokens)
-    inputs = sum(m.input.sum(1) for m in masks.values())
-    targets = sum(m.target.sum(1) for m in masks.values())
-    assert torch.equal(inputs, torch.floor((1 - ratio) * valid.double() + 0.5).long())
-    assert torch.equal(targets, (valid - inputs).clamp(max=9))
 
 
 def test_mask_ratio_below_budget_and_dirichlet():
@@ -334,32 +291,6 @@ def test_scheduled_parameters_resolve_at_set_progress():
     assert not strategy(tokens, torch.Generator())["rgb"].input.any()
     strategy.set_progress(0, 100)
     assert strategy(tokens, torch.Generator())["rgb"].input.any()
-
-
-@pytest.mark.parametrize("name,params,message", [
-    ("random", {"mask_ratio": 1.5}, "masking.mask_ratio=1.5: must be null or a number in [0, 1]"),
-    ("random", {"mask_ratio": {"schedule": "linear", "start": 0.5, "end": 1.2}}, "masking.mask_ratio=1.2"),
-    ("random", {"mask_ratio": {"schedule": "step", "start": 0.5}}, "masking.mask_ratio.schedule='step'"),
-    ("random", {"mask_ratio": {"schedule": "linear", "start": 0.5}}, "needs start and end"),
-    ("random", {"mask_ratio": {"schedule": "linear", "start": 0, "end": 1, "steps": 3}}, "masking.mask_ratio.steps"),
-    ("random", {"mask_ratio": {"schedule": "linear", "start": 0, "end": 1, "warmup": -1}}, "mask_ratio.warmup=-1"),
-    ("block", {"mean_span": 0.5}, "masking.mean_span=0.5: must be a number >= 1"),
-    ("block", {"min_aspect": 0}, "masking.min_aspect=0: must be a number in (0, 1]"),
-    ("block", {"sequence_format": "bart"}, "masking.sequence_format='bart': must be one of positions, t5"),
-    ("block", {"span": 3}, "masking.span: unknown parameter of the 'block' masking; allowed: mask_ratio, mean_span"),
-    ("aligned", {"modalities": ["rgb", "caption"]}, "masking.modalities: ['caption'] are not image modalities"),
-    ("aligned", {"region": "circles"}, "masking.region='circles': must be one of random, blocks"),
-    ("aligned", {"object_cover": 0}, "masking.object_cover=0"),
-    ("aligned", {"hide_objects": True}, "needs a sequence modality 'boxes'"),
-    ("aligned", {"hide_objects": "yes"}, "masking.hide_objects='yes': must be true or false"),
-    ("hard", {"random_fraction": -0.1}, "masking.random_fraction=-0.1: must be a number in [0.0, 1.0]"),
-    ("hard", {"decay": 1.0}, "masking.decay=1.0: must be a number in [0.0, 1.0)"),
-    ("hard", {"temperature": 0}, "masking.temperature=0: must be a number in [0.001, inf)"),
-])
-def test_bad_parameters(name, params, message):
-    with pytest.raises(ValueError) as e:
-        build_masking(name, SPECS, 12, 12, params)
-    assert message in str(e.value)
 
 
 def test_aligned_needs_one_grid():

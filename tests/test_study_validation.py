@@ -11,10 +11,10 @@ import yaml
 from study_files import LOCAL, TINY
 
 from ablate.cli import main
+from model.config import group_options
 
 # The masking choices a study may name: the presets (each family has one of its own name).
-PRESETS = Path(__file__).parents[1] / "model" / "conf" / "masking"
-STRATEGIES = ", ".join(sorted(p.stem for p in PRESETS.glob("*.yaml")))
+STRATEGIES = ", ".join(group_options()["masking"])
 SEARCH = {"params": {"train.lr": {"type": "float", "low": 1e-4, "high": 1e-2, "log": True}}, "trials": 4,
           "metric": "train/loss"}
 

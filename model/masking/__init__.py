@@ -1,16 +1,21 @@
 """Masking strategies, by name: ``build_masking("dirichlet", specs, 128, 128, {"input_alphas": 1.0})``.
 
-A family is one ``MaskingStrategy`` subclass in one file of this package, decorated with
-``@register("name")``, plus its import at the bottom of this file.
+A family is one file of this package holding one ``MaskingStrategy`` subclass decorated with
+``@register("<name>")``; importing this package imports every module in it, which registers them.
+Everything else follows from the registry: the preset ``masking=<name>`` (``model/config.py``), the
+parameter tables of ``ablate masking`` and ``docs/masking.md`` (``describe.py``), the families a
+study may name and the contract tests (``tests/test_masking_contract.py``).
 """
 
 from __future__ import annotations
 
+import importlib
+import pkgutil
 from collections.abc import Callable
 from typing import Any
 
 from model.dataset import ModalitySpec
-from model.masking.base import MaskingStrategy, Masks
+from model.masking.base import MaskingStrategy
 
 STRATEGIES: dict[str, type[MaskingStrategy]] = {}
 
@@ -40,6 +45,7 @@ def build_masking(
 
 
 # Importing a family registers it.
-from model.masking import aligned, block, dirichlet, hard, random  # noqa: E402, F401
+for _module in pkgutil.iter_modules(__path__):
+    importlib.import_module(f"{__name__}.{_module.name}")
 
-__all__ = ["STRATEGIES", "Masks", "MaskingStrategy", "build_masking", "register"]
+__all__ = ["STRATEGIES", "MaskingStrategy", "build_masking", "register"]

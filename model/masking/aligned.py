@@ -40,10 +40,11 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from model.batch import Masks
 from model.masking import register
 from model.masking.base import (
     MaskingStrategy,
-    Masks,
+    param,
     proportional,
     random_ranks,
     split_columns,
@@ -61,12 +62,14 @@ BOX_TOKENS, CAPTION_WORDS = 5, 4  # per object: class + 4 bins; 3 words + "and"
 class AlignedMasking(MaskingStrategy):
     @dataclass
     class Params(MaskingStrategy.Params):
-        modalities: Any = None  # image modalities hidden together (same grid); None: every image modality
-        region: str = "random"  # random | blocks
-        min_aspect: Any = 0.3  # region=blocks: aspect ratios in [min_aspect, 1 / min_aspect]
-        hide_objects: bool = False  # also hide caption words and boxes of objects under hidden cells
-        object_cover: Any = 0.5  # hidden fraction of an object's box cells that hides the object, in (0, 1]
-        coordinate_bins: int = 32  # boxes: coordinate-bin ids are the last this many of its vocabulary
+        modalities: Any = param(None, "the image modalities hidden together (one grid); null: every image modality")
+        region: str = param("random", "random (cells) or blocks (BEiT rectangles)")
+        min_aspect: Any = param(0.3, "region=blocks: aspect ratios lie in [min_aspect, 1 / min_aspect], in (0, 1]",
+                                preset=False)
+        hide_objects: bool = param(False, "also hide the caption words and boxes of objects under hidden cells")
+        object_cover: Any = param(0.5, "hidden fraction of an object's box cells that hides the object, in (0, 1]")
+        coordinate_bins: int = param(32, "boxes: coordinate-bin ids are the last this many of its vocabulary",
+                                     preset=False)
 
     def configure(self) -> None:
         super().configure()

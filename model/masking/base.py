@@ -23,40 +23,47 @@ families) and ``state_dict``/``load_state_dict`` (what a checkpoint must keep).
 
 from __future__ import annotations
 
+import copy
+import sys
 from abc import ABC, abstractmethod
 from collections.abc import Callable
-from dataclasses import dataclass, fields, replace
-from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple
+from dataclasses import Field, dataclass, field, fields, replace
+from typing import Any, ClassVar
 
 import torch
 
+from model.batch import DecoderInput, Masks
 from model.dataset import ModalitySpec
 from model.masking import schedules
 from model.tokenizers import PAD
 
-if TYPE_CHECKING:
-    from model.packing import DecoderInput
 
-
-class Masks(NamedTuple):
-    input: torch.Tensor  # bool [B, N_m]: shown to the encoder
-    target: torch.Tensor  # bool [B, N_m]: predicted by the decoder
+def param(default: Any, doc: str, preset: bool = True) -> Field:
+    """A family parameter (a field of its ``Params``): the default, one line for the parameter tables, and
+    whether the family's preset states it (see ``MaskingStrategy.preset``). Dicts and lists are copied."""
+    if isinstance(default, (dict, list)):
+        return field(default_factory=lambda: copy.deepcopy(default), metadata={"doc": doc, "preset": preset})
+    return field(default=default, metadata={"doc": doc, "preset": preset})
 
 
 class MaskingStrategy(ABC):
     """Base of all families: ``Strategy(specs, input_budget, target_budget, **params)(tokens, generator)``.
 
-    A family declares its parameters (with defaults) as fields of a nested ``Params`` dataclass
-    derived from ``MaskingStrategy.Params``; unknown parameters raise ``ValueError`` naming the
-    parameter and the allowed ones, and ``configure`` checks values and derives what
-    ``__call__`` needs. Modalities are always handled in sorted name order (as packing does).
+    A family declares its parameters as ``param(...)`` fields of a nested ``Params`` dataclass derived
+    from ``MaskingStrategy.Params``: the default, a line of documentation and whether the family's
+    preset states it. From them follow the preset ``masking=<family>`` (``preset()``), the docs' and
+    ``ablate masking``'s parameter tables (``model/masking/describe.py``) and the contract tests.
+    Unknown parameters raise ``ValueError`` naming the parameter and the allowed ones, and
+    ``configure`` checks values and derives what ``__call__`` needs. Modalities are always handled in
+    sorted name order (as packing does).
     """
 
     name: ClassVar[str] = ""  # set by @register
 
     @dataclass
     class Params:
-        mask_ratio: Any = None  # None | number in [0, 1]: fraction of valid tokens hidden from the input
+        mask_ratio: Any = param(None, "null, or the fraction of each sample's valid tokens hidden from the encoder, "
+                                      "in [0, 1]", preset=False)
 
     def __init__(self, specs: dict[str, ModalitySpec], input_budget: int, target_budget: int, **params):
         for key, value in (("input_budget", input_budget), ("target_budget", target_budget)):
@@ -82,6 +89,20 @@ class MaskingStrategy(ABC):
         for t in (1.0, 0.0):
             self.params = self._resolved(lambda s, t=t: s.at(t))
             self.configure()
+
+    @classmethod
+    def summary(cls) -> str:
+        """The first line of the family's module docstring (``name``: what it does), without the name."""
+        return (sys.modules[cls.__module__].__doc__ or "").strip().splitlines()[0].removeprefix(f"``{cls.name}``: ")
+
+    @classmethod
+    def preset(cls) -> dict[str, Any]:
+        """The config ``masking=<family>`` selects: the name, ``auto`` budgets (``model/fit.py``) and every
+        parameter declared ``preset=True`` at its default. What it states is part of each run's config (and
+        so of its run key); the other parameters take their defaults unless a study sets them."""
+        stated = {f.name: f.default_factory() if callable(f.default_factory) else f.default
+                  for f in fields(cls.Params) if f.metadata.get("preset", True)}
+        return {"name": cls.name, "input_budget": "auto", "target_budget": "auto", **stated}
 
     def configure(self) -> None:
         """Check ``self.params`` (``ValueError`` naming ``masking.<param>``) and derive what ``__call__`` needs.

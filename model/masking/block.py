@@ -33,10 +33,11 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from model.batch import Masks
 from model.masking import register
 from model.masking.base import (
     MaskingStrategy,
-    Masks,
+    param,
     proportional,
     random_ranks,
     split_columns,
@@ -98,9 +99,10 @@ def hide_cells(
 class BlockMasking(MaskingStrategy):
     @dataclass
     class Params(MaskingStrategy.Params):
-        mean_span: Any = 3.0  # sequences: mean span length, >= 1
-        min_aspect: Any = 0.3  # images: block aspect ratios lie in [min_aspect, 1 / min_aspect]
-        sequence_format: str = "positions"  # positions | t5 (sentinels; the trainer applies spans.to_t5)
+        mean_span: Any = param(3.0, "sequences: mean span length (T5), >= 1")
+        min_aspect: Any = param(0.3, "images: block aspect ratios lie in [min_aspect, 1 / min_aspect], in (0, 1]")
+        sequence_format: str = param("positions", "positions or t5 (one sentinel per span; the trainer applies "
+                                     "spans.to_t5)")
 
     @property
     def sequence_format(self) -> str:

@@ -18,17 +18,15 @@ The estimate is the strategy's state (``state_dict``), saved with every checkpoi
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import Any
 
 import torch
 
+from model.batch import DecoderInput, Masks
 from model.dataset import ModalitySpec
 from model.masking import register
-from model.masking.base import MaskingStrategy, Masks, random_ranks, ranks, split_columns, valid_positions
-
-if TYPE_CHECKING:
-    from model.packing import DecoderInput
+from model.masking.base import MaskingStrategy, param, random_ranks, ranks, split_columns, valid_positions
 
 
 def _number_in(key: str, value: Any, low: float, high: float, low_open: bool, high_open: bool) -> None:
@@ -45,9 +43,10 @@ class HardMasking(MaskingStrategy):
 
     @dataclass
     class Params(MaskingStrategy.Params):
-        random_fraction: Any = field(default_factory=lambda: {"schedule": "linear", "start": 1.0, "end": 0.5})
-        decay: Any = 0.99  # EMA decay of the per-position loss estimate, in [0, 1)
-        temperature: Any = 1.0  # >= 1e-3: hard targets ~ estimate ** (1 / temperature)
+        random_fraction: Any = param({"schedule": "linear", "start": 1.0, "end": 0.5},
+                                     "fraction of targets drawn uniformly, in [0, 1] (easy to hard: all at first)")
+        decay: Any = param(0.99, "EMA decay of the per-position loss estimate, in [0, 1)")
+        temperature: Any = param(1.0, ">= 0.001: hard targets ~ estimate ** (1 / temperature)")
 
     def __init__(self, specs: dict[str, ModalitySpec], input_budget: int, target_budget: int, **params):
         super().__init__(specs, input_budget, target_budget, **params)

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import torch
 
+from model.batch import Masks
 from model.masking import register
-from model.masking.base import MaskingStrategy, Masks, random_ranks, select, split_columns, valid_positions
+from model.masking.base import MaskingStrategy, random_ranks, select, split_columns, valid_positions
 
 
 @register("random")

@@ -48,20 +48,42 @@ def data_show(args: argparse.Namespace) -> None:
 
 
 def train(args: argparse.Namespace) -> None:
+    from ablate.tracking import run_tracker
     from model.config import compose
     from model.train import train as run_training
 
     cfg = compose(args.overrides)
-    results = run_training(cfg, evaluate_at_end=not args.no_eval)
+    results = run_training(cfg, evaluate_at_end=not args.no_eval, open_tracker=run_tracker)
     if not args.no_eval:
         from model.dataset import DatasetSpec
-        from model.evaluate import skipped_tasks
-        from model.train import eval_table
+        from model.evaluate import eval_table
+        from model.tasks import skipped_tasks
 
         print("\n" + eval_table(results))
         for task, why in skipped_tasks(DatasetSpec.load(cfg.data.root).modalities, cfg.data.root).items():
             print(f"not evaluated: {task}: {why}")
         print(f"\nevaluation written to {Path(cfg.train.out_dir) / 'eval.json'}")
+
+
+def masking(args: argparse.Namespace) -> None:
+    from tabulate import tabulate
+
+    from model.config import compose, group_options
+    from model.masking import STRATEGIES
+    from model.masking.describe import families_table, parameter_table, shown, write_presets_and_docs
+
+    if args.write:
+        written = write_presets_and_docs()
+        print(f"wrote {', '.join(str(path) for path in written)}")
+        return
+    print(families_table() + "\n\n" + parameter_table() + "\n")
+    rows = []
+    for name in group_options()["masking"]:
+        if name not in STRATEGIES:
+            preset = dict(compose([f"masking={name}"]).masking)
+            family = preset.pop("name")
+            rows.append((name, family, ", ".join(f"{k}={shown(v)}" for k, v in preset.items())))
+    print(tabulate(rows, headers=["preset", "family", "sets"], tablefmt="github"))
 
 
 def generate(args: argparse.Namespace) -> None:
@@ -314,11 +336,21 @@ def parser() -> argparse.ArgumentParser:
         help="pre-train a nano4M model on data.root, evaluate it, track it in MLflow",
         description="Train (or resume, if train.out_dir holds a checkpoint) one model, then evaluate it.",
         epilog="Example: ablate train model=nano masking=dirichlet masking.input_alphas.rgb=0.5 train.steps=2000. "
-        "Config groups: model=tiny|nano|base, masking=random|dirichlet|block|aligned|sparse|dense|hard. " + EPILOG,
+        "Config groups: model=tiny|nano|base, masking=<family or preset> (`ablate masking` lists them). " + EPILOG,
     )
     t.add_argument("overrides", nargs="*", help="config overrides (key=value)")
     t.add_argument("--no-eval", action="store_true", help="skip the final evaluation")
     t.set_defaults(func=train)
+
+    m = sub.add_parser(
+        "masking", help="the masking families, their parameters and defaults, and the presets",
+        description="Every masking family (masking=<family>) with its parameters: default, whether the family's "
+        "preset states it (then it is part of every run's config and run key) and what it means; then the named "
+        "presets of model/conf/masking/ and what they set. Every family also takes mask_ratio (docs/masking.md).")
+    m.add_argument("--write", action="store_true",
+                   help="instead, rewrite each family's preset (model/conf/masking/<family>.yaml) and the parameter "
+                   "table of docs/masking.md from the families (after adding or changing one)")
+    m.set_defaults(func=masking)
 
     g = sub.add_parser(
         "generate",
@@ -394,7 +426,7 @@ def parser() -> argparse.ArgumentParser:
         "caption), what is given and predicted, paint a hidden region, and compare side by side each masking "
         "family's predictions, confidence, attention and encoder features. Each family is represented by its "
         "best finished run by the study's objective: the search metric (and direction) of a search study, else "
-        "the first of report.metrics in its direction (ablate/directions.py).")
+        "the first of report.metrics in its direction (model/tasks.py).")
     ex.add_argument("study", help=study_help)
     ex.add_argument("--port", type=int, default=8000, help="port (default 8000)")
     ex.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")

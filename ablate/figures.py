@@ -19,9 +19,9 @@ import pandas as pd
 import seaborn as sns
 from tqdm import tqdm
 
-from ablate.directions import direction
 from ablate.stats import t_interval
 from ablate.table import MARKDOWN, metric_label, short
+from model.tasks import direction
 
 MASK_FIGURE = "masks/mask_frequency.png"  # the artifact model/train.py logs
 MAX_ANNOTATED_ROWS = 40

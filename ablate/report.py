@@ -30,11 +30,11 @@ from mlflow.store.artifact.artifact_repository_registry import get_artifact_repo
 from pydantic import ValidationError
 
 from ablate import snapshot
-from ablate.directions import direction
 from ablate.ledger import Ledger
 from ablate.stats import aggregate, compare, seeds_needed
 from ablate.study import ReportSpec, Study, StudyError, layout_problems, matches, settings_keys
 from ablate.table import LATEX, MARKDOWN, Layout, Markup, short, to_latex, to_markdown, wide
+from model.tasks import direction
 
 CORRECTIONS = {"holm": "Holm", "bh": "Benjamini-Hochberg"}
 

@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from ablate.directions import Direction
+from model.tasks import Direction
 
 Correction = Literal["holm", "bh"]
 KEYS = ["config", "metric"]

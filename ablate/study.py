@@ -34,14 +34,11 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from hydra import initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from tqdm import tqdm
 
-from ablate.directions import direction, known_patterns
 from ablate.metric_names import current, mlflow_safe
-from model.config import CONF_DIR, Config, ConfigError, DataConfig, compose, to_dict
+from model.config import CONF_DIR, Config, ConfigError, DataConfig, compose, group_options, to_dict
 from model.dataset import DataFormatError, DatasetSpec
 from model.fit import fit
 
@@ -183,7 +180,7 @@ class ReportSpec(Schema):
                                             "baseline configuration; it must match one")
     metrics: list[str] = Field(default_factory=lambda: ["eval/loss/mean", "eval/acc/mean"], min_length=1,
                                description="columns: metrics every run logs (eval/...: needs evaluate: true); "
-                               "each must name a known direction (ablate/directions.py)")
+                               "each must have a direction (model/tasks.py)")
     rows: list[str] | None = Field(None, description="settings keys that form the rows (default: those not in "
                                    "columns)")
     columns: list[str] = Field(default_factory=list, description="settings keys that form grouped column headers")
@@ -201,10 +198,13 @@ class ReportSpec(Schema):
     def _known_direction(cls, metrics: list[str]) -> list[str]:
         for m in metrics:
             _metric(m)
+        from model.tasks import METRICS, direction  # the scorers' scipy only where metrics are named
+
         unknown = [m for m in metrics if direction(m) is None]
         if unknown:
+            known = ", ".join(f"{m!r} ({d})" for m, d in METRICS.items())
             raise ValueError(f"{unknown}: no known direction (lower or higher is better); a metric name must "
-                             f"contain one of the patterns in ablate/directions.py: {known_patterns()}")
+                             f"contain one of model/tasks.py's metrics: {known}")
         return metrics
 
     @field_validator("curves")
@@ -309,7 +309,7 @@ class Study:
 
     def make_runs(self, overrides: dict[str, Any], seeds: list[int], settings: dict[str, Any]) -> list[Run]:
         """One config composed and checked once (its masking strategy built), then one run per seed."""
-        from model.train import check
+        from model.setup import check
 
         cfg = fitted(overrides)
         check(cfg)
@@ -558,15 +558,9 @@ def _is_model(node: Any) -> bool:
 @functools.cache
 def families() -> list[str]:
     """The masking families (``model.masking.STRATEGIES``), read from the presets without importing torch:
-    every family has a preset of its own name (``model/conf/masking/<family>.yaml``; a test checks)."""
+    every family has a preset of its own name (``model/conf/masking/<family>.yaml``, written from the family
+    by ``ablate masking --write``; a test checks)."""
     return sorted({yaml.safe_load(p.read_text())["name"] for p in (CONF_DIR / "masking").glob("*.yaml")})
-
-
-def group_options() -> dict[str, list[str]]:
-    """Config groups (``model``, ``masking``, ...) and their choices, as Hydra sees them."""
-    with initialize_config_dir(str(CONF_DIR), version_base=None):
-        loader = GlobalHydra.instance().config_loader()
-        return {g: sorted(loader.get_group_options(g)) for g in loader.list_groups("") if g != "hydra"}
 
 
 def _sources(spec: StudySpec) -> list[tuple[str, str, list[Any]]]:
@@ -709,7 +703,7 @@ def _check_search(study: Study, skip: set[tuple[str, str]]) -> tuple[list[str], 
 
 def _check_strategies(configs: list[Fitted]) -> list[str]:
     """The second round: build each configuration's masking strategy (this imports torch)."""
-    from model.train import check
+    from model.setup import check
 
     problems = []
     for cfg, origin, settings in configs:
@@ -722,8 +716,8 @@ def _check_strategies(configs: list[Fitted]) -> list[str]:
 
 def _check_metrics(spec: StudySpec) -> list[str]:
     """Objectives and report columns must be metrics the runs log; a pruner's, one logged while training."""
-    from model.evaluate import metric_names
-    from model.train import logged_metrics
+    from model.setup import logged_metrics
+    from model.tasks import metric_names
 
     training, final = None, None  # what the runs log on every data set of the study
     for root in _data_roots(spec):

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from ablate.directions import ARROWS, direction
+from model.tasks import direction
 
 HEADER = "header"  # the level of the column index that holds the metric names
 
@@ -51,7 +51,7 @@ class Markup:
     escape: Callable[[str], str] = str
 
 
-MARKDOWN = Markup(pm=" ± ", bold="**{}**", tie="†", small="{}", arrows=ARROWS)
+MARKDOWN = Markup(pm=" ± ", bold="**{}**", tie="†", small="{}", arrows={"lower": "↓", "higher": "↑"})
 LATEX = Markup(pm=r" $\pm$ ", bold=r"\textbf{{{}}}", tie=r"$^\dagger$", small=r"{{\scriptsize {}}}",
                arrows={"lower": r"$\downarrow$", "higher": r"$\uparrow$"}, escape=latex_escape)
 

@@ -7,7 +7,7 @@
   budgets (``model.fit.default_budgets``: 128 input and 64 target tokens, fewer on a smaller set).
 - Cross-modal tasks, generated (``model.generate``), decoded to native form and scored
   against exact ground truth re-rendered from the generator (``model.metrics``); the dense
-  tasks (``DENSE_TASKS``) decode the predicted distribution per pixel in one pass:
+  tasks (``Task.dense``) decode the predicted distribution per pixel in one pass:
   ``rgb_to_semseg/miou``, ``rgb_to_depth/delta1``, ``rgb_to_depth/abs_rel``,
   ``rgb_to_caption/attr_acc``, ``rgb_to_boxes/miou``, ``caption_to_rgb/verifier``.
 - ``probe/count_acc``: a ridge probe on mean-pooled encoder features of rgb-only inputs,
@@ -26,89 +26,22 @@ same scorer, as the floor and the ceiling of each metric in report tables.
 
 from __future__ import annotations
 
-from collections import Counter
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from tabulate import tabulate
 
-from model.build import load_tokenizers, scene_config
+from model.build import load_tokenizers
 from model.dataset import DatasetSpec, ModalitySpec, load_split
 from model.fit import default_budgets
 from model.generate import generate, pack_present, predict_distribution
 from model.masking import build_masking
-from model.metrics import (
-    attribute_accuracy,
-    box_miou,
-    caption_objects,
-    depth_metrics,
-    scene_objects,
-    semseg_miou,
-    truth_boxes,
-)
-from model.modalities import MODALITIES
 from model.network import FourM
 from model.packing import pack
-from model.scenes import SceneConfig, Scenes, render
-from model.verifier import verifier_score
-
-TASKS: dict[str, tuple[str, str]] = {  # name -> (given, target)
-    "rgb_to_semseg": ("rgb", "semseg"),
-    "rgb_to_depth": ("rgb", "depth"),
-    "rgb_to_caption": ("rgb", "caption"),
-    "rgb_to_boxes": ("rgb", "boxes"),
-    "caption_to_rgb": ("caption", "rgb"),
-}
-# Image outputs nearly determined by their input, scored per pixel: one pass, the distribution decoded per pixel
-# (``PatchCodebook.decode_probs``) rather than its most probable codes.
-DENSE_TASKS = ("rgb_to_semseg", "rgb_to_depth")
-TASK_METRICS: dict[str, tuple[str, ...]] = {  # what ``score`` returns per task
-    "rgb_to_semseg": ("miou",),
-    "rgb_to_depth": ("delta1", "abs_rel"),
-    "rgb_to_caption": ("attr_acc",),
-    "rgb_to_boxes": ("miou",),
-    "caption_to_rgb": ("verifier",),
-}
-
-
-@dataclass
-class Truth:
-    """Ground truth of the first scenes of a split of a generated data set."""
-
-    cfg: SceneConfig
-    scenes: Scenes
-
-    @classmethod
-    def load(cls, spec: DatasetSpec, split: str, num: int) -> Truth:
-        cfg = scene_config(spec)
-        return cls(cfg, render(cfg, spec.generator["seed"], split, np.arange(num)))
-
-    def native(self, modality: str) -> Any:
-        return MODALITIES[modality].truth(self.cfg, self.scenes)
-
-    @property
-    def counts(self) -> np.ndarray:
-        """Visible objects per scene: int64 [B]."""
-        return self.scenes.present.sum(1)
-
-
-def score(task: str, pred: Any, truth: Truth) -> dict[str, float]:
-    """Metrics of one task's native predictions (arrays or word lists, one per scene of ``truth``)."""
-    cfg, scenes = truth.cfg, truth.scenes
-    if task == "rgb_to_semseg":
-        return {"miou": semseg_miou(pred, scenes.semseg, cfg.num_classes)}
-    if task == "rgb_to_depth":
-        return depth_metrics(pred, scenes.depth)
-    if task == "rgb_to_caption":
-        return {"attr_acc": attribute_accuracy([caption_objects(w, cfg) for w in pred], scene_objects(cfg, scenes))}
-    if task == "rgb_to_boxes":
-        return {"miou": box_miou(pred, truth_boxes(cfg, scenes))}
-    if task == "caption_to_rgb":
-        return {"verifier": verifier_score(pred, truth.native("caption"), cfg)}
-    raise ValueError(f"unknown task {task!r}; tasks: {list(TASKS)}")
+from model.tasks import PROBE, TASKS, Truth, skipped_tasks
 
 
 def _flat(task: str, scores: dict[str, float]) -> dict[str, float]:
@@ -203,7 +136,7 @@ def evaluate(
     """All metrics on the first ``num_samples`` val scenes (see the module docstring for keys).
 
     input_budget, target_budget: of the loss and accuracy (None: ``default_budgets`` of the data set).
-    generation_steps: ROAR steps of caption_to_rgb (``DENSE_TASKS`` take one pass).
+    generation_steps: ROAR steps of caption_to_rgb (dense tasks take one pass).
     probe_samples: train scenes the count probe is fitted on (0: no probe).
     figure: if set (and the data set is generated), a PNG of the first ``figure_scenes`` scenes'
         inputs, generations and ground truth.
@@ -224,10 +157,11 @@ def evaluate(
         truth = Truth.load(spec, "val", num)
         tokenizers = load_tokenizers(data_root)
         generated, skipped = {}, skipped_tasks(specs, data_root)
-        for task, (src, dst) in TASKS.items():
-            if task in skipped or (tasks is not None and task not in tasks):
+        for name, task in TASKS.items():
+            if name in skipped or (tasks is not None and name not in tasks):
                 continue
-            if task in DENSE_TASKS:  # scored per pixel: decode the predicted distribution
+            src, dst = task.given, task.target
+            if task.dense:  # scored per pixel: decode the predicted distribution
                 probs = torch.cat([predict_distribution(model, specs, {src: p.to(_device(model))}, dst).cpu()
                                    for p in val[src].split(batch_size)])
                 generated[dst] = tokenizers[dst].decode_probs(probs.view(num, *specs[dst].grid, -1).numpy())
@@ -237,9 +171,9 @@ def evaluate(
                          for p in val[src].split(batch_size)]
                 ids = torch.cat([part.tokens[dst] for part in parts])
                 generated[dst] = decode_tokens(tokenizers[dst], specs[dst], ids)
-            metrics |= _flat(task, score(task, generated[dst], truth))
+            metrics |= _flat(name, task.score(generated[dst], truth))
         if "probe" not in skipped and probe_samples > 0:
-            metrics["probe/count_acc"] = _probe(
+            metrics[PROBE] = _probe(
                 model, specs, data_root, spec, val["rgb"], truth, probe_samples, batch_size
             )
     finally:
@@ -247,25 +181,6 @@ def evaluate(
     if figure is not None and generated:
         _figure(figure, truth, generated, figure_scenes)
     return metrics
-
-
-def skipped_tasks(specs: dict[str, ModalitySpec], data_root: str | Path) -> dict[str, str]:
-    """The cross-modal tasks (and ``probe``) ``evaluate`` leaves out on this data set -> why."""
-    if DatasetSpec.load(data_root).generator is None:
-        why = "needs ground truth, which only a generated data set has (bring-your-own tokens: loss and accuracy)"
-        return {task: why for task in [*TASKS, "probe"]}
-    missing = {task: [m for m in needs if m not in specs] for task, needs in [*TASKS.items(), ("probe", ("rgb",))]}
-    return {task: f"the data set has no {' or '.join(absent)}" for task, absent in missing.items() if absent}
-
-
-def metric_names(specs: dict[str, ModalitySpec], generated: bool) -> list[str]:
-    """The keys ``evaluate`` returns for these modalities (``generated``: the data set has ground truth)."""
-    keys = [f"{kind}/{n}" for kind in ("loss", "acc") for n in [*sorted(specs), "mean"]]
-    if generated:
-        keys += [f"{task}/{m}" for task, (src, dst) in TASKS.items() if src in specs and dst in specs
-                 for m in TASK_METRICS[task]]
-        keys += ["probe/count_acc"] if "rgb" in specs else []
-    return keys
 
 
 def _probe(
@@ -293,7 +208,7 @@ def _probe(
 def _figure(out: str | Path, truth: Truth, generated: dict[str, Any], scenes: int) -> Path:
     from model.show import generation_figure  # matplotlib only when a figure is asked for
 
-    given = {src: truth.native(src)[:scenes] for src, dst in TASKS.values() if dst in generated}
+    given = {task.given: truth.native(task.given)[:scenes] for task in TASKS.values() if task.target in generated}
     return generation_figure(
         given,
         {m: v[:scenes] for m, v in generated.items()},
@@ -302,10 +217,6 @@ def _figure(out: str | Path, truth: Truth, generated: dict[str, Any], scenes: in
         canvas=truth.cfg.canvas,
         num_classes=truth.cfg.num_classes,
     )
-
-
-def _most_common(values: Any) -> Any:
-    return Counter(values).most_common(1)[0][0]
 
 
 def trivial_baselines(data_root: str | Path, num_samples: int = 500, reference_samples: int = 1000) -> dict[str, float]:
@@ -318,23 +229,10 @@ def trivial_baselines(data_root: str | Path, num_samples: int = 500, reference_s
     spec = DatasetSpec.load(data_root)
     truth = Truth.load(spec, "val", min(num_samples, spec.splits["val"]))
     train = Truth.load(spec, "train", min(reference_samples, spec.splits["train"]))
-    cfg, n, k = truth.cfg, len(truth.scenes), truth.cfg.max_objects
-    objects = [o for scene in scene_objects(cfg, train.scenes) for o in scene]
-    size, color, shape = (_most_common(values) for values in zip(*objects))
-    classes = [c for scene in truth_boxes(cfg, train.scenes) for c, _ in scene]
-    mean_box = np.round(train.scenes.box[train.scenes.present].mean(0)).astype(int)
-    box_words = [_most_common(classes), *(f"@{v}" for v in mean_box)]
-    preds = {
-        "rgb_to_semseg": np.full_like(truth.scenes.semseg, np.bincount(train.scenes.semseg.ravel()).argmax()),
-        "rgb_to_depth": np.broadcast_to(train.scenes.depth.mean(0), truth.scenes.depth.shape),
-        "rgb_to_caption": [" and ".join([f"{size} {color} {shape}"] * k).split()] * n,
-        "rgb_to_boxes": [box_words * k] * n,
-        "caption_to_rgb": np.roll(truth.scenes.rgb, 1, axis=0),
-    }
     metrics = {}
-    for task, pred in preds.items():
-        metrics |= _flat(task, score(task, pred, truth))
-    metrics["probe/count_acc"] = float((truth.counts == np.bincount(train.counts).argmax()).mean())
+    for name, task in TASKS.items():
+        metrics |= _flat(name, task.score(task.trivial(truth, train), truth))
+    metrics[PROBE] = float((truth.counts == np.bincount(train.counts).argmax()).mean())
     return metrics
 
 
@@ -344,8 +242,15 @@ def token_ceilings(data_root: str | Path, num_samples: int = 500) -> dict[str, f
     num = min(num_samples, spec.splits["val"])
     truth = Truth.load(spec, "val", num)
     tokenizers = load_tokenizers(data_root)
-    val = load_split(data_root, "val", sorted({dst for _, dst in TASKS.values()}))
+    val = load_split(data_root, "val", sorted({task.target for task in TASKS.values()}))
     metrics = {}
-    for task, (_, dst) in TASKS.items():
-        metrics |= _flat(task, score(task, decode_tokens(tokenizers[dst], spec.modalities[dst], val[dst][:num]), truth))
+    for name, task in TASKS.items():
+        dst = task.target
+        metrics |= _flat(name, task.score(decode_tokens(tokenizers[dst], spec.modalities[dst], val[dst][:num]), truth))
     return metrics
+
+
+def eval_table(results: dict[str, float]) -> str:
+    """The evaluation as a two-column table, cross-modal tasks first."""
+    rows = sorted(results.items(), key=lambda kv: ("_to_" not in kv[0] and not kv[0].startswith("probe"), kv[0]))
+    return tabulate([(k, f"{v:.4f}") for k, v in rows], headers=["metric (val)", "value"], tablefmt="github")

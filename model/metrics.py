@@ -9,8 +9,7 @@ from __future__ import annotations
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
-from model.modalities import parse_boxes
-from model.scenes import SceneConfig, Scenes
+from model.scenes import SceneConfig, Scenes, parse_boxes
 
 Object = tuple[str | None, str | None, str | None]  # (size, color, shape); None where a caption names none
 

@@ -1,8 +1,11 @@
 """The modalities of the generated data set, registered in one place.
 
 A modality says how to read its ground truth off rendered scenes, which tokenizer it
-uses, and how to score a decoded sample against the truth (tokenizer fidelity). Adding a
-modality is one ``Modality`` entry in ``MODALITIES``.
+uses, how to score a decoded sample against the truth (tokenizer fidelity) and, for a
+single-channel image, the colormap every figure and the explorer draw it with. Adding a
+modality is one ``Modality`` entry in ``MODALITIES`` (and, to be evaluated, a ``Task`` in
+``model/tasks.py``). Masking needs nothing per modality: a preset's alphas give every
+modality its value through their ``default`` key (``model/fit.py``).
 """
 
 from __future__ import annotations
@@ -13,8 +16,21 @@ from typing import Any
 
 import numpy as np
 
-from model.scenes import SceneConfig, Scenes, caption_vocabulary, captions, max_caption_words
+from model.scenes import SceneConfig, Scenes, box_vocabulary, box_words, caption_vocabulary, captions, max_caption_words
 from model.tokenizers import DepthCodebook, LabelCodebook, RGBCodebook, WordTokenizer
+
+
+@dataclass(frozen=True)
+class Colormap:
+    """How a single-channel image is drawn: matplotlib's ``cmap`` over [``vmin``, ``vmax``], pixels kept sharp."""
+
+    cmap: str
+    vmin: float
+    vmax: float
+
+    def imshow(self) -> dict[str, Any]:
+        """Keyword arguments of ``Axes.imshow``."""
+        return {"cmap": self.cmap, "vmin": self.vmin, "vmax": self.vmax, "interpolation": "nearest"}
 
 
 @dataclass(frozen=True)
@@ -24,38 +40,18 @@ class Modality:
     truth: Callable[[SceneConfig, Scenes], Any]
     tokenizer: Callable[[SceneConfig, dict], Any]  # (scene config, codebook sizes) -> unfitted tokenizer
     fidelity: Callable[[Any, Any], dict[str, float]]  # (truth, decoded) -> named scores
+    colormap: Colormap | None = None  # single-channel images only; rgb is drawn as it is
 
 
-def box_words(cfg: SceneConfig, scenes: Scenes) -> list[list[str]]:
-    """4M's detection format: per object left to right, a class word then 4 coordinate bins."""
-    order = scenes.order()
-    out = []
-    for b in range(len(scenes)):
-        words = []
-        for k in order[b]:
-            if scenes.present[b, k]:
-                cls = f"{cfg.colors[scenes.color[b, k]]}_{cfg.shapes[scenes.shape[b, k]]}"
-                words += [cls, *(f"@{v}" for v in scenes.box[b, k])]
-        out.append(words)
-    return out
-
-
-def box_vocabulary(cfg: SceneConfig) -> list[str]:
-    classes = [f"{c}_{s}" for c in cfg.colors for s in cfg.shapes]
-    return classes + [f"@{v}" for v in range(cfg.canvas)]
-
-
-def parse_boxes(words: list[str]) -> list[tuple[str, tuple[int, int, int, int]]]:
-    """Box words back to (class, (x0, y0, x1, y1)); malformed groups are skipped."""
-    boxes, i = [], 0
-    while i + 5 <= len(words):
-        cls, coords = words[i], words[i + 1 : i + 5]
-        if "_" in cls and all(c.startswith("@") for c in coords):
-            boxes.append((cls, tuple(int(c[1:]) for c in coords)))
-            i += 5
-        else:
-            i += 1
-    return boxes
+def colormap(name: str, image: np.ndarray) -> Colormap | None:
+    """How every figure draws a native image of modality ``name``: None for an rgb one ([H, W, 3], as it is);
+    a single channel with its modality's colormap, or (a data set brought along) gray over its own range."""
+    if image.ndim == 3:
+        return None
+    entry = MODALITIES.get(name)
+    if entry is not None and entry.colormap is not None:
+        return entry.colormap
+    return Colormap("gray", float(image.min()), float(image.max()) or 1.0)
 
 
 def _psnr(truth: np.ndarray, decoded: np.ndarray) -> dict[str, float]:
@@ -84,13 +80,15 @@ MODALITIES: dict[str, Modality] = {
     m.name: m
     for m in [
         Modality("rgb", "image", lambda c, s: s.rgb, _image_tokenizer(RGBCodebook, "rgb"), _psnr),
-        Modality("depth", "image", lambda c, s: s.depth, _image_tokenizer(DepthCodebook, "depth"), _depth_error),
+        Modality("depth", "image", lambda c, s: s.depth, _image_tokenizer(DepthCodebook, "depth"), _depth_error,
+                 Colormap("magma_r", 0.2, 1.0)),  # near is bright; the scenes' depths lie in [0.25, 0.9]
         Modality(
             "semseg",
             "image",
             lambda c, s: s.semseg,
             lambda cfg, sizes: LabelCodebook(sizes["patch"], sizes["semseg"], num_classes=cfg.num_classes),
             _pixel_accuracy,
+            Colormap("tab10", 0, 9),  # one color per class id (background and the shapes)
         ),
         Modality(
             "caption",

@@ -220,3 +220,35 @@ def max_caption_words(cfg: SceneConfig) -> int:
     """Longest caption: 3 words per object, ``and`` between them, an 8-word relation."""
     k = cfg.max_objects
     return 3 * k + (k - 1) + (9 if k >= 2 else 0)
+
+
+def box_words(cfg: SceneConfig, scenes: Scenes) -> list[list[str]]:
+    """4M's detection format: per object left to right, a class word then 4 coordinate bins."""
+    order = scenes.order()
+    out = []
+    for b in range(len(scenes)):
+        words = []
+        for k in order[b]:
+            if scenes.present[b, k]:
+                cls = f"{cfg.colors[scenes.color[b, k]]}_{cfg.shapes[scenes.shape[b, k]]}"
+                words += [cls, *(f"@{v}" for v in scenes.box[b, k])]
+        out.append(words)
+    return out
+
+
+def box_vocabulary(cfg: SceneConfig) -> list[str]:
+    classes = [f"{c}_{s}" for c in cfg.colors for s in cfg.shapes]
+    return classes + [f"@{v}" for v in range(cfg.canvas)]
+
+
+def parse_boxes(words: list[str]) -> list[tuple[str, tuple[int, int, int, int]]]:
+    """Box words back to (class, (x0, y0, x1, y1)); malformed groups are skipped."""
+    boxes, i = [], 0
+    while i + 5 <= len(words):
+        cls, coords = words[i], words[i + 1 : i + 5]
+        if "_" in cls and all(c.startswith("@") for c in coords):
+            boxes.append((cls, tuple(int(c[1:]) for c in coords)))
+            i += 5
+        else:
+            i += 1
+    return boxes

@@ -14,20 +14,17 @@ from matplotlib.patches import Rectangle  # noqa: E402
 
 from model.build import load_tokenizers, scene_config  # noqa: E402
 from model.dataset import DatasetSpec, load_split  # noqa: E402
-from model.modalities import MODALITIES, parse_boxes  # noqa: E402
-from model.scenes import render  # noqa: E402
+from model.modalities import MODALITIES, colormap  # noqa: E402
+from model.scenes import parse_boxes, render  # noqa: E402
 
 
 def draw(ax, name: str, value, canvas: int, num_classes: int) -> None:
     """Draw one modality's native value (image array or word list) on an axis."""
     ax.set_xticks([])
     ax.set_yticks([])
-    if name == "rgb":
-        ax.imshow(value)
-    elif name == "depth":
-        ax.imshow(value, cmap="magma_r", vmin=0.2, vmax=1.0)
-    elif name == "semseg":
-        ax.imshow(value, cmap="tab10", vmin=0, vmax=9, interpolation="nearest")
+    if isinstance(value, np.ndarray):  # an image
+        cmap = colormap(name, value)
+        ax.imshow(value, **(cmap.imshow() if cmap else {}))
     elif name == "boxes":
         ax.imshow(np.full((canvas, canvas, 3), 0.95))
         for cls, (x0, y0, x1, y1) in parse_boxes(value):

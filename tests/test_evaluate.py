@@ -1,11 +1,12 @@
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
 from model.dataset import DatasetSpec
-from model.evaluate import evaluate, metric_names, ridge_probe, token_ceilings, trivial_baselines
+from model.evaluate import evaluate, ridge_probe, token_ceilings, trivial_baselines
 from model.metrics import (
     attribute_accuracy,
     box_iou,
@@ -16,9 +17,9 @@ from model.metrics import (
     semseg_miou,
     truth_boxes,
 )
-from model.modalities import box_words
 from model.network import MODEL_PRESETS, FourM
-from model.scenes import SceneConfig, captions, render
+from model.scenes import SceneConfig, box_words, captions, render
+from model.tasks import TASKS, direction, metric_names
 
 CFG = SceneConfig()
 KEYS = [
@@ -113,3 +114,14 @@ def test_baselines_below_token_ceilings(data_root):
         assert math.isfinite(floor[key]) and math.isfinite(value)
         assert (value < floor[key]) if key.endswith("abs_rel") else (value > floor[key]), key
     assert ceiling["rgb_to_caption/attr_acc"] == ceiling["rgb_to_boxes/miou"] == 1.0
+
+
+def test_every_task_metric_has_a_direction_and_is_documented():
+    docs = (Path(__file__).parents[1] / "docs" / "studies.md").read_text()
+    for name, task in TASKS.items():
+        for metric, better in task.metrics.items():
+            assert direction(f"eval/{name}/{metric}") == direction(f"{name}/{metric}") == better
+            assert f"`eval/{name}/{metric}`" in docs, f"docs/studies.md's metric table lacks eval/{name}/{metric}"
+    assert direction("train/loss/rgb") == direction("eval/loss/mean") == "lower"
+    assert direction("eval/acc/caption") == direction("eval/probe/count_acc") == "higher"
+    assert direction("train/lr") is direction("train/tokens_per_s") is direction("masks/rgb/input_mean") is None

@@ -203,7 +203,8 @@ def test_the_study_files_report_section_is_checked_with_the_rest(data_root, tmp_
     study = yaml.safe_load(path.read_text())
     for bad, expected in [
         ({"metrics": ["eval/loss/mean", "eval/speed"]}, "report.metrics: ['eval/speed']: no known direction (lower "
-         "or higher is better); a metric name must contain one of the patterns in ablate/directions.py: 'loss'"),
+         "or higher is better); a metric name must contain one of model/tasks.py's metrics: 'loss' (lower), 'acc' "
+         "(higher)"),
         ({"correction": "bonferroni"}, "report.correction: 'bonferroni': should be 'holm' or 'bh'"),
         ({"precision": 12}, "report.precision: 12: should be less than or equal to 8"),
         ({"rows": ["nope"]}, "report.rows: 'nope': not a setting of this study; settings: ['masking']"),

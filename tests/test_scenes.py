@@ -1,8 +1,7 @@
 import numpy as np
 import pytest
 
-from model.modalities import box_words, parse_boxes
-from model.scenes import COLOR_RGB, SceneConfig, captions, render
+from model.scenes import COLOR_RGB, SceneConfig, box_words, captions, parse_boxes, render
 
 CFG = SceneConfig()
 

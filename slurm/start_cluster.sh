@@ -267,8 +267,11 @@ start_slurmd() {
 }
 
 # ---------------------------------------------------------------------------------- smoke job
+# The job goes through every daemon: slurmctld schedules it, slurmd runs it, slurmdbd records it in sacct.
+# On a node busy with other jobs it waits for room (reason Resources or Priority): the daemons have all
+# answered by then (sbatch, squeue, sacct), so the job is cancelled and the cluster counts as up.
 smoke_job() {
-    local jid st="" deadline
+    local jid st="" reason deadline
     jid=$(q sbatch --parsable -p debug -N 1 -n 1 -t 1 -J nano4m-smoke -D /tmp \
               -o /dev/null -e /dev/null --wrap true) || die "sbatch of the smoke job failed"
     jid=${jid%%;*}
@@ -279,6 +282,13 @@ smoke_job() {
             COMPLETED) break ;;
             FAILED*|CANCELLED*|TIMEOUT*|NODE_FAIL*|OUT_OF_ME*|BOOT_FAIL*|DEADLINE*|PREEMPTED*)
                 fail_log "smoke job $jid ended $st" "$SLURM_LOG/slurmctld.log" ;;
+            PENDING)
+                reason=$(q squeue -h -j "$jid" -o %r 2>/dev/null || true)
+                if [ "$reason" = Resources ] || [ "$reason" = Priority ]; then
+                    q scancel "$jid" >/dev/null 2>&1 || true
+                    say "smoke job $jid PENDING ($reason: the node is busy with other jobs); every daemon answered"
+                    return 0
+                fi ;;
         esac
         if [ "$(date +%s)" -ge "$deadline" ]; then
             q squeue >&2 || true

@@ -176,3 +176,25 @@ def test_cancelled_array_reports_cancelled(slurm_cluster: str, tmp_path: Path) -
         # (job.result() would raise UncompletedJobError, but only after waiting 15 s for a
         # result file that a cancelled job never writes.)
         assert not job.paths.result_pickle.exists()
+
+
+def test_start_cluster_counts_a_busy_node_as_up(slurm_cluster: str) -> None:
+    """With every CPU of the node taken, the smoke job cannot run: the script checks the daemons, says the node
+    is busy, exits 0 and leaves no smoke job queued (it used to wait a minute and fail)."""
+    cpus = _run("sinfo", "-h", "-N", "-o", "%c").stdout.split()[0]
+    filler = subprocess.run(["sbatch", "--parsable", "-p", PARTITION, "-N", "1", "-n", "1", "-c", cpus, "-t", "2",
+                             "-J", "nano4m-filler", "-o", "/dev/null", "--wrap", "sleep 120"],
+                            capture_output=True, text=True, check=True).stdout.strip().split(";")[0]
+    try:
+        deadline = time.monotonic() + JOB_TIMEOUT_S
+        while _run("squeue", "-h", "-j", filler, "-o", "%T").stdout.strip() != "RUNNING":
+            assert time.monotonic() < deadline, "the filler job never started"
+            time.sleep(0.3)
+        started = time.monotonic()
+        done = subprocess.run(["bash", str(START_SCRIPT), "--check"], capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert "the node is busy with other jobs" in done.stdout + done.stderr
+        assert time.monotonic() - started < 30
+        assert "nano4m-smoke" not in _run("squeue", "-h", "-o", "%j").stdout
+    finally:
+        subprocess.run(["scancel", filler], capture_output=True)

@@ -206,7 +206,8 @@ def status(args: argparse.Namespace) -> None:
 
 def cancel(args: argparse.Namespace) -> None:
     study = _study(args)
-    from ablate.ledger import Ledger, cancel_live_jobs
+    from ablate.ledger import Ledger
+    from ablate.states import cancel_live_jobs
 
     stopped = cancel_live_jobs(list(Ledger(study, create=False).records().values()))
     print(f"{study.name}: cancelled {stopped} queued or running runs; `ablate submit {args.study}` resumes them")

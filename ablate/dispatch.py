@@ -21,7 +21,9 @@ from dataclasses import dataclass
 import submitit
 from tqdm import tqdm
 
-from ablate.ledger import ALIVE_STATES, Ledger, Record, cancel_job, state
+from ablate.executors import EXECUTORS
+from ablate.ledger import Ledger, Record
+from ablate.states import ALIVE_STATES, state
 from ablate.study import Run, Study
 
 POLL_S = 1.0
@@ -49,24 +51,6 @@ class TrainJob:
         return submitit.helpers.DelayedSubmission(TrainJob(self.config, self.evaluate))
 
 
-def make_executor(study: Study) -> submitit.Executor:
-    ex = study.spec.executor
-    executor = submitit.AutoExecutor(folder=study.dir / "submitit" / "%j", cluster=ex.kind)
-    params = {"name": f"nano4m-{study.name}", "timeout_min": ex.timeout_min,
-              "tasks_per_node": ex.tasks_per_node or max(1, ex.gpus_per_node),
-              "gpus_per_node": ex.gpus_per_node or None}
-    if ex.kind == "slurm":
-        params |= {
-            "nodes": 1, "cpus_per_task": ex.cpus_per_task or max(1, ex.threads_per_run), "mem_gb": ex.mem_gb,
-            "slurm_partition": ex.partition, "slurm_account": ex.account,
-            "slurm_array_parallelism": ex.array_parallelism or ex.max_parallel,
-            "slurm_signal_delay_s": ex.signal_delay_s, "slurm_setup": ex.setup or None,
-            "slurm_additional_parameters": ex.additional or None,
-        }
-    executor.update_parameters(**{k: v for k, v in params.items() if v is not None})
-    return executor
-
-
 @dataclass
 class Active:
     run: Run
@@ -82,7 +66,8 @@ class Dispatcher:
         self.study, self.ledger = study, ledger
         _let_jobs_stop_on_sigint()
         self.parent_id = ledger.parent_id()
-        self.executor = make_executor(study)
+        self.kind = EXECUTORS[study.spec.executor.kind]
+        self.executor = self.kind.make(study)
         self.active: dict[str, Active] = {}
 
     def launch(self, runs: list[Run], records: dict[str, Record], tags: dict[str, str] | None = None) -> None:
@@ -116,7 +101,7 @@ class Dispatcher:
             active.job.cancel(check=False)
         else:
             tags = self.ledger.record(active.run_id).tags
-            cancel_job(tags.get("executor", ""), tags.get("job_id", ""))
+            EXECUTORS[tags["executor"]].cancel(tags["job_id"])
 
     def poll(self) -> list[tuple[Run, str]]:
         """Runs that ended since the last poll: ``done`` (also when it finished before a cancel arrived);
@@ -136,7 +121,7 @@ class Dispatcher:
                 self.ledger.end(record.run_id, "KILLED")
                 ended.append((active.run, "cancelled"))
                 continue
-            if record.status == "KILLED" or _cancelled(active.job):
+            if record.status == "KILLED" or (active.job is not None and self.kind.stopped(active.job)):
                 self.ledger.end(record.run_id, "KILLED")
                 tqdm.write(f"run {key} ({active.run.label}) was cancelled; `ablate submit` resumes it",
                            file=sys.stderr)
@@ -207,11 +192,6 @@ def _ignore(signum: int, frame: object) -> None:
     pass
 
 
-def _cancelled(job: submitit.Job | None) -> bool:
-    """SLURM says CANCELLED; a local job's controller died of a signal (submitit's INTERRUPTED)."""
-    return job is not None and job.state.startswith(("CANCELLED", "INTERRUPTED"))
-
-
 def _reason(job: submitit.Job | None) -> str:
     if job is None:
         return "its job ended without finishing"
@@ -246,12 +226,12 @@ def submit(study: Study, wait: bool = False, progress: bool = True) -> dict[str,
     print(f"{study.name}: {len(study.runs)} runs ({', '.join(f'{n} {s}' for s, n in counts.items())}); "
           f"launching {len(todo)}", file=sys.stderr)
     ex = study.spec.executor
-    if ex.kind == "slurm":
+    if dispatcher.kind.detached:
         dispatcher.launch(todo, records)
         todo = []
         if not wait:
             return {key: "queued" if key in dispatcher.active else s for key, s in states.items()}
-    limit = ex.max_parallel if ex.kind == "local" else 1
+    limit = 1 if dispatcher.kind.foreground else ex.max_parallel
     done = sum(s in ("done", "pruned", "failed") for s in states.values())
     with (tqdm(total=len(study.runs), initial=done, desc=study.name, unit="run", disable=not progress) as bar,
           RunBars(progress, study.spec.evaluate) as run_bars):

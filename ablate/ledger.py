@@ -7,22 +7,12 @@ run key, tagged::
     study, run_key, config_hash, seed, family, code_version, retries, executor, job_id
     (and search_params for an Optuna trial's run, pruned when the pruner stopped it)
 
-A run's state combines its MLflow status with whether its job is still alive:
-
-    missing      no MLflow run yet (or created and never launched)
-    queued       launched, waiting for a slot
-    running      its job is alive
-    done         FINISHED
-    failed       FAILED (relaunched while ``retries`` < ``executor.max_retries``)
-    interrupted  started, not finished, no live job: launching it again resumes its checkpoint
-    pruned       stopped by the search's pruner
+A run's state, read from its record and its job, is ``ablate/states.py``'s.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import signal
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -36,7 +26,6 @@ from ablate.metric_names import current
 from ablate.study import Run, Study, StudyError
 from ablate.tracking import EXPERIMENT_KIND, MODEL_TRAINING, artifact_root, ensure_experiment, store_uri
 
-ALIVE_STATES = ("queued", "running")
 _PAGE = 1000
 
 
@@ -167,57 +156,6 @@ def _moved(recorded: str, study: Study) -> str | None:
     return (f"{study.dir / 'mlflow.db'} keeps its artifacts at {old}, not in this study folder: the folder was "
             f"moved or copied, and MLflow records artifact locations as absolute paths. Move it back to "
             f"{Path(old).parent}, or link the old place to it (ln -s {study.dir} {Path(old).parent})")
-
-
-def state(record: Record | None) -> str:
-    """One of the states in the module docstring."""
-    if record is None or (record.status == "SCHEDULED" and "job_id" not in record.tags):
-        return "missing"
-    if record.tags.get("pruned"):
-        return "pruned"
-    if record.status == "FINISHED":
-        return "done"
-    if job_alive(record.tags.get("executor", ""), record.tags.get("job_id", "")):
-        return "queued" if record.status == "SCHEDULED" else "running"
-    return "failed" if record.status == "FAILED" else "interrupted"
-
-
-def job_alive(kind: str, job_id: str) -> bool:
-    """Whether a job launched by some submitter (maybe an earlier one) still runs or waits to."""
-    if kind == "slurm":
-        try:
-            out = subprocess.run(["squeue", "-h", "-j", job_id, "-o", "%T"], capture_output=True, text=True,
-                                 timeout=30)
-        except (OSError, subprocess.TimeoutExpired):
-            return False
-        return bool(out.stdout.strip())
-    if kind == "local":  # the job id is the pid of submitit's job controller
-        cmdline = Path(f"/proc/{job_id}/cmdline")
-        try:
-            return b"submitit" in cmdline.read_bytes()  # a reused pid or a zombie is not our job
-        except OSError:
-            return False
-    return False  # debug jobs run inside the submitter
-
-
-def cancel_job(kind: str, job_id: str) -> None:
-    """Stop a job launched by some submitter: ``scancel`` on SLURM (an array id cancels the whole array);
-    a local job's controller gets SIGINT, as submitit's own ``cancel`` sends, and stops its run."""
-    if kind == "slurm":
-        subprocess.run(["scancel", job_id], capture_output=True, timeout=30)
-    elif kind == "local" and job_alive(kind, job_id):
-        os.kill(int(job_id), signal.SIGINT)
-
-
-def cancel_live_jobs(records: list[Record]) -> int:
-    """Cancel the jobs of the runs still queued or running; returns how many runs that stopped.
-
-    SLURM arrays are cancelled whole: in Slurm 22.05 cancelling one task of a pending array loses its record.
-    """
-    alive = [r for r in records if state(r) in ALIVE_STATES]
-    for kind, job_id in sorted({(r.tags["executor"], r.tags["job_id"].split("_")[0]) for r in alive}):
-        cancel_job(kind, job_id)
-    return len(alive)
 
 
 def _record(run) -> Record:

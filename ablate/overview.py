@@ -16,7 +16,8 @@ from dataclasses import dataclass
 
 from tabulate import tabulate
 
-from ablate.ledger import Ledger, Record, search_params, state
+from ablate.ledger import Ledger, Record, search_params
+from ablate.states import state
 from ablate.study import Run, Study
 from model.config import ConfigError
 from model.dataset import DataFormatError

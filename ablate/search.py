@@ -28,7 +28,8 @@ from optuna.trial import TrialState
 from tqdm import tqdm
 
 from ablate.dispatch import POLL_S, Dispatcher, RunBars
-from ablate.ledger import ALIVE_STATES, Ledger, Record, search_params, state
+from ablate.ledger import Ledger, Record, search_params
+from ablate.states import ALIVE_STATES, state
 from ablate.study import SearchParam, Study, StudyError
 from model.config import ConfigError
 from model.dataset import DataFormatError

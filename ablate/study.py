@@ -37,6 +37,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from tqdm import tqdm
 
+from ablate.executors import EXECUTORS
 from ablate.metric_names import current, mlflow_safe
 from model.config import CONF_DIR, Config, ConfigError, DataConfig, compose, group_options, to_dict
 from model.dataset import DataFormatError, DatasetSpec
@@ -56,6 +57,7 @@ PROGRESS_FROM = 200  # configurations: more, and their checking shows a progress
 Positive = Annotated[int, Field(ge=1)]
 NonNegative = Annotated[int, Field(ge=0)]
 Seed = Annotated[int, Field(ge=0, lt=2**32)]  # numpy's seed range
+ExecutorName = Literal[tuple(EXECUTORS)]  # the kinds ablate/executors.py defines
 
 
 class StudyError(ValueError):
@@ -141,8 +143,7 @@ class SearchSpec(Schema):
 class ExecutorSpec(Schema):
     """Where runs go. The SLURM keys are submitit's; local and debug ignore them (not gpus/tasks_per_node)."""
 
-    kind: Literal["local", "debug", "slurm"] = Field("local", description="local: a process per run; debug: in the "
-                                                     "submitter's process, one at a time (for pdb); slurm: a job array")
+    kind: ExecutorName = Field("local", description="; ".join(f"{k}: {e.summary}" for k, e in EXECUTORS.items()))
     max_parallel: Positive = Field(1, description="runs at once (local processes, search trials; SLURM: the array's "
                                    "default parallelism)")
     threads_per_run: NonNegative = Field(0, description="torch CPU threads per run (0: torch's default)")

@@ -21,9 +21,10 @@ from study_files import LOCAL, TINY, wait_for, write_study
 
 from ablate.cli import main
 from ablate.dispatch import submit
-from ablate.ledger import Ledger, Record, cancel_live_jobs, state
+from ablate.ledger import Ledger, Record
 from ablate.overview import plan_table, status_table
 from ablate.search import Search, open_search
+from ablate.states import cancel_live_jobs, state
 from ablate.study import StudyError, config_hash, load_study
 from ablate.tracking import run_tracker
 from model.checkpoint import latest_checkpoint

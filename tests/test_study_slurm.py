@@ -12,7 +12,8 @@ from submitit.slurm.slurm import SlurmJobEnvironment
 from test_slurm_cluster import ACCOUNT, slurm_cluster  # noqa: F401  (the session fixture)
 
 from ablate.dispatch import Dispatcher, submit
-from ablate.ledger import Ledger, state
+from ablate.ledger import Ledger
+from ablate.states import state
 from ablate.study import load_study
 
 TIMEOUT_S = 120

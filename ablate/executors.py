@@ -1,0 +1,137 @@
+"""Where a study's runs go: one class per ``executor.kind``, as submitit has one executor per backend.
+
+A kind says how to make its submitit executor for a study (``parameters``, ``make``), whether a job it
+launched, maybe by an earlier submitter, is still alive (``alive``), how to stop one (``cancel``), and how
+the submitter drives its jobs (``foreground``, ``detached``). ``EXECUTORS`` maps each kind to its class; the
+study schema allows exactly its keys (``ablate/schema.py``), so a new kind is one class here.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+if TYPE_CHECKING:
+    import submitit
+
+    from ablate.schema import ExecutorSpec
+    from ablate.study import Study
+
+
+class ExecutorKind:
+    """One ``executor.kind``: its submitit executor, and what the submitter asks of the jobs it launches."""
+
+    kind: ClassVar[str]
+    summary: ClassVar[str]  # the schema's one-line description of the kind
+    foreground: ClassVar[bool] = False  # jobs run inside the submitter, so one at a time
+    detached: ClassVar[bool] = False  # a scheduler runs the jobs: a study is submitted whole, never waited for
+    stopped_states: ClassVar[tuple[str, ...]] = ()  # job states (prefixes) of a job someone else stopped
+
+    @classmethod
+    def parameters(cls, spec: ExecutorSpec) -> dict[str, Any]:
+        """``AutoExecutor.update_parameters`` arguments for the study's executor section (None: submitit's
+        default)."""
+        return {"timeout_min": spec.timeout_min, "tasks_per_node": spec.tasks_per_node or max(1, spec.gpus_per_node),
+                "gpus_per_node": spec.gpus_per_node or None}
+
+    @classmethod
+    def make(cls, study: Study) -> submitit.Executor:
+        """The submitit executor for a study's runs; its logs go to ``<study dir>/submitit/<job id>/``."""
+        import submitit  # the schema imports this module for the kinds; only launching needs submitit
+
+        executor = submitit.AutoExecutor(folder=study.dir / "submitit" / "%j", cluster=cls.kind)
+        params = {"name": f"nano4m-{study.name}", **cls.parameters(study.spec.executor)}
+        executor.update_parameters(**{k: v for k, v in params.items() if v is not None})
+        return executor
+
+    @classmethod
+    def stopped(cls, job: submitit.Job) -> bool:
+        """Whether someone else stopped the job (``scancel``, ``ablate cancel``, Ctrl-C) rather than it failing."""
+        return job.state.startswith(cls.stopped_states)
+
+    @staticmethod
+    def alive(job_id: str) -> bool:
+        """Whether a job launched by some submitter (maybe an earlier one) still runs or waits to."""
+        return False
+
+    @staticmethod
+    def cancel(job_id: str) -> None:
+        """Stop a job launched by some submitter."""
+
+    @classmethod
+    def cancel_all(cls, job_ids: list[str]) -> None:
+        """Stop every one of these jobs (a study's live ones)."""
+        for job_id in sorted(set(job_ids)):
+            cls.cancel(job_id)
+
+
+class Local(ExecutorKind):
+    kind = "local"
+    summary = "a process per run"
+    stopped_states = ("INTERRUPTED",)  # the job controller died of a signal
+
+    @staticmethod
+    def alive(job_id: str) -> bool:
+        cmdline = Path(f"/proc/{job_id}/cmdline")  # the job id is the pid of submitit's job controller
+        try:
+            return b"submitit" in cmdline.read_bytes()  # a reused pid or a zombie is not our job
+        except OSError:
+            return False
+
+    @staticmethod
+    def cancel(job_id: str) -> None:
+        """SIGINT to the job's controller, as submitit's own ``cancel`` sends: it stops its run."""
+        if Local.alive(job_id):
+            os.kill(int(job_id), signal.SIGINT)
+
+
+class Debug(ExecutorKind):
+    """Jobs run inside the submitter: never alive once it has gone, nothing to cancel from outside."""
+
+    kind = "debug"
+    summary = "in the submitter's process, one at a time (for pdb)"
+    foreground = True
+    stopped_states = ("CANCELLED",)
+
+
+class Slurm(ExecutorKind):
+    kind = "slurm"
+    summary = "a job array"
+    detached = True
+    stopped_states = ("CANCELLED",)
+
+    @classmethod
+    def parameters(cls, spec: ExecutorSpec) -> dict[str, Any]:
+        return super().parameters(spec) | {
+            "nodes": 1, "cpus_per_task": spec.cpus_per_task or max(1, spec.threads_per_run), "mem_gb": spec.mem_gb,
+            "slurm_partition": spec.partition, "slurm_account": spec.account,
+            "slurm_array_parallelism": spec.array_parallelism or spec.max_parallel,
+            "slurm_signal_delay_s": spec.signal_delay_s, "slurm_setup": spec.setup or None,
+            "slurm_additional_parameters": spec.additional or None,
+        }
+
+    @staticmethod
+    def alive(job_id: str) -> bool:
+        try:
+            out = subprocess.run(["squeue", "-h", "-j", job_id, "-o", "%T"], capture_output=True, text=True,
+                                 timeout=30)
+        except (OSError, subprocess.TimeoutExpired):
+            return False
+        return bool(out.stdout.strip())
+
+    @staticmethod
+    def cancel(job_id: str) -> None:
+        """``scancel``: an array task id stops that task, an array id the whole array."""
+        subprocess.run(["scancel", job_id], capture_output=True, timeout=30)
+
+    @classmethod
+    def cancel_all(cls, job_ids: list[str]) -> None:
+        """Arrays are cancelled whole: in Slurm 22.05 cancelling one task of a pending array loses its record."""
+        super().cancel_all([job_id.split("_")[0] for job_id in job_ids])
+
+
+# The schema lists the kinds in this order (its error message and docs/studies.md too).
+EXECUTORS: dict[str, type[ExecutorKind]] = {kind.kind: kind for kind in (Local, Debug, Slurm)}

@@ -1,0 +1,30 @@
+"""Executor kinds: the schema allows exactly the registered ones, and each makes its own submitit backend."""
+
+from __future__ import annotations
+
+import typing
+
+import pytest
+from pydantic import ValidationError
+
+from ablate.executors import EXECUTORS
+from ablate.study import ExecutorSpec, Study, StudySpec
+
+
+def test_the_schema_allows_exactly_the_registered_kinds_and_names_them_when_refusing_another():
+    field = ExecutorSpec.model_fields["kind"]
+    assert typing.get_args(field.annotation) == tuple(EXECUTORS)
+    for kind, executor in EXECUTORS.items():
+        assert ExecutorSpec(kind=kind).kind == kind and f"{kind}: {executor.summary}" in field.description
+    with pytest.raises(ValidationError, match="should be 'local', 'debug' or 'slurm'"):
+        ExecutorSpec(kind="pbs")
+
+
+@pytest.mark.parametrize("kind", list(EXECUTORS))
+def test_each_kind_makes_its_submitit_backend_and_knows_no_job_it_did_not_launch(kind, tmp_path):
+    executor = EXECUTORS[kind]
+    study = Study(StudySpec(name="s", executor={"kind": kind, "partition": "gpu"}), tmp_path / "s.yaml")
+    made = executor.make(study)
+    assert made.cluster == kind and made.folder == tmp_path / "s" / "submitit" / "%j"
+    assert ("slurm_partition" in executor.parameters(study.spec.executor)) == (kind == "slurm")
+    assert not executor.alive("999999999")

@@ -124,7 +124,7 @@ def generate(args: argparse.Namespace) -> None:
 
 
 def _study(args: argparse.Namespace):
-    from ablate.study import find_study_file, load_study
+    from ablate.study_file import find_study_file, load_study
 
     return load_study(find_study_file(args.study))
 
@@ -172,7 +172,7 @@ def _submit(study, args: argparse.Namespace) -> None:
 def report(args: argparse.Namespace) -> None:
     from ablate import snapshot
     from ablate.report import make_report, report_spec
-    from ablate.study import find_study_file
+    from ablate.study_file import find_study_file
 
     study = snapshot.load(find_study_file(args.study))
     options = {"metrics": args.metrics, "rows": args.rows, "columns": args.columns, "precision": args.precision,
@@ -215,7 +215,8 @@ def cancel(args: argparse.Namespace) -> None:
 
 def ui(args: argparse.Namespace) -> int:
     """MLflow's UI on the study's store, in its own process group: Ctrl-C or SIGTERM stops all of it."""
-    from ablate.study import StudyError, find_study_file, load_study
+    from ablate.schema import StudyError
+    from ablate.study_file import find_study_file, load_study
 
     study = load_study(find_study_file(args.study), expand=False)  # the store is all it needs: no data set
     nothing = f"{study.path}: study {study.name!r} has nothing recorded yet; `ablate submit {args.study}` first"
@@ -448,7 +449,7 @@ def main(argv: list[str] | None = None) -> int:
         args.overrides += extra
     elif extra:
         p.error(f"unrecognized arguments: {' '.join(extra)}")
-    from ablate.study import StudyError
+    from ablate.schema import StudyError
     from model.config import ConfigError
     from model.dataset import DataFormatError
 

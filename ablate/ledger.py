@@ -23,7 +23,8 @@ from mlflow.entities import RunStatus
 from mlflow.tracking import MlflowClient
 
 from ablate.metric_names import current
-from ablate.study import Run, Study, StudyError
+from ablate.schema import StudyError
+from ablate.study import Run, Study
 from ablate.tracking import EXPERIMENT_KIND, MODEL_TRAINING, artifact_root, ensure_experiment, store_uri
 
 _PAGE = 1000

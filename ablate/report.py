@@ -31,9 +31,11 @@ from pydantic import ValidationError
 
 from ablate import snapshot
 from ablate.ledger import Ledger
+from ablate.schema import ReportSpec, StudyError
 from ablate.stats import aggregate, compare, seeds_needed
-from ablate.study import ReportSpec, Study, StudyError, layout_problems, matches, settings_keys
+from ablate.study import Study, matches, settings_keys
 from ablate.table import LATEX, MARKDOWN, Layout, Markup, short, to_latex, to_markdown, wide
+from ablate.validate import layout_problems
 from model.tasks import direction
 
 CORRECTIONS = {"holm": "Holm", "bh": "Benjamini-Hochberg"}

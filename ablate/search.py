@@ -29,8 +29,9 @@ from tqdm import tqdm
 
 from ablate.dispatch import POLL_S, Dispatcher, RunBars
 from ablate.ledger import Ledger, Record, search_params
+from ablate.schema import SearchParam, StudyError
 from ablate.states import ALIVE_STATES, state
-from ablate.study import SearchParam, Study, StudyError
+from ablate.study import Study
 from model.config import ConfigError
 from model.dataset import DataFormatError
 

@@ -32,7 +32,9 @@ from mlflow.exceptions import MlflowException
 from tqdm import tqdm
 
 from ablate.ledger import Ledger, Record
-from ablate.study import Study, StudyError, load_study
+from ablate.schema import StudyError
+from ablate.study import Study
+from ablate.study_file import load_study
 
 FORMAT = 2  # bump when the files' layout changes: older snapshots are then rebuilt (2: today's metric names)
 CLOCK_MARGIN_MS = 2 * 60 * 1000  # > tracking.BUSY_TIMEOUT_S, plus clock skew

@@ -1,4 +1,4 @@
-"""The key reference in docs/studies.md, generated from the study schema (``ablate.study.StudySpec``).
+"""The key reference in docs/studies.md, generated from the study schema (``ablate.schema.StudySpec``).
 
 ``python -m ablate.study_doc`` rewrites that section of the page in place; a test fails when the page and
 the schema disagree, so a key added to the schema is a key documented.
@@ -14,10 +14,10 @@ from pathlib import Path
 from pydantic import BaseModel
 from tabulate import tabulate
 
-from ablate.study import StudySpec
+from ablate.schema import StudySpec
 
 PAGE = Path(__file__).resolve().parents[1] / "docs" / "studies.md"
-BEGIN = "<!-- study keys: generated from ablate/study.py by `python -m ablate.study_doc`; do not edit by hand -->"
+BEGIN = "<!-- study keys: generated from ablate/schema.py by `python -m ablate.study_doc`; do not edit by hand -->"
 END = "<!-- end of study keys -->"
 
 

@@ -25,7 +25,7 @@ import torch
 
 from ablate.explorer.explorer import Explorer
 from ablate.explorer.server import running
-from ablate.study import find_study_file, load_study
+from ablate.study_file import find_study_file, load_study
 
 QUESTIONS = {
     "page default": {"given": ["rgb"], "targets": ["semseg", "depth", "caption"]},

@@ -23,7 +23,8 @@ from tqdm import tqdm
 
 from ablate.ledger import Ledger
 from ablate.overview import plan_table
-from ablate.study import Study, load_study
+from ablate.study import Study
+from ablate.study_file import load_study
 
 
 def write_study(workdir: Path, data_root: str, side: int) -> Path:

@@ -33,7 +33,7 @@ from tqdm import tqdm
 
 from ablate.ledger import Ledger
 from ablate.snapshot import CLOCK_MARGIN_MS
-from ablate.study import load_study
+from ablate.study_file import load_study
 from model.dataset import DatasetSpec
 from model.mask_stats import MaskStats
 

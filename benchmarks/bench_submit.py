@@ -29,7 +29,7 @@ from pathlib import Path
 import yaml
 from mlflow.tracking import MlflowClient
 
-from ablate.study import load_study
+from ablate.study_file import load_study
 
 ABLATE = Path(sys.executable).with_name("ablate")
 PHASES = ("submit -> job submitted", "-> job started", "-> first step logged", "total")

@@ -13,7 +13,7 @@ from playwright.sync_api import sync_playwright
 
 from ablate.explorer.explorer import Explorer
 from ablate.explorer.server import running
-from ablate.study import find_study_file, load_study
+from ablate.study_file import find_study_file, load_study
 from model.mask_figure import pick_scene
 
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",

@@ -8,7 +8,7 @@ import pytest
 from study_files import write_study
 
 from ablate.dispatch import submit
-from ablate.study import load_study
+from ablate.study_file import load_study
 from model.build import build
 from model.config import compose
 

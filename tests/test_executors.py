@@ -8,7 +8,8 @@ import pytest
 from pydantic import ValidationError
 
 from ablate.executors import EXECUTORS
-from ablate.study import ExecutorSpec, Study, StudySpec
+from ablate.schema import ExecutorSpec, StudySpec
+from ablate.study import Study
 
 
 def test_the_schema_allows_exactly_the_registered_kinds_and_names_them_when_refusing_another():

@@ -20,7 +20,8 @@ from ablate.cli import parser
 from ablate.explorer.checkpoints import best_runs, objective
 from ablate.explorer.explorer import Explorer
 from ablate.ledger import Ledger
-from ablate.study import StudyError, load_study
+from ablate.schema import StudyError
+from ablate.study_file import load_study
 
 FAMILIES = ["random", "block", "hard"]
 BASE = {"given": ["rgb"], "targets": ["semseg", "caption"], "strategies": FAMILIES}

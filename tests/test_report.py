@@ -19,8 +19,9 @@ from scipy import stats
 from ablate.cli import main
 from ablate.ledger import Ledger
 from ablate.report import ReportError, make_report, report_spec
+from ablate.schema import StudyError
 from ablate.stats import adjust, p_values
-from ablate.study import StudyError, load_study
+from ablate.study_file import load_study
 
 LOSS, ACC = "eval/loss/mean", "eval/acc/mean"
 SEEDS = [0, 1, 2]
@@ -337,7 +338,7 @@ def test_the_report_goes_to_the_study_run_and_the_experiment_describes_the_study
 
 
 def test_a_moved_study_folder_is_named_and_not_written_to(known, tmp_path, capsys):
-    from ablate.study import StudyError
+    from ablate.schema import StudyError
 
     moved = tmp_path / "moved" / "studies"
     shutil.copytree(known.path.parent, moved)

@@ -23,9 +23,11 @@ from ablate.cli import main
 from ablate.dispatch import submit
 from ablate.ledger import Ledger, Record
 from ablate.overview import plan_table, status_table
+from ablate.schema import StudyError
 from ablate.search import Search, open_search
 from ablate.states import cancel_live_jobs, state
-from ablate.study import StudyError, config_hash, load_study
+from ablate.study import config_hash
+from ablate.study_file import load_study
 from ablate.tracking import run_tracker
 from model.checkpoint import latest_checkpoint
 from model.config import from_dict
@@ -107,7 +109,7 @@ def test_run_keys_of_the_shipped_studies_are_pinned(data_root, tmp_path, monkeyp
 
 
 def test_the_masking_families_known_without_torch_are_the_registered_ones():
-    from ablate.study import families
+    from ablate.validate import families
     from model.masking import STRATEGIES
 
     assert families() == sorted(STRATEGIES)

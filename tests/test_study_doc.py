@@ -6,8 +6,8 @@ import re
 
 import pytest
 
-from ablate.study import load_study
 from ablate.study_doc import PAGE, page_with_keys
+from ablate.study_file import load_study
 
 EXAMPLES = [block for block in re.findall(r"```yaml\n(.*?)```", PAGE.read_text(), re.S) if block.startswith("name:")]
 

@@ -14,7 +14,7 @@ from test_slurm_cluster import ACCOUNT, slurm_cluster  # noqa: F401  (the sessio
 from ablate.dispatch import Dispatcher, submit
 from ablate.ledger import Ledger
 from ablate.states import state
-from ablate.study import load_study
+from ablate.study_file import load_study
 
 TIMEOUT_S = 120
 

@@ -281,7 +281,8 @@ def test_max_configurations_lets_a_larger_grid_expand(data_root, tmp_path, capsy
     study = {**sections(grid=grid, max_configurations=5), "base": {**TINY, "data.root": str(data_root[0])}}
     path = tmp_path / "grid.yaml"
     path.write_text(yaml.safe_dump(study))
-    from ablate.study import StudyError, load_study
+    from ablate.schema import StudyError
+    from ablate.study_file import load_study
 
     with pytest.raises(StudyError, match=r"grid: 6 configurations \(3 train.lr x 2 train.steps\), more than "
                                          r"max_configurations=5; shrink the grid, or raise max_configurations"):
@@ -337,7 +338,7 @@ def test_plan_refuses_a_grid_over_broken_data_folders_and_train_refuses_one_befo
 
 def test_slurm_without_a_partition_takes_the_clusters_default_and_plan_says_so(data_root, tmp_path):
     from ablate.overview import plan_table
-    from ablate.study import load_study
+    from ablate.study_file import load_study
 
     study = {**sections(executor={"kind": "slurm"}), "base": {**TINY, "data.root": str(data_root[0])}}
     path = tmp_path / "slurm.yaml"

@@ -10,7 +10,8 @@ import math
 from dataclasses import dataclass
 
 from ablate.overview import rows
-from ablate.study import Run, Study, StudyError
+from ablate.schema import StudyError
+from ablate.study import Run, Study
 from model.checkpoint import latest_checkpoint, load_masking, load_run
 from model.config import Config
 from model.dataset import ModalitySpec

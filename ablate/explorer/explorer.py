@@ -20,7 +20,8 @@ from ablate.explorer.features import ATTRIBUTES, Projection, attribute_labels
 from ablate.explorer.predict import Query, predict, rounded
 from ablate.explorer.requests import FeaturesRequest, PredictRequest, SceneRequest
 from ablate.explorer.scenes import Scene, SceneError, SceneSource
-from ablate.study import Study, StudyError
+from ablate.schema import StudyError
+from ablate.study import Study
 from model.attention import layer_index
 from model.evaluate import decode_tokens, encoder_features
 from model.scenes import render

@@ -2,7 +2,8 @@
 
 ``Dispatcher`` is the one moving part: it records a run (MLflow child run, run folder), submits a
 ``TrainJob`` for it, notices when the job ends, and relaunches a failed run up to
-``executor.max_retries`` times. ``submit`` drives it over a grid; ``ablate.search`` over Optuna trials.
+``executor.max_retries`` times. Its ``drive`` is the one loop (launch while slots are free, poll, wait);
+``submit``'s policy launches a grid's runs, ``ablate.search``'s asks Optuna for trials.
 
 A ``TrainJob`` trains or resumes the run in its folder. On preemption or timeout submitit calls
 its ``checkpoint``, which requeues a fresh ``TrainJob``: the new process resumes from the last
@@ -16,6 +17,7 @@ import sys
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import submitit
@@ -136,6 +138,24 @@ class Dispatcher:
                 ended.append((active.run, "failed"))
         return ended
 
+    def drive(self, slots: int, more: Callable[[], bool], launch: Callable[[int], None],
+              ended: Callable[[Run, str], None], polled: Callable[[], None], progress: bool) -> None:
+        """Launch, follow and wait until no run is active and ``more()`` says nothing is left to launch.
+
+        While ``more()`` and fewer than ``slots`` runs are active, ``launch(free)`` starts up to ``free`` runs
+        (each call starts one, or uses up what ``more()`` counts). Then ``ended(run, outcome)`` for every run
+        ``poll`` reports, ``polled()``, and a bar per active run when ``progress``; every ``POLL_S``."""
+        with RunBars(progress, self.study.spec.evaluate) as run_bars:
+            while self.active or more():
+                while more() and (free := slots - len(self.active)) > 0:
+                    launch(free)
+                for run, outcome in self.poll():
+                    ended(run, outcome)
+                polled()
+                run_bars.update(self.active)
+                if self.active:
+                    time.sleep(POLL_S)
+
     def _ended(self, active: Active) -> bool:
         if active.job is not None:
             return active.job.done()
@@ -225,30 +245,29 @@ def submit(study: Study, wait: bool = False, progress: bool = True) -> dict[str,
     counts = Counter(states.values())
     print(f"{study.name}: {len(study.runs)} runs ({', '.join(f'{n} {s}' for s, n in counts.items())}); "
           f"launching {len(todo)}", file=sys.stderr)
-    ex = study.spec.executor
     if dispatcher.kind.detached:
         dispatcher.launch(todo, records)
-        todo = []
+        todo.clear()
         if not wait:
             return {key: "queued" if key in dispatcher.active else s for key, s in states.items()}
-    limit = 1 if dispatcher.kind.foreground else ex.max_parallel
     done = sum(s in ("done", "pruned", "failed") for s in states.values())
-    with (tqdm(total=len(study.runs), initial=done, desc=study.name, unit="run", disable=not progress) as bar,
-          RunBars(progress, study.spec.evaluate) as run_bars):
-        while todo or dispatcher.active:
-            free = limit - len(dispatcher.active)
-            if todo and free > 0:
-                dispatcher.launch(todo[:free], records)
-                todo = todo[free:]
-            for run, outcome in dispatcher.poll():
-                states[run.key] = outcome
-                bar.update(1)
-                if outcome == "interrupted":  # the study is being cancelled: launch nothing more
-                    todo = []
-            bar.set_postfix(active=len(dispatcher.active), failed=list(states.values()).count("failed"))
-            run_bars.update(dispatcher.active)
-            if dispatcher.active:
-                time.sleep(POLL_S)
+
+    def launch(free: int) -> None:
+        dispatcher.launch(todo[:free], records)
+        del todo[:free]
+
+    def ended(run: Run, outcome: str) -> None:
+        states[run.key] = outcome
+        bar.update(1)
+        if outcome == "interrupted":  # the study is being cancelled: launch nothing more
+            todo.clear()
+
+    def polled() -> None:
+        bar.set_postfix(active=len(dispatcher.active), failed=list(states.values()).count("failed"))
+
+    slots = 1 if dispatcher.kind.foreground else study.spec.executor.max_parallel
+    with tqdm(total=len(study.runs), initial=done, desc=study.name, unit="run", disable=not progress) as bar:
+        dispatcher.drive(slots, more=lambda: bool(todo), launch=launch, ended=ended, polled=polled, progress=progress)
     if all(s in ("done", "failed") for s in states.values()):
         ledger.end(dispatcher.parent_id, "FINISHED" if all(s == "done" for s in states.values()) else "FAILED")
     return states

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import sys
-import time
 from collections import Counter
 
 import optuna
@@ -27,11 +26,11 @@ from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState
 from tqdm import tqdm
 
-from ablate.dispatch import POLL_S, Dispatcher, RunBars
+from ablate.dispatch import Dispatcher
 from ablate.ledger import Ledger, Record, search_params
 from ablate.schema import SearchParam, StudyError
 from ablate.states import ALIVE_STATES, state
-from ablate.study import Study
+from ablate.study import Run, Study
 from model.config import ConfigError
 from model.dataset import DataFormatError
 
@@ -86,28 +85,31 @@ class Search:
         self._recover()
         trials = self.optuna.get_trials(deepcopy=False)
         finished = sum(t.state.is_finished() for t in trials)
-        with (tqdm(total=self.spec.trials, initial=finished, desc=self.study.name, unit="trial",
-                   disable=not self.progress) as bar, RunBars(self.progress, self.study.spec.evaluate) as run_bars):
-            while self.waiting or self._more():
-                while len(self.waiting) < self.study.spec.executor.max_parallel and self._more():
-                    self._start(self._ask())
-                for run, outcome in self.dispatcher.poll():  # first: a run that finished is complete, not pruned
-                    trials = self.waiting.pop(run.key)
-                    if outcome == "interrupted":  # cancelled: its trials stay RUNNING, the next submit resumes them
-                        self.cancelled = True
-                        continue
-                    record = self.records[run.key] = self.ledger.record(self.records[run.key].run_id)
-                    if outcome == "cancelled":  # pruned, and its job has stopped
-                        self.ledger.set_tags(record.run_id, pruned=1)
-                    for trial in trials:
-                        self._tell(trial, record if outcome == "done" else None, pruned=outcome == "cancelled")
-                self._report()
-                bar.n = sum(t.state.is_finished() for t in self.optuna.get_trials(deepcopy=False))
-                bar.refresh()
-                run_bars.update(self.dispatcher.active)
-                if self.waiting:
-                    time.sleep(POLL_S)
+
+        def polled() -> None:  # after the runs that ended: a run that finished is complete, not pruned
+            self._report()
+            bar.n = sum(t.state.is_finished() for t in self.optuna.get_trials(deepcopy=False))
+            bar.refresh()
+
+        with tqdm(total=self.spec.trials, initial=finished, desc=self.study.name, unit="trial",
+                  disable=not self.progress) as bar:
+            # One trial per launch: whether it takes a slot is known only once its run is (it may have run before).
+            self.dispatcher.drive(self.study.spec.executor.max_parallel, more=self._more,
+                                  launch=lambda free: self._start(self._ask()), ended=self._ended, polled=polled,
+                                  progress=self.progress)
         return self.optuna
+
+    def _ended(self, run: Run, outcome: str) -> None:
+        """Tell the trials waiting for a run how it ended."""
+        trials = self.waiting.pop(run.key)
+        if outcome == "interrupted":  # cancelled: its trials stay RUNNING, the next submit resumes them
+            self.cancelled = True
+            return
+        record = self.records[run.key] = self.ledger.record(self.records[run.key].run_id)
+        if outcome == "cancelled":  # pruned, and its job has stopped
+            self.ledger.set_tags(record.run_id, pruned=1)
+        for trial in trials:
+            self._tell(trial, record if outcome == "done" else None, pruned=outcome == "cancelled")
 
     def _more(self) -> bool:
         return not self.cancelled and len(self.optuna.get_trials(deepcopy=False)) < self.spec.trials

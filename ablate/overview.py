@@ -59,7 +59,7 @@ def plan_table(study: Study) -> str:
     table = rows(study)
     speeds = _throughputs(study, table)
     axes = _axes(table)
-    body, remaining, max_retries = [], 0.0, study.spec.executor.max_retries
+    body, remaining, longest, max_retries = [], 0.0, 0.0, study.spec.executor.max_retries
     for row in table:
         seconds = row.record.seconds if row.state == "done" and row.record else None
         if seconds is not None:
@@ -68,6 +68,7 @@ def plan_table(study: Study) -> str:
             seconds = _tokens(row.run) / speeds[_model_key(row.run)][0]
             gave_up = row.state == "pruned" or (row.state == "failed" and row.record.retries >= max_retries)
             remaining += 0 if gave_up else seconds
+            longest = max(longest, 0 if gave_up else seconds)
             cost = f"≈{_duration(seconds)}"
         retries = f"{row.record.retries}/{max_retries}" if row.record else ""
         body.append([row.run.key, *(row.run.settings.get(a, "") for a in axes), row.run.seed, row.state, retries,
@@ -83,8 +84,12 @@ def plan_table(study: Study) -> str:
         remaining += max(0, todo) * per_trial
         lines.append(f"\nsearch: {len(table)} of {study.spec.search.trials} trials launched so far; "
                      f"a trial ≈{_duration(per_trial)}")
-    lines.append(f"\nremaining: ≈{_duration(remaining)} of training, ≈{_duration(remaining / ex.max_parallel)} wall "
-                 f"with max_parallel={ex.max_parallel} ({ex.kind} executor)")
+    # A SLURM study's runs go out as one array, array_parallelism of them at once.
+    at_once, knob = ((ex.array_parallelism, "array_parallelism") if ex.kind == "slurm" and ex.array_parallelism
+                     else (ex.max_parallel, "max_parallel"))
+    wall = max(remaining / at_once, longest)  # no sooner than its longest run
+    lines.append(f"\nremaining: ≈{_duration(remaining)} of training, ≈{_duration(wall)} wall with {knob}={at_once} "
+                 f"({ex.kind} executor)")
     if ex.kind == "slurm":
         lines.append(f"SLURM partition {ex.partition!r}" if ex.partition else "SLURM partition: the cluster's default "
                      "(executor.partition is not set)")

@@ -348,6 +348,28 @@ def test_slurm_without_a_partition_takes_the_clusters_default_and_plan_says_so(d
     assert "SLURM partition 'gpu'" in plan_table(load_study(path))
 
 
+def test_plan_estimates_a_slurm_study_with_its_array_parallelism(data_root, tmp_path):
+    """A SLURM study's runs go out as one array: array_parallelism of them train at once, not max_parallel."""
+    import re
+
+    from ablate.overview import plan_table
+    from ablate.study_file import load_study
+
+    study = {**sections(grid={"train.lr": [1e-3, 2e-3, 3e-3, 4e-3]}), "seeds": [0],
+             "base": {**TINY, "data.root": str(data_root[0]), "train.steps": 100_000}}
+    walls = {}
+    for at_once in (1, 4):
+        path = tmp_path / f"slurm{at_once}.yaml"
+        path.write_text(yaml.safe_dump({**study, "executor": {"kind": "slurm", "max_parallel": 1,
+                                                              "array_parallelism": at_once}}))
+        plan = plan_table(load_study(path))
+        assert f"wall with array_parallelism={at_once} (slurm executor)" in plan
+        walls[at_once] = re.search(r"remaining: ≈(.+?) of training, ≈(.+?) wall", plan).groups()
+    (total_1, wall_1), (total_4, wall_4) = walls[1], walls[4]  # each plan times the model itself
+    assert wall_1 == total_1  # one at a time: the sum
+    assert wall_4 != total_4 and float(wall_4.split()[0]) < float(total_4.split()[0])  # four equal runs at once
+
+
 def test_help_and_a_refused_study_import_neither_torch_nor_mlflow(tmp_path):
     import subprocess
     import sys

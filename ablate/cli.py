@@ -136,16 +136,16 @@ def plan(args: argparse.Namespace) -> None:
     print(plan_table(study))
 
 
-def submit(args: argparse.Namespace) -> None:
+def submit(args: argparse.Namespace) -> int | None:
     study = _study(args)
     try:
-        _submit(study, args)
+        return _submit(study, args)
     except KeyboardInterrupt:
         sys.exit(f"\nstopped. `ablate submit {args.study}` again follows what still runs, resumes what was "
                  f"interrupted and launches the rest; `ablate cancel {args.study}` stops what still runs.")
 
 
-def _submit(study, args: argparse.Namespace) -> None:
+def _submit(study, args: argparse.Namespace) -> int | None:
     if study.spec.search is not None:
         from ablate.search import Search, summary
 
@@ -155,6 +155,10 @@ def _submit(study, args: argparse.Namespace) -> None:
     from ablate.report import make_report, other_options
 
     states = submit_runs(study, wait=args.wait)
+    if unknown := sum(s == "unknown" for s in states.values()):
+        print(f"{unknown} run(s) unknown: their scheduler does not answer (squeue failed); left alone, neither "
+              f"relaunched nor failed: `ablate submit {args.study}` again once it answers", file=sys.stderr)
+        return 1
     out = REPORTS / study.name
     if all(s in ("done", "failed") for s in states.values()):
         if made := other_options(out, study.spec.report):

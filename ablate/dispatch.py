@@ -12,6 +12,7 @@ checkpoint on disk and continues the same MLflow run (its id is in the run folde
 
 from __future__ import annotations
 
+import re
 import signal
 import sys
 import threading
@@ -19,6 +20,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import submitit
 from tqdm import tqdm
@@ -159,7 +161,7 @@ class Dispatcher:
     def _ended(self, active: Active) -> bool:
         if active.job is not None:
             return active.job.done()
-        return state(self.ledger.record(active.run_id)) not in ALIVE_STATES
+        return state(self.ledger.record(active.run_id)) not in (*ALIVE_STATES, "unknown")  # unknown: may still run
 
 
 class RunBars:
@@ -220,7 +222,23 @@ def _reason(job: submitit.Job | None) -> str:
     except Exception as e:  # noqa: BLE001  (no result at all: cancelled, killed, out of memory)
         error = e
     lines = str(error or "the job ended without finishing").strip().splitlines()
-    return f"{lines[-1] if lines else type(error).__name__} (log: {job.paths.stderr})"
+    said = lines[-1] if lines else type(error).__name__
+    cause = _last_error(job.paths.stderr)
+    return f"{said}{f'; its log ends: {cause}' if cause and cause not in said else ''} (log: {job.paths.stderr})"
+
+
+# A line of a job's stderr that says why it stopped: a Python exception, submitit's or SLURM's own words.
+_ERROR_LINE = re.compile(r"^([\w.]+(Error|Exception|Interrupt|Exit)\b|.*timed-out|slurmstepd: error|srun: error)")
+
+
+def _last_error(stderr: Path) -> str | None:
+    """The last line of a job's stderr that says why it stopped (``... timed-out too many times``, the
+    exception a traceback ends with); None when it has none or cannot be read."""
+    try:
+        lines = stderr.read_text(errors="replace").splitlines()[-200:]
+    except OSError:
+        return None
+    return next((line.strip() for line in reversed(lines) if _ERROR_LINE.match(line.strip())), None)
 
 
 def submit(study: Study, wait: bool = False, progress: bool = True) -> dict[str, str]:
@@ -236,7 +254,7 @@ def submit(study: Study, wait: bool = False, progress: bool = True) -> dict[str,
     todo = []
     for run in study.runs:
         s, record = states[run.key], records.get(run.key)
-        if s in ALIVE_STATES:
+        if s in (*ALIVE_STATES, "unknown"):  # unknown: its job may be running; never launch a second one
             dispatcher.follow(run, record)
         elif s in ("missing", "interrupted"):
             todo.append(run)
@@ -249,7 +267,7 @@ def submit(study: Study, wait: bool = False, progress: bool = True) -> dict[str,
         dispatcher.launch(todo, records)
         todo.clear()
         if not wait:
-            return {key: "queued" if key in dispatcher.active else s for key, s in states.items()}
+            return {key: "queued" if key in dispatcher.active and s != "unknown" else s for key, s in states.items()}
     done = sum(s in ("done", "pruned", "failed") for s in states.values())
 
     def launch(free: int) -> None:

@@ -11,14 +11,20 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 if TYPE_CHECKING:
     import submitit
 
     from ablate.schema import ExecutorSpec
     from ablate.study import Study
+
+
+# What a scheduler says of a job: ``unknown`` when it does not answer (a controller down or slow), which must
+# never be taken for ``ended``: relaunching a run whose job is in fact alive trains it twice at once.
+Liveness = Literal["alive", "ended", "unknown"]
 
 
 class ExecutorKind:
@@ -38,11 +44,17 @@ class ExecutorKind:
                 "gpus_per_node": spec.gpus_per_node or None}
 
     @classmethod
+    def executor_arguments(cls, spec: ExecutorSpec) -> dict[str, Any]:
+        """``AutoExecutor`` arguments fixed when it is made (not parameters)."""
+        return {}
+
+    @classmethod
     def make(cls, study: Study) -> submitit.Executor:
         """The submitit executor for a study's runs; its logs go to ``<study dir>/submitit/<job id>/``."""
         import submitit  # the schema imports this module for the kinds; only launching needs submitit
 
-        executor = submitit.AutoExecutor(folder=study.dir / "submitit" / "%j", cluster=cls.kind)
+        executor = submitit.AutoExecutor(folder=study.dir / "submitit" / "%j", cluster=cls.kind,
+                                         **cls.executor_arguments(study.spec.executor))
         params = {"name": f"nano4m-{study.name}", **cls.parameters(study.spec.executor)}
         executor.update_parameters(**{k: v for k, v in params.items() if v is not None})
         return executor
@@ -53,9 +65,9 @@ class ExecutorKind:
         return job.state.startswith(cls.stopped_states)
 
     @staticmethod
-    def alive(job_id: str) -> bool:
+    def alive(job_id: str) -> Liveness:
         """Whether a job launched by some submitter (maybe an earlier one) still runs or waits to."""
-        return False
+        return "ended"
 
     @staticmethod
     def cancel(job_id: str) -> None:
@@ -74,17 +86,17 @@ class Local(ExecutorKind):
     stopped_states = ("INTERRUPTED",)  # the job controller died of a signal
 
     @staticmethod
-    def alive(job_id: str) -> bool:
+    def alive(job_id: str) -> Liveness:
         cmdline = Path(f"/proc/{job_id}/cmdline")  # the job id is the pid of submitit's job controller
         try:
-            return b"submitit" in cmdline.read_bytes()  # a reused pid or a zombie is not our job
+            return "alive" if b"submitit" in cmdline.read_bytes() else "ended"  # a reused pid is not our job
         except OSError:
-            return False
+            return "ended"
 
     @staticmethod
     def cancel(job_id: str) -> None:
         """SIGINT to the job's controller, as submitit's own ``cancel`` sends: it stops its run."""
-        if Local.alive(job_id):
+        if Local.alive(job_id) == "alive":
             os.kill(int(job_id), signal.SIGINT)
 
 
@@ -113,14 +125,32 @@ class Slurm(ExecutorKind):
             "slurm_additional_parameters": spec.additional or None,
         }
 
-    @staticmethod
-    def alive(job_id: str) -> bool:
+    # After the controller failed to answer, it is not asked again for this long: a study's runs would
+    # each wait for their own timeout (20 s apiece) to learn the same thing.
+    QUIET_S, TIMEOUT_S = 10.0, 5.0
+    _silent_until: ClassVar[float] = 0.0
+
+    @classmethod
+    def alive(cls, job_id: str) -> Liveness:
+        """``squeue``: a live state is alive; no line, or a job id it no longer knows, ended; an error or
+        no answer within ``TIMEOUT_S`` unknown."""
+        if time.monotonic() < cls._silent_until:
+            return "unknown"
         try:
             out = subprocess.run(["squeue", "-h", "-j", job_id, "-o", "%T"], capture_output=True, text=True,
-                                 timeout=30)
+                                 timeout=cls.TIMEOUT_S)
         except (OSError, subprocess.TimeoutExpired):
-            return False
-        return bool(out.stdout.strip())
+            out = None
+        if out is not None and out.returncode == 0:
+            return "alive" if set(out.stdout.split()) & LIVE_JOB_STATES else "ended"
+        if out is not None and "Invalid job id" in out.stderr:  # purged from the controller's memory
+            return "ended"
+        cls._silent_until = time.monotonic() + cls.QUIET_S
+        return "unknown"
+
+    @classmethod
+    def executor_arguments(cls, spec: ExecutorSpec) -> dict[str, Any]:
+        return {"slurm_max_num_timeout": spec.max_timeouts}
 
     @staticmethod
     def cancel(job_id: str) -> None:
@@ -132,6 +162,10 @@ class Slurm(ExecutorKind):
         """Arrays are cancelled whole: in Slurm 22.05 cancelling one task of a pending array loses its record."""
         super().cancel_all([job_id.split("_")[0] for job_id in job_ids])
 
+
+# squeue's states of a job that still runs or will (``squeue --help``'s state list, less the ended ones).
+LIVE_JOB_STATES = {"PENDING", "RUNNING", "CONFIGURING", "COMPLETING", "SUSPENDED", "REQUEUED", "REQUEUE_HOLD",
+                   "REQUEUE_FED", "RESIZING", "SIGNALING", "STAGE_OUT", "RESV_DEL_HOLD", "SPECIAL_EXIT"}
 
 # The schema lists the kinds in this order (its error message and docs/studies.md too).
 EXECUTORS: dict[str, type[ExecutorKind]] = {kind.kind: kind for kind in (Local, Debug, Slurm)}

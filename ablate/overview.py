@@ -114,6 +114,9 @@ def status_table(study: Study) -> str:
     footer = f"\n{len(table)} runs: " + ", ".join(f"{n} {s}" for s, n in counts.items())
     if study.spec.search:
         footer += f" (search: {study.spec.search.trials} trials)"
+    if counts["unknown"]:
+        footer += "\nunknown: the scheduler does not answer (a SLURM controller down?); such runs may be running, " \
+                  "and nothing relaunches them until it answers"
     headers = ["run", *axes, "seed", "state", "step", "train/loss", "job"]
     return tabulate(body, headers=headers, tablefmt="github") + footer
 

@@ -97,6 +97,9 @@ class SearchSpec(Schema):
         return self
 
 
+SIGNAL_SHARE = 0.5  # of a SLURM job's time limit that executor.signal_delay_s may take at most
+
+
 class ExecutorSpec(Schema):
     """Where runs go. The SLURM keys are submitit's; local and debug ignore them (not gpus/tasks_per_node)."""
 
@@ -117,10 +120,24 @@ class ExecutorSpec(Schema):
     array_parallelism: Positive | None = Field(None, description="SLURM array tasks at once (default: max_parallel)")
     signal_delay_s: NonNegative = Field(120, description="SLURM sends USR2 this long before the time limit: the run "
                                         "checkpoints and is requeued")
+    max_timeouts: NonNegative = Field(3, description="SLURM requeues of a job at its time limit before it fails "
+                                      "(submitit's max_num_timeout); the failed run is then retried (max_retries)")
     setup: list[str] = Field(default_factory=list, description="shell lines the SLURM job runs before python (e.g. "
                              "module load)")
     additional: dict[str, Any] = Field(default_factory=dict, description="any other sbatch option: name -> string, "
                                        "number or boolean (e.g. qos: normal)")
+
+    @model_validator(mode="after")
+    def _time_to_train(self) -> ExecutorSpec:
+        """SLURM signals a job ``signal_delay_s`` before its limit and the run is requeued: a delay near the
+        limit leaves each job seconds to train, and the run never finishes (the requeues run out)."""
+        limit_s = self.timeout_min * 60
+        if self.kind == "slurm" and self.signal_delay_s > SIGNAL_SHARE * limit_s:
+            raise ValueError(f"signal_delay_s={self.signal_delay_s} leaves {max(0, limit_s - self.signal_delay_s)} s "
+                             f"of timeout_min={self.timeout_min} ({limit_s} s) to train before each requeue; give "
+                             f"at most {SIGNAL_SHARE:.0%} of the limit ({SIGNAL_SHARE * limit_s:.0f} s) or a longer "
+                             "timeout_min")
+        return self
 
     @field_validator("additional")
     @classmethod

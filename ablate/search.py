@@ -165,7 +165,7 @@ class Search:
             self._tell(trial, record if s == "done" else None, pruned=s == "pruned")
             return run.key
         self.waiting[run.key] = [trial]
-        if s in ALIVE_STATES:
+        if s in (*ALIVE_STATES, "unknown"):  # unknown: its job may be running; never launch a second one
             self.dispatcher.follow(run, record)
         elif s == "failed":
             self.dispatcher.retry(run, record)

@@ -7,11 +7,13 @@
     failed       FAILED (relaunched while ``retries`` < ``executor.max_retries``)
     interrupted  started, not finished, no live job: launching it again resumes its checkpoint
     pruned       stopped by the search's pruner
+    unknown      its job's scheduler does not answer (a SLURM controller down): it may be running, so it is
+                 neither relaunched nor counted as ended until the scheduler answers again
 """
 
 from __future__ import annotations
 
-from ablate.executors import EXECUTORS
+from ablate.executors import EXECUTORS, Liveness
 from ablate.ledger import Record
 
 ALIVE_STATES = ("queued", "running")
@@ -25,15 +27,18 @@ def state(record: Record | None) -> str:
         return "pruned"
     if record.status == "FINISHED":
         return "done"
-    if job_alive(record):
+    liveness = job_alive(record)
+    if liveness == "unknown":
+        return "unknown"
+    if liveness == "alive":
         return "queued" if record.status == "SCHEDULED" else "running"
     return "failed" if record.status == "FAILED" else "interrupted"
 
 
-def job_alive(record: Record) -> bool:
+def job_alive(record: Record) -> Liveness:
     """Whether the run's job (its ``executor`` and ``job_id`` tags) still runs or waits to."""
     kind = EXECUTORS.get(record.tags.get("executor", ""))
-    return kind is not None and kind.alive(record.tags.get("job_id", ""))
+    return "ended" if kind is None else kind.alive(record.tags.get("job_id", ""))
 
 
 def cancel_live_jobs(records: list[Record]) -> int:

@@ -282,7 +282,7 @@ def test_cancel_stops_the_running_run_and_the_waiting_submitter_launches_nothing
     assert len(list((tmp_path / "s" / "submitit").glob("*/*_submitted.pkl"))) == 1
 
 
-def test_a_failing_run_is_retried_up_to_the_bound(data_root, tmp_path):
+def test_a_failing_run_is_retried_up_to_the_bound(data_root, tmp_path, capfd):
     broken = tmp_path / "broken"  # whole when the study is checked, broken before its job starts
     shutil.copytree(data_root[0], broken)
     path = write_study(tmp_path, data_root, base={**TINY, "data.root": str(broken)},
@@ -290,6 +290,8 @@ def test_a_failing_run_is_retried_up_to_the_bound(data_root, tmp_path):
     study = load_study(path)
     (broken / "train" / "rgb.npy").unlink()
     assert list(submit(study, progress=False).values()) == ["failed"]
+    said = capfd.readouterr()
+    assert "failed: " in said.out + said.err and "rgb.npy" in said.out + said.err  # the cause, not just the log
     (record,) = Ledger(study).records().values()
     assert record.status == "FAILED" and record.retries == 1
     assert len(list((tmp_path / "s" / "submitit").glob("*/*_submitted.pkl"))) == 2  # first try + one retry

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 
 import pytest
 from study_files import TINY, wait_for, write_study
@@ -163,3 +164,40 @@ def test_two_tasks_train_one_run(slurm_cluster, data_root, tmp_path):  # noqa: F
     # Accelerate saves one RNG state per process: the two tasks were one data-parallel run.
     checkpoint = run.out_dir / "checkpoints" / (run.out_dir / "checkpoints" / "latest").read_text()
     assert (checkpoint / "random_states_0.pkl").exists() and (checkpoint / "random_states_1.pkl").exists()
+
+
+def _stop_controller() -> None:
+    """Stop slurmctld by its PID (the jobs it started keep running under slurmd)."""
+    pid = int(open("/run/slurm/slurmctld.pid").read())
+    subprocess.run(["kill", str(pid)], check=True)
+    wait_for(lambda: subprocess.run(["scontrol", "ping"], capture_output=True, text=True).stdout.count("DOWN"),
+             "slurmctld down", timeout_s=30)
+
+
+def test_with_the_controller_down_a_second_submitter_launches_nothing_and_fails_nothing(
+        slurm_cluster, data_root, tmp_path, capsys):  # noqa: F811
+    from ablate.cli import main
+
+    path = write_study(tmp_path, data_root, base={**LONG, "train.steps": 400, "data.root": str(data_root[0])},
+                       executor=slurm_executor(slurm_cluster))
+    run, ledger, dispatcher, job = _launch_single_run(path)
+    wait_for(lambda: _squeue_state(job.job_id) == "RUNNING", "the job running")
+    before = ledger.records()[run.key]
+    try:
+        _stop_controller()
+        started = time.monotonic()
+        assert main(["status", str(path)]) == 0
+        status_s = time.monotonic() - started
+        assert "unknown" in capsys.readouterr().out and status_s < 15
+        assert main(["submit", str(path)]) == 1  # the run is unknown: nothing to launch, nothing done
+        assert "1 run(s) unknown: their scheduler does not answer" in capsys.readouterr().err
+        after = ledger.records()
+        assert list(after) == [run.key] and after[run.key].run_id == before.run_id  # no second MLflow run
+        assert after[run.key].tags["job_id"] == before.tags["job_id"] and after[run.key].status != "FAILED"
+        assert len(list((tmp_path / "s" / "submitit").rglob("*_submitted.pkl"))) == 1  # no second job
+    finally:
+        subprocess.run(["bash", "slurm/start_cluster.sh"], capture_output=True, timeout=120)
+        subprocess.run(["scancel", job.job_id], capture_output=True)
+    # Once the controller answers again (and Slurm.QUIET_S has passed), the run's state is known again.
+    assert wait_for(lambda: (s := state(ledger.records()[run.key])) != "unknown" and s, "a known state",
+                    timeout_s=60) in ("running", "queued", "interrupted")

@@ -103,6 +103,9 @@ CATALOGUE = [  # (id, the study: sections or raw YAML text, what the message mus
      ["executor.setup: 'module load cuda': should be a valid list"]),
     ("negative timeout", sections(executor={**LOCAL, "timeout_min": -5}),
      ["executor.timeout_min: -5: should be greater than or equal to 1"]),
+    ("signal delay near the limit", sections(executor={"kind": "slurm", "timeout_min": 1}),
+     ["executor: signal_delay_s=120 leaves 0 s of timeout_min=1 (60 s) to train before each requeue; give at "
+      "most 50% of the limit (30 s) or a longer timeout_min"]),
     # search space
     ("low above high", sections(search=lr(type="float", low=0.1, high=0.001)),
      ["search.params.train.lr: low=0.1 must be below high=0.001"]),

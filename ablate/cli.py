@@ -377,7 +377,8 @@ def parser() -> argparse.ArgumentParser:
     study_help = "a study YAML file, or the name of one in studies/"
     pl = sub.add_parser("plan", help="list a study's runs: settings, state, estimated cost",
                         description="Validate a study and list every run it has: what varies, its seed, its state "
-                        "(done, running, queued, failed, interrupted, pruned, missing) and an estimated cost.")
+                        "(done, running, queued, failed, interrupted, pruned, missing; unknown while a SLURM "
+                        "controller does not answer) and an estimated cost.")
     pl.add_argument("study", help=study_help)
     pl.set_defaults(func=plan)
     su = sub.add_parser("submit", help="run what a study is missing (resume interrupted runs, retry failed ones)",

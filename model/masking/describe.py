@@ -68,10 +68,9 @@ def documented(text: str) -> str:
     return f"{head}{BEGIN}\n{parameter_table()}\n{END}{rest.partition(END)[2]}"
 
 
-
 def write_presets_and_docs() -> list[Path]:
     """Rewrite every family's preset file and the table of ``docs/masking.md``; returns the paths written."""
-    from model.config import CONF_DIR  # here: model.config imports nothing of masking, keep it that way
+    from model.config import CONF_DIR  # here: importing the masking package does not load Hydra
 
     written = []
     for name in sorted(STRATEGIES):

@@ -51,7 +51,7 @@ def artifact_root(uri: str) -> str | None:
     """Artifacts of a SQLite store live beside the database (MLflow's default is ./mlruns in the cwd).
 
     MLflow records this location, and every run's artifact URI under it, as an absolute path: a store
-    moved to another folder still points at the old one (``ablate.ledger`` reads such runs from the new one)."""
+    moved to another folder still points at the old one (the ledger says so, and how to fix it)."""
     if not uri.startswith("sqlite:///"):
         return None
     return (Path(uri.removeprefix("sqlite:///").split("?")[0]).parent / "artifacts").resolve().as_uri()

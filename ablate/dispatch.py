@@ -27,7 +27,7 @@ from tqdm import tqdm
 
 from ablate.executors import EXECUTORS
 from ablate.ledger import Ledger, Record
-from ablate.states import ALIVE_STATES, state
+from ablate.states import FOLLOWED_STATES, state
 from ablate.study import Run, Study
 
 POLL_S = 1.0
@@ -161,7 +161,7 @@ class Dispatcher:
     def _ended(self, active: Active) -> bool:
         if active.job is not None:
             return active.job.done()
-        return state(self.ledger.record(active.run_id)) not in (*ALIVE_STATES, "unknown")  # unknown: may still run
+        return state(self.ledger.record(active.run_id)) not in FOLLOWED_STATES
 
 
 class RunBars:
@@ -254,7 +254,7 @@ def submit(study: Study, wait: bool = False, progress: bool = True) -> dict[str,
     todo = []
     for run in study.runs:
         s, record = states[run.key], records.get(run.key)
-        if s in (*ALIVE_STATES, "unknown"):  # unknown: its job may be running; never launch a second one
+        if s in FOLLOWED_STATES:
             dispatcher.follow(run, record)
         elif s in ("missing", "interrupted"):
             todo.append(run)

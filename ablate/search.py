@@ -29,7 +29,7 @@ from tqdm import tqdm
 from ablate.dispatch import Dispatcher
 from ablate.ledger import Ledger, Record, search_params
 from ablate.schema import SearchParam, StudyError
-from ablate.states import ALIVE_STATES, state
+from ablate.states import FOLLOWED_STATES, state
 from ablate.study import Run, Study
 from model.config import ConfigError
 from model.dataset import DataFormatError
@@ -165,7 +165,7 @@ class Search:
             self._tell(trial, record if s == "done" else None, pruned=s == "pruned")
             return run.key
         self.waiting[run.key] = [trial]
-        if s in (*ALIVE_STATES, "unknown"):  # unknown: its job may be running; never launch a second one
+        if s in FOLLOWED_STATES:
             self.dispatcher.follow(run, record)
         elif s == "failed":
             self.dispatcher.retry(run, record)

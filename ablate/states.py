@@ -17,6 +17,8 @@ from ablate.executors import EXECUTORS, Liveness
 from ablate.ledger import Record
 
 ALIVE_STATES = ("queued", "running")
+# Whose job may still run: a submitter follows them and never launches a second job for them.
+FOLLOWED_STATES = (*ALIVE_STATES, "unknown")
 
 
 def state(record: Record | None) -> str:

@@ -100,8 +100,7 @@ class MaskingStrategy(ABC):
         """The config ``masking=<family>`` selects: the name, ``auto`` budgets (``model/fit.py``) and every
         parameter declared ``preset=True`` at its default. What it states is part of each run's config (and
         so of its run key); the other parameters take their defaults unless a study sets them."""
-        stated = {f.name: f.default_factory() if callable(f.default_factory) else f.default
-                  for f in fields(cls.Params) if f.metadata.get("preset", True)}
+        stated = {f.name: default_of(f) for f in fields(cls.Params) if f.metadata.get("preset", True)}
         return {"name": cls.name, "input_budget": "auto", "target_budget": "auto", **stated}
 
     def configure(self) -> None:
@@ -165,6 +164,11 @@ class MaskingStrategy(ABC):
         """How sequences reach the network: ``positions`` (pack the masks as they are) or ``t5``
         (``spans.to_t5`` turns them into sentinel inputs and targets before packing)."""
         return "positions"
+
+
+def default_of(f: Field) -> Any:
+    """A ``Params`` field's default (a fresh copy for dicts and lists)."""
+    return f.default_factory() if callable(f.default_factory) else f.default
 
 
 def valid_positions(spec: ModalitySpec, tokens: torch.Tensor) -> torch.Tensor:

@@ -315,6 +315,8 @@ def ui_command(store: str, port: int) -> list[str]:
 
 
 def parser() -> argparse.ArgumentParser:
+    from ablate.states import RUN_STATES
+
     p = argparse.ArgumentParser(
         prog="ablate", description="nano4M: pre-train small 4M models and ablate their masking."
     )
@@ -414,7 +416,10 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--out", type=Path, help="output folder (default reports/STUDY)")
     r.add_argument("--no-figures", action="store_true", help="tables and summary only")
     r.set_defaults(func=report)
-    st = sub.add_parser("status", help="a study's runs with their state and progress (step/total)")
+    st = sub.add_parser("status", help="a study's runs with their state, progress (step/total) and the checkpoint "
+                        "each resumes from", description="One row per run: its state (" + ", ".join(RUN_STATES) +
+                        "; see ablate/states.py), the last logged step, the checkpoint step it resumes from, "
+                        "its last train/loss and its job id.")
     st.add_argument("study", help=study_help)
     st.set_defaults(func=status)
     ca = sub.add_parser("cancel", help="stop a study's queued and running jobs (they resume on the next submit)")
@@ -457,12 +462,16 @@ def main(argv: list[str] | None = None) -> int:
     from ablate.schema import StudyError
     from model.config import ConfigError
     from model.dataset import DataFormatError
+    from model.lease import RunFolderLeased
 
     try:
         return args.func(args) or 0
     except (ConfigError, DataFormatError, StudyError, CommandError, FileNotFoundError) as e:
         print(f"ablate: error: {e}", file=sys.stderr)
         return 2
+    except RunFolderLeased as e:  # not bad input: the run is being trained elsewhere
+        print(f"ablate: {e}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -5,9 +5,10 @@
 ``executor.max_retries`` times. Its ``drive`` is the one loop (launch while slots are free, poll, wait);
 ``submit``'s policy launches a grid's runs, ``ablate.search``'s asks Optuna for trials.
 
-A ``TrainJob`` trains or resumes the run in its folder. On preemption or timeout submitit calls
-its ``checkpoint``, which requeues a fresh ``TrainJob``: the new process resumes from the last
-checkpoint on disk and continues the same MLflow run (its id is in the run folder).
+A ``TrainJob`` trains or resumes the run in its folder. On preemption or timeout the trainer saves a
+checkpoint at the step it is at, then submitit calls the job's ``checkpoint``, which requeues a fresh
+``TrainJob``: the new process resumes from that checkpoint and continues the same MLflow run (its id is in
+the run folder).
 """
 
 from __future__ import annotations
@@ -49,7 +50,11 @@ class TrainJob:
             # One task per GPU; Accelerate reads RANK/LOCAL_RANK/WORLD_SIZE. Keeping every GPU visible keeps
             # Accelerate's cuda:LOCAL_RANK valid.
             submitit.helpers.TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
-        return train(from_dict(self.config), evaluate_at_end=self.evaluate, progress=False, open_tracker=run_tracker)
+        # The scheduler's warning (USR2 before the time limit or a preemption) checkpoints the step the run is
+        # at before submitit's handler requeues the job.
+        warning = signal.Signals["SIG" + submitit.JobEnvironment.USR_SIG]
+        return train(from_dict(self.config), evaluate_at_end=self.evaluate, progress=False, open_tracker=run_tracker,
+                     checkpoint_on=(warning,))
 
     def checkpoint(self, *args: object, **kwargs: object) -> submitit.helpers.DelayedSubmission:
         return submitit.helpers.DelayedSubmission(TrainJob(self.config, self.evaluate))
@@ -110,8 +115,9 @@ class Dispatcher:
     def poll(self) -> list[tuple[Run, str]]:
         """Runs that ended since the last poll: ``done`` (also when it finished before a cancel arrived);
         ``cancelled`` when this dispatcher cancelled it; ``interrupted`` when someone else did (``scancel``,
-        ``ablate cancel``, Ctrl-C: not retried, the next submit resumes it); ``failed`` once its retries are
-        spent."""
+        ``ablate cancel``, Ctrl-C: not retried, the next submit resumes it); otherwise it failed (a crash, a
+        job that timed out more than ``executor.max_timeouts`` times) and is relaunched, or ``failed`` once
+        its retries are spent."""
         ended = []
         for key, active in list(self.active.items()):
             if not self._ended(active):
@@ -125,7 +131,7 @@ class Dispatcher:
                 self.ledger.end(record.run_id, "KILLED")
                 ended.append((active.run, "cancelled"))
                 continue
-            if record.status == "KILLED" or (active.job is not None and self.kind.stopped(active.job)):
+            if self._stopped(active, record):
                 self.ledger.end(record.run_id, "KILLED")
                 tqdm.write(f"run {key} ({active.run.label}) was cancelled; `ablate submit` resumes it",
                            file=sys.stderr)
@@ -157,6 +163,15 @@ class Dispatcher:
                 run_bars.update(self.active)
                 if self.active:
                     time.sleep(POLL_S)
+
+    def _stopped(self, active: Active, record: Record) -> bool:
+        """Whether someone else stopped the ended job, by what its scheduler says: the MLflow run of a job that
+        timed out too many times, or died before its trainer could say so, still reads KILLED from the last
+        requeue. A followed job's scheduler may not say (local, or ``sacct`` not answering): then MLflow."""
+        if active.job is not None:
+            return self.kind.stopped(active.job)
+        said = EXECUTORS[record.tags["executor"]].stopped_id(record.tags["job_id"])
+        return record.status == "KILLED" if said is None else said
 
     def _ended(self, active: Active) -> bool:
         if active.job is not None:

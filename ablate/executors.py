@@ -1,8 +1,9 @@
 """Where a study's runs go: one class per ``executor.kind``, as submitit has one executor per backend.
 
 A kind says how to make its submitit executor for a study (``parameters``, ``make``), whether a job it
-launched, maybe by an earlier submitter, is still alive (``alive``), how to stop one (``cancel``), and how
-the submitter drives its jobs (``foreground``, ``detached``). ``EXECUTORS`` maps each kind to its class; the
+launched, maybe by an earlier submitter, still runs or waits to (``liveness``), whether an ended one was
+stopped rather than failed (``stopped``, ``stopped_id``), how to stop one (``cancel``), and how the submitter
+drives its jobs (``foreground``, ``detached``). ``EXECUTORS`` maps each kind to its class; the
 study schema allows exactly its keys (``ablate/schema.py``), so a new kind is one class here.
 """
 
@@ -22,9 +23,10 @@ if TYPE_CHECKING:
     from ablate.study import Study
 
 
-# What a scheduler says of a job: ``unknown`` when it does not answer (a controller down or slow), which must
-# never be taken for ``ended``: relaunching a run whose job is in fact alive trains it twice at once.
-Liveness = Literal["alive", "ended", "unknown"]
+# What a scheduler says of a job: ``pending`` waits to start (also a requeued job), ``unknown`` when it does
+# not answer (a controller down or slow), which must never be taken for ``ended``: relaunching a run whose
+# job is in fact alive trains it twice at once.
+Liveness = Literal["running", "pending", "ended", "unknown"]
 
 
 class ExecutorKind:
@@ -61,12 +63,19 @@ class ExecutorKind:
 
     @classmethod
     def stopped(cls, job: submitit.Job) -> bool:
-        """Whether someone else stopped the job (``scancel``, ``ablate cancel``, Ctrl-C) rather than it failing."""
+        """Whether someone else stopped the ended job (``scancel``, ``ablate cancel``, Ctrl-C) rather than it
+        failing, by what the scheduler says (a job that timed out too many times failed, whatever its MLflow
+        run says)."""
         return job.state.startswith(cls.stopped_states)
 
     @staticmethod
-    def alive(job_id: str) -> Liveness:
-        """Whether a job launched by some submitter (maybe an earlier one) still runs or waits to."""
+    def stopped_id(job_id: str) -> bool | None:
+        """``stopped`` for an ended job launched by some submitter; None when the scheduler cannot say."""
+        return None
+
+    @staticmethod
+    def liveness(job_id: str) -> Liveness:
+        """Whether a job launched by some submitter (maybe an earlier one) runs, waits to, or has ended."""
         return "ended"
 
     @staticmethod
@@ -86,17 +95,17 @@ class Local(ExecutorKind):
     stopped_states = ("INTERRUPTED",)  # the job controller died of a signal
 
     @staticmethod
-    def alive(job_id: str) -> Liveness:
+    def liveness(job_id: str) -> Liveness:
         cmdline = Path(f"/proc/{job_id}/cmdline")  # the job id is the pid of submitit's job controller
         try:
-            return "alive" if b"submitit" in cmdline.read_bytes() else "ended"  # a reused pid is not our job
+            return "running" if b"submitit" in cmdline.read_bytes() else "ended"  # a reused pid is not our job
         except OSError:
             return "ended"
 
     @staticmethod
     def cancel(job_id: str) -> None:
         """SIGINT to the job's controller, as submitit's own ``cancel`` sends: it stops its run."""
-        if Local.alive(job_id) == "alive":
+        if Local.liveness(job_id) == "running":
             os.kill(int(job_id), signal.SIGINT)
 
 
@@ -131,9 +140,9 @@ class Slurm(ExecutorKind):
     _silent_until: ClassVar[float] = 0.0
 
     @classmethod
-    def alive(cls, job_id: str) -> Liveness:
-        """``squeue``: a live state is alive; no line, or a job id it no longer knows, ended; an error or
-        no answer within ``TIMEOUT_S`` unknown."""
+    def liveness(cls, job_id: str) -> Liveness:
+        """``squeue``: a waiting state is pending, another live state running; no line, or a job id it no
+        longer knows, ended; an error or no answer within ``TIMEOUT_S`` unknown."""
         if time.monotonic() < cls._silent_until:
             return "unknown"
         try:
@@ -142,7 +151,8 @@ class Slurm(ExecutorKind):
         except (OSError, subprocess.TimeoutExpired):
             out = None
         if out is not None and out.returncode == 0:
-            return "alive" if set(out.stdout.split()) & LIVE_JOB_STATES else "ended"
+            states = set(out.stdout.split())
+            return "pending" if states & PENDING_JOB_STATES else "running" if states & LIVE_JOB_STATES else "ended"
         if out is not None and "Invalid job id" in out.stderr:  # purged from the controller's memory
             return "ended"
         cls._silent_until = time.monotonic() + cls.QUIET_S
@@ -151,6 +161,19 @@ class Slurm(ExecutorKind):
     @classmethod
     def executor_arguments(cls, spec: ExecutorSpec) -> dict[str, Any]:
         return {"slurm_max_num_timeout": spec.max_timeouts}
+
+    @classmethod
+    def stopped_id(cls, job_id: str) -> bool | None:
+        """``sacct``'s state of the job (its last requeue): CANCELLED is stopped, any other ended state failed."""
+        try:
+            out = subprocess.run(["sacct", "-n", "-X", "-P", "-j", job_id, "-o", "State"], capture_output=True,
+                                 text=True, timeout=cls.TIMEOUT_S)
+        except (OSError, subprocess.TimeoutExpired):
+            return None
+        states = [line.split()[0] for line in out.stdout.splitlines() if line.strip()]  # "CANCELLED by 1000"
+        if out.returncode != 0 or not states:
+            return None
+        return states[-1].startswith(cls.stopped_states)
 
     @staticmethod
     def cancel(job_id: str) -> None:
@@ -163,9 +186,11 @@ class Slurm(ExecutorKind):
         super().cancel_all([job_id.split("_")[0] for job_id in job_ids])
 
 
-# squeue's states of a job that still runs or will (``squeue --help``'s state list, less the ended ones).
-LIVE_JOB_STATES = {"PENDING", "RUNNING", "CONFIGURING", "COMPLETING", "SUSPENDED", "REQUEUED", "REQUEUE_HOLD",
-                   "REQUEUE_FED", "RESIZING", "SIGNALING", "STAGE_OUT", "RESV_DEL_HOLD", "SPECIAL_EXIT"}
+# squeue's states of a job that waits to start (a requeued one too), and of one that still runs or will
+# (``squeue --help``'s state list, less the ended ones).
+PENDING_JOB_STATES = {"PENDING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "RESV_DEL_HOLD"}
+LIVE_JOB_STATES = PENDING_JOB_STATES | {"RUNNING", "CONFIGURING", "COMPLETING", "SUSPENDED", "RESIZING",
+                                        "SIGNALING", "STAGE_OUT", "SPECIAL_EXIT"}
 
 # The schema lists the kinds in this order (its error message and docs/studies.md too).
 EXECUTORS: dict[str, type[ExecutorKind]] = {kind.kind: kind for kind in (Local, Debug, Slurm)}

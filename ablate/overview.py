@@ -108,8 +108,10 @@ def status_table(study: Study) -> str:
         step, loss = row.run.progress()
         total = row.run.config["train"]["steps"]
         job = row.record.tags.get("job_id", "") if row.record else ""
+        checkpoint = row.run.checkpoint_step()
         body.append([row.run.key, *(row.run.settings.get(a, "") for a in axes), row.run.seed, row.state,
-                     f"{step}/{total}", f"{loss:.3f}" if loss is not None else "", job])
+                     f"{step}/{total}", "" if checkpoint is None else checkpoint,
+                     f"{loss:.3f}" if loss is not None else "", job])
     counts = Counter(row.state for row in table)
     footer = f"\n{len(table)} runs: " + ", ".join(f"{n} {s}" for s, n in counts.items())
     if study.spec.search:
@@ -117,7 +119,8 @@ def status_table(study: Study) -> str:
     if counts["unknown"]:
         footer += "\nunknown: the scheduler does not answer (a SLURM controller down?); such runs may be running, " \
                   "and nothing relaunches them until it answers"
-    headers = ["run", *axes, "seed", "state", "step", "train/loss", "job"]
+    # checkpoint: where the run resumes (a requeued or interrupted run goes on from there, not from ``step``)
+    headers = ["run", *axes, "seed", "state", "step", "checkpoint", "train/loss", "job"]
     return tabulate(body, headers=headers, tablefmt="github") + footer
 
 

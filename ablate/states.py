@@ -1,8 +1,8 @@
 """A run's state: what the ledger recorded for it, and whether its job is alive (asked of its executor kind).
 
     missing      no MLflow run yet (or created and never launched)
-    queued       launched, waiting for a slot
-    running      its job is alive
+    queued       launched, its job waiting to start (SLURM's PENDING, a requeued job too)
+    running      its job runs
     done         FINISHED
     failed       FAILED (relaunched while ``retries`` < ``executor.max_retries``)
     interrupted  started, not finished, no live job: launching it again resumes its checkpoint
@@ -13,9 +13,14 @@
 
 from __future__ import annotations
 
-from ablate.executors import EXECUTORS, Liveness
-from ablate.ledger import Record
+from typing import TYPE_CHECKING
 
+from ablate.executors import EXECUTORS, Liveness
+
+if TYPE_CHECKING:  # the CLI's help reads RUN_STATES; the ledger would bring MLflow along
+    from ablate.ledger import Record
+
+RUN_STATES = ("missing", "queued", "running", "done", "failed", "interrupted", "pruned", "unknown")
 ALIVE_STATES = ("queued", "running")
 # Whose job may still run: a submitter follows them and never launches a second job for them.
 FOLLOWED_STATES = (*ALIVE_STATES, "unknown")
@@ -29,18 +34,20 @@ def state(record: Record | None) -> str:
         return "pruned"
     if record.status == "FINISHED":
         return "done"
-    liveness = job_alive(record)
+    liveness = job_liveness(record)
     if liveness == "unknown":
         return "unknown"
-    if liveness == "alive":
-        return "queued" if record.status == "SCHEDULED" else "running"
+    if liveness == "pending" or (liveness == "running" and record.status == "SCHEDULED"):
+        return "queued"  # a local job is running as soon as its process is: queued until its trainer starts
+    if liveness == "running":
+        return "running"
     return "failed" if record.status == "FAILED" else "interrupted"
 
 
-def job_alive(record: Record) -> Liveness:
-    """Whether the run's job (its ``executor`` and ``job_id`` tags) still runs or waits to."""
+def job_liveness(record: Record) -> Liveness:
+    """Whether the run's job (its ``executor`` and ``job_id`` tags) runs, waits to, or has ended."""
     kind = EXECUTORS.get(record.tags.get("executor", ""))
-    return "ended" if kind is None else kind.alive(record.tags.get("job_id", ""))
+    return "ended" if kind is None else kind.liveness(record.tags.get("job_id", ""))
 
 
 def cancel_live_jobs(records: list[Record]) -> int:

@@ -75,6 +75,14 @@ class Run:
                 continue
         return 0, None
 
+    def checkpoint_step(self) -> int | None:
+        """The step of the checkpoint the run resumes from (``checkpoints/latest`` names ``step_XXXXXXX``, as
+        ``model/checkpoint.py`` writes it), None before its first."""
+        try:
+            return int((self.out_dir / "checkpoints" / "latest").read_text().strip().removeprefix("step_"))
+        except (OSError, ValueError):
+            return None
+
 
 @dataclass
 class Study:

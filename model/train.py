@@ -12,12 +12,15 @@ A run folder (``train.out_dir``) holds::
     mlflow_run_id      so that a resumed run continues the same MLflow run (``ablate/tracking.py``)
     history.jsonl      logged training metrics, one JSON object per line
     eval.json          final evaluation
+    lease.json         who trains it now (``model/lease.py``): a second trainer exits without touching it
 """
 
 from __future__ import annotations
 
 import json
 import math
+import signal
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -25,18 +28,20 @@ from typing import Protocol
 
 import torch
 from accelerate import Accelerator
-from accelerate.utils import DistributedDataParallelKwargs, set_seed
+from accelerate.utils import DistributedDataParallelKwargs, broadcast_object_list, set_seed
 from tqdm import tqdm
 
 from model.batch import DecoderInput, EncoderInput, Masks
 from model.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from model.config import Config, to_yaml
 from model.dataset import batches, load_split
+from model.lease import Lease, RunFolderLeased
 from model.mask_stats import MaskStats
 from model.masking.spans import to_t5
 from model.network import FourM
 from model.packing import pack
 from model.setup import Setup, check
+from model.step_signals import StepSignals
 
 # Offsets that split one seed into independent streams.
 INIT_STREAM, DATA_STREAM, MASK_STREAM = 0, 1_000_003, 2_000_003
@@ -96,6 +101,7 @@ def train(
     until_step: int | None = None,
     after_step: Callable[[int, FourM], None] | None = None,
     open_tracker: Callable[[Config], Tracker | None] | None = None,
+    checkpoint_on: tuple[signal.Signals, ...] = (),
 ) -> dict[str, float]:
     """Train (or resume) the run in ``cfg.train.out_dir``; returns the final evaluation (or last losses).
 
@@ -104,6 +110,12 @@ def train(
     evaluate along the way, as ``benchmarks/bench_learning.py`` does); it must leave the model as it was.
     ``open_tracker(cfg)`` opens the run's tracker on the main process, once the config is checked and the run
     folder exists (``ablate.tracking.run_tracker`` continues the run's MLflow run); None logs nowhere else.
+    ``checkpoint_on``: signals (a scheduler's warning that it stops the job) on which the run finishes its
+    step, saves a checkpoint there and hands the signal to the handler installed before (submitit's requeues
+    the job), so the requeued job trains no step again (``model/step_signals.py``).
+
+    The run folder is leased for the whole call: if another live trainer holds it, this raises
+    ``RunFolderLeased`` before anything in it is written.
     """
     setup = check(cfg)
     t = cfg.train
@@ -118,6 +130,30 @@ def train(
         mixed_precision=_mixed_precision(cfg),
         gradient_accumulation_steps=t.grad_accum,
     )
+    lease = Lease(Path(t.out_dir)) if accelerator.is_main_process else None
+    refused = [None]
+    if lease is not None:
+        try:
+            lease.acquire()
+        except RunFolderLeased as e:
+            refused = [str(e)]
+    if accelerator.num_processes > 1:  # every process exits, or none
+        broadcast_object_list(refused)
+    if refused[0] is not None:
+        raise RunFolderLeased(refused[0])
+    try:
+        return _train(cfg, setup, accelerator, lease, evaluate_at_end, progress, until_step, after_step,
+                      open_tracker, checkpoint_on)
+    finally:
+        if lease is not None:
+            lease.release()
+
+
+def _train(cfg: Config, setup: Setup, accelerator: Accelerator, lease: Lease | None, evaluate_at_end: bool,
+           progress: bool, until_step: int | None, after_step: Callable[[int, FourM], None] | None,
+           open_tracker: Callable[[Config], Tracker | None] | None,
+           checkpoint_on: tuple[signal.Signals, ...]) -> dict[str, float]:
+    t = cfg.train
     rank, world = accelerator.process_index, accelerator.num_processes
     out_dir = Path(t.out_dir)
     if accelerator.is_main_process:
@@ -141,6 +177,7 @@ def train(
     resume_from = latest_checkpoint(out_dir)
     if resume_from is not None:
         load_checkpoint(accelerator, resume_from, states)
+        _say(accelerator, f"resuming at step {state.step} ({resume_from})")
     tracker = open_tracker(cfg) if open_tracker is not None and accelerator.is_main_process else None
 
     history = _open_history(out_dir / "history.jsonl", state.step) if accelerator.is_main_process else None
@@ -148,6 +185,8 @@ def train(
     bar = tqdm(total=t.steps, initial=state.step, desc="train", unit="step", disable=not (progress and rank == 0))
     model.train()
     tokens_seen, t0, last = 0, time.perf_counter(), {}
+    first_step, signals = state.step, StepSignals(checkpoint_on)
+    signals.install()
     try:
         data = load_split(cfg.data.root, "train")
         # The data order is a pure function of the seed: on resume, skip the batches already seen.
@@ -198,17 +237,29 @@ def train(
                     tracker.log_metrics(last | {f"masks/{k}": v for k, v in stats.summary().items()}, state.step)
                 bar.set_postfix(loss=f"{last['train/loss']:.3f}", tok_s=f"{last['train/tokens_per_s']:.0f}")
             bar.update(1)
-            if state.step % t.checkpoint_every == 0 or state.step == stop_at:
+            saved = state.step % t.checkpoint_every == 0 or state.step == stop_at
+            if saved:
                 save_checkpoint(accelerator, out_dir, state.step, states)
+            if lease is not None and lease.lost:
+                raise RunFolderLeased(f"{out_dir}: the run folder's lease was taken over by {lease.lost}")
+            if _signalled(accelerator, signals, state.step, t.log_every):
+                if not saved:
+                    save_checkpoint(accelerator, out_dir, state.step, states)
+                caught = signals.caught.name if signals.caught else "another process's signal"
+                _say(accelerator, f"{caught} at step {state.step}: checkpoint saved there")
+                signals.hand_over()
             if after_step is not None and accelerator.is_main_process:
                 after_step(state.step, network)
     except BaseException as e:
         _end(tracker, e)
         raise
     finally:
+        signals.restore()
         bar.close()
         if history is not None:
             history.close()
+        if state.step > first_step:
+            _say(accelerator, f"trained steps {first_step + 1}-{state.step}")
 
     results = last
     if state.step < t.steps:  # stopped early: the run goes on later
@@ -228,6 +279,23 @@ def train(
         tracker.end("FINISHED")
     accelerator.wait_for_everyone()
     return results
+
+
+def _signalled(accelerator: Accelerator, signals: StepSignals, step: int, log_every: int) -> bool:
+    """Whether to checkpoint and hand a caught signal over now. Processes agree (saving a checkpoint is
+    collective) at logging steps only, where they talk anyway: one more exchange per step would be a host sync."""
+    if accelerator.num_processes == 1:
+        return signals.caught is not None
+    if step % log_every:
+        return False
+    flag = torch.tensor(float(signals.caught is not None), device=accelerator.device)
+    return bool(accelerator.reduce(flag, "max").item())
+
+
+def _say(accelerator: Accelerator, message: str) -> None:
+    """A line in the job's log (stderr), from the main process."""
+    if accelerator.is_main_process:
+        tqdm.write(f"train: {message}", file=sys.stderr)
 
 
 def _end(tracker: Tracker | None, error: BaseException) -> None:

@@ -3,6 +3,8 @@ preemption, cancelled arrays, 2 tasks."""
 
 from __future__ import annotations
 
+import json
+import re
 import subprocess
 import sys
 import time
@@ -13,6 +15,7 @@ from submitit.slurm.slurm import SlurmJobEnvironment
 from test_slurm_cluster import ACCOUNT, slurm_cluster  # noqa: F401  (the session fixture)
 
 from ablate.dispatch import Dispatcher, submit
+from ablate.executors import EXECUTORS
 from ablate.ledger import Ledger
 from ablate.states import state
 from ablate.study_file import load_study
@@ -145,6 +148,7 @@ def test_cancelling_the_whole_array_ends_the_waiting_submitter_and_nothing_is_re
     records = Ledger(study).records()
     assert sorted(r.tags["job_id"] for r in records.values()) == job_ids  # nothing relaunched
     assert all(r.status == "KILLED" and r.retries == 0 and state(r) == "interrupted" for r in records.values())
+    assert all(EXECUTORS["slurm"].stopped_id(job_id) for job_id in job_ids)  # what a later submitter asks
 
 
 def test_two_tasks_train_one_run(slurm_cluster, data_root, tmp_path):  # noqa: F811
@@ -201,3 +205,88 @@ def test_with_the_controller_down_a_second_submitter_launches_nothing_and_fails_
     # Once the controller answers again (and Slurm.QUIET_S has passed), the run's state is known again.
     assert wait_for(lambda: (s := state(ledger.records()[run.key])) != "unknown" and s, "a known state",
                     timeout_s=60) in ("running", "queued", "interrupted")
+
+
+def _segments(job) -> list[tuple[int, int]]:
+    """The steps each of a job's starts trained ("train: trained steps A-B" in its log, requeues appended)."""
+    return [(int(a), int(b)) for a, b in re.findall(r"train: trained steps (\d+)-(\d+)", job.paths.stderr.read_text())]
+
+
+def _start_soon(job) -> None:
+    """Let a requeued job start in 2 s instead of SLURM's two-minute hold (see the requeue test above)."""
+    wait_for(lambda: _squeue_state(job.job_id) == "PENDING", "requeue")
+    subprocess.run(["scontrol", "update", f"JobId={job.job_id}", "StartTime=now+2"], check=True, timeout=30)
+
+
+def test_usr2_mid_run_checkpoints_that_step_the_requeued_job_resumes_there_and_status_shows_it_queued(
+        slurm_cluster, data_root, tmp_path, uninterrupted, capsys):  # noqa: F811
+    from ablate.cli import main
+
+    # No periodic checkpoint before the end: without one at the signal, the requeued job would start over.
+    base = {**LONG, "train.checkpoint_every": 1000, "data.root": str(data_root[0])}
+    path = write_study(tmp_path, data_root, base=base, executor=slurm_executor(slurm_cluster))
+    run, ledger, dispatcher, job = _launch_single_run(path)
+    wait_for(lambda: run.progress()[0] >= 20, "20 steps")
+    job._interrupt(timeout=True)  # USR2, as SLURM sends signal_delay_s before the time limit
+    wait_for(lambda: _squeue_state(job.job_id) == "PENDING", "requeue")
+    at = run.checkpoint_step()
+    assert at is not None and at >= 20 and f"train: SIGUSR2 at step {at}: checkpoint saved there" in \
+        job.paths.stderr.read_text()
+    assert main(["status", str(path)]) == 0
+    (row,) = [line for line in capsys.readouterr().out.splitlines() if line.startswith(f"| {run.key}")]
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert cells[2:5] == ["queued", f"{at}/100", str(at)]  # state, step, the checkpoint it resumes from
+    _start_soon(job)
+    ended: list = []
+    wait_for(lambda: ended.extend(dispatcher.poll()) or ended, "end of the job")
+    assert ended == [(run, "done")]
+    assert _segments(job) == [(1, at), (at + 1, 100)]  # every step trained once
+    assert f"train: resuming at step {at}" in job.paths.stderr.read_text()
+    key, metrics, history = uninterrupted
+    assert _history(ledger, ledger.records()[run.key].run_id) == history
+
+
+def test_a_run_that_exhausts_its_requeues_is_reported_failed_with_its_cause_and_retried(
+        slurm_cluster, data_root, tmp_path, capsys):  # noqa: F811
+    base = {**LONG, "data.root": str(data_root[0])}
+    path = write_study(tmp_path, data_root, base=base,
+                       executor=slurm_executor(slurm_cluster, max_timeouts=1, max_retries=1))
+    run, ledger, dispatcher, job = _launch_single_run(path)
+    wait_for(lambda: run.checkpoint_step(), "checkpoint")
+    job._interrupt(timeout=True)  # the one timeout allowed: requeued, its MLflow run KILLED (it goes on)
+    _start_soon(job)
+    wait_for(lambda: "train: resuming at step" in job.paths.stderr.read_text(), "the requeued job's start")
+    job._interrupt(timeout=True)  # the second: submitit gives up ("timed-out too many times")
+    ended: list = []
+    wait_for(lambda: ended.extend(dispatcher.poll()) or ended, "end of the retried run", timeout_s=300)
+    assert ended == [(run, "done")]
+    said = capsys.readouterr().err
+    assert f"run {run.key} ({run.label}) failed: " in said and "timed-out too many times" in said
+    assert "relaunched (retry 1 of 1)" in said and "was cancelled" not in said
+    (record,) = ledger.records().values()
+    assert record.status == "FINISHED" and record.retries == 1
+    assert EXECUTORS["slurm"].stopped_id(job.job_id) is False  # sacct: failed, not cancelled
+
+
+def test_a_second_job_on_a_leased_run_folder_exits_without_touching_it(
+        slurm_cluster, data_root, tmp_path, uninterrupted):  # noqa: F811
+    from ablate.dispatch import TrainJob
+
+    path = write_study(tmp_path, data_root, base={**LONG, "data.root": str(data_root[0])},
+                       executor=slurm_executor(slurm_cluster))
+    run, ledger, dispatcher, job = _launch_single_run(path)
+    wait_for(lambda: run.checkpoint_step(), "checkpoint")
+    config = run.out_dir / "config.yaml"
+    written = config.stat().st_mtime_ns
+    twin = dispatcher.executor.submit(TrainJob(run.config, False))  # a scheduler's mistake: two jobs, one run
+    wait_for(twin.done, "the second job's end")
+    error = str(twin.exception())
+    assert "RunFolderLeased" in error and f"another trainer holds this run folder (job {job.job_id}," in error
+    assert config.stat().st_mtime_ns == written and "train: " not in twin.paths.stderr.read_text()
+    ended: list = []
+    wait_for(lambda: ended.extend(dispatcher.poll()) or ended, "end of the first job")
+    assert ended == [(run, "done")]
+    steps = [json.loads(line)["step"] for line in (run.out_dir / "history.jsonl").read_text().splitlines()]
+    assert steps == list(range(1, 101))  # one trainer wrote it
+    key, metrics, history = uninterrupted
+    assert _history(ledger, ledger.records()[run.key].run_id) == history

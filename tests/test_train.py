@@ -2,6 +2,8 @@
 
 import json
 import os
+import re
+import signal
 import subprocess
 import sys
 
@@ -9,12 +11,14 @@ import mlflow
 import pytest
 import torch
 from safetensors.torch import load_file
+from study_files import wait_for
 
 from ablate.cli import main
 from ablate.tracking import run_tracker
 from model.checkpoint import latest_checkpoint, load_run
 from model.config import compose, group_options
 from model.evaluate import evaluate, trivial_baselines
+from model.lease import RunFolderLeased
 from model.train import train
 
 TINY = ["model=tiny", "train.batch_size=8", "train.log_every=1", "train.warmup_steps=2", "train.lr=1e-3"]
@@ -142,3 +146,59 @@ def test_every_masking_family_trains_without_nan(data_root, tmp_path, family):
     losses = torch.tensor(_losses(tmp_path / "run"))
     assert len(losses) == 20 and torch.isfinite(losses).all()
     assert losses[-5:].mean() < 0.8 * losses[0]
+
+
+def test_a_signal_mid_run_checkpoints_that_step_hands_over_and_the_resumed_run_trains_no_step_twice(
+        data_root, tmp_path, capfd):
+    train(_cfg(data_root, tmp_path / "a", "train.steps=6"), evaluate_at_end=False, progress=False)
+    cfg = _cfg(data_root, tmp_path / "b", "train.steps=6", "train.checkpoint_every=100")
+    handed = []
+
+    def scheduler_handler(signum, frame):  # as submitit's: requeue the job, exit
+        handed.append(signum)
+        raise SystemExit(-1)
+
+    def warn_at_step_2(step, model):
+        if step == 2:
+            os.kill(os.getpid(), signal.SIGUSR2)
+
+    previous = signal.signal(signal.SIGUSR2, scheduler_handler)
+    try:
+        with pytest.raises(SystemExit):
+            train(cfg, evaluate_at_end=False, progress=False, after_step=warn_at_step_2,
+                  checkpoint_on=(signal.SIGUSR2,))
+        assert handed == [signal.SIGUSR2] and signal.getsignal(signal.SIGUSR2) is scheduler_handler
+        run_dir = tmp_path / "b" / "run"
+        assert latest_checkpoint(run_dir).name == "step_0000003"  # the step the signal arrived in, not step 0
+        train(cfg, evaluate_at_end=False, progress=False, checkpoint_on=(signal.SIGUSR2,))
+    finally:
+        signal.signal(signal.SIGUSR2, previous)
+    log = capfd.readouterr().err
+    assert "train: SIGUSR2 at step 3: checkpoint saved there" in log and "resuming at step 3" in log
+    assert re.findall(r"trained steps (\d+)-(\d+)", log) == [("1", "6"), ("1", "3"), ("4", "6")]  # a, then b twice
+    assert _losses(run_dir) == pytest.approx(_losses(tmp_path / "a" / "run"), rel=1e-5)
+
+
+def test_a_second_trainer_on_a_leased_run_folder_exits_untouched_and_a_killed_holders_lease_is_taken_over(
+        data_root, tmp_path):
+    overrides = [f"data.root={data_root[0]}", f"train.out_dir={tmp_path}/run", "tracking.enabled=false", *TINY,
+                 "train.steps=100000", "train.checkpoint_every=2", "train.threads=1"]
+    holder = subprocess.Popen([sys.executable, "-m", "ablate.cli", "train", "--no-eval", *overrides],
+                              stderr=subprocess.DEVNULL)
+    run_dir = tmp_path / "run"
+    try:
+        wait_for(lambda: latest_checkpoint(run_dir), "the first trainer's checkpoint")
+        lease = json.loads((run_dir / "lease.json").read_text())
+        assert lease["holder"]["pid"] == holder.pid
+        before = {p: p.stat().st_mtime_ns for p in [run_dir / "config.yaml", run_dir / "lease.json"]}
+        with pytest.raises(RunFolderLeased, match=f"another trainer holds this run folder \\(pid {holder.pid} on"):
+            train(compose(overrides), evaluate_at_end=False, progress=False)
+        assert {p: p.stat().st_mtime_ns for p in before} == before  # neither rewritten nor taken
+        assert holder.poll() is None  # and the holder trains on
+    finally:
+        holder.kill()  # no chance to give the lease back
+        holder.wait()
+    assert (run_dir / "lease.json").is_file()
+    resumed_at = int(latest_checkpoint(run_dir).name.removeprefix("step_"))
+    train(compose(overrides), evaluate_at_end=False, progress=False, until_step=resumed_at + 1)
+    assert latest_checkpoint(run_dir).name == f"step_{resumed_at + 1:07d}" and not (run_dir / "lease.json").exists()

@@ -137,6 +137,7 @@ class TrainConfig:
     # Batches made between steps (inline) or ahead in a background thread (prefetch, model/feed.py); auto:
     # prefetch on GPU, inline on CPU and for adaptive masking (it needs the last step's losses).
     feed: str = "auto"
+    compile: bool = False  # torch.compile the network's trunk (FourM.compile_trunk)
     peak_tflops: float = 0.0  # one device's peak for train/mfu; 0: known GPUs' bf16 peak (model/flops.py)
 
     def validate(self) -> None:

@@ -309,6 +309,12 @@ class FourM(nn.Module):
             y = block(y, context, self_mask, cross_mask)
         return self.decoder_norm(y)
 
+    def compile_trunk(self) -> None:
+        """``torch.compile`` ``decode`` (with ``encode``: embeddings, attention masks and biases, both stacks) as one
+        graph: its shapes are the budgets', static. The heads stay eager: ``forward`` picks each modality's slots
+        with a boolean mask, a shape that depends on the data."""
+        self.decode = torch.compile(self.decode, fullgraph=True)
+
     def logits(
         self, enc: EncoderInput, dec: DecoderInput, modality: str, features: torch.Tensor | None = None
     ) -> torch.Tensor:

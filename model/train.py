@@ -51,12 +51,14 @@ def lr_at(step: int, cfg: Config) -> float:
     return t.min_lr + 0.5 * (1 + math.cos(math.pi * progress)) * (t.lr - t.min_lr)
 
 
-def optimizer_for(model: torch.nn.Module, cfg: Config) -> torch.optim.AdamW:
-    """AdamW with weight decay on matrices only (not on norms, biases, embeddings' 1-D params)."""
+def optimizer_for(model: torch.nn.Module, cfg: Config, fused: bool = False) -> torch.optim.AdamW:
+    """AdamW with weight decay on matrices only (not on norms, biases, embeddings' 1-D params); ``fused``: one
+    kernel for all parameters (CUDA), instead of a few per parameter group."""
     decay = [p for p in model.parameters() if p.requires_grad and p.dim() >= 2]
     rest = [p for p in model.parameters() if p.requires_grad and p.dim() < 2]
     groups = [{"params": decay, "weight_decay": cfg.train.weight_decay}, {"params": rest, "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=cfg.train.lr, betas=(cfg.train.beta1, cfg.train.beta2))
+    # None, not False: an explicit False would also turn off torch's default (foreach) implementation.
+    return torch.optim.AdamW(groups, lr=cfg.train.lr, betas=(cfg.train.beta1, cfg.train.beta2), fused=fused or None)
 
 
 class Tracker(Protocol):
@@ -130,11 +132,16 @@ def train(
 
     set_seed(t.seed + INIT_STREAM)
     model = setup.new_model(cfg)
-    optimizer = optimizer_for(model, cfg)
+    cuda = accelerator.device.type == "cuda"
+    optimizer = optimizer_for(model, cfg, fused=cuda)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_at(s, cfg) / t.lr)
     # The scheduler stays unprepared: Accelerate would step it once per process per step.
     model, optimizer = accelerator.prepare(model, optimizer)
     network = accelerator.unwrap_model(model)
+    if cuda:
+        torch.set_float32_matmul_precision("high")  # TF32 for the float32 matmuls outside bf16 autocast
+    if t.compile:
+        network.compile_trunk()
     state = TrainState(torch.Generator().manual_seed(t.seed + MASK_STREAM))
     # Every process draws the same global masks, so every process keeps the same statistics; checkpointed
     # so that a resumed run's statistics cover all its steps. Adaptive strategies carry state (hard: loss map).

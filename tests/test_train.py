@@ -127,6 +127,15 @@ def test_throughput_in_tokens_tflops_and_mfu_is_logged(data_root, tmp_path):
     assert "train/mfu" not in only and only["train/tflops"] > 0
 
 
+def test_a_compiled_trunk_trains_as_the_eager_one(data_root, tmp_path):
+    common = ["train.steps=3", "tracking.enabled=false", "train.threads=1"]
+    train(_cfg(data_root, tmp_path / "eager", *common), evaluate_at_end=False, progress=False)
+    train(_cfg(data_root, tmp_path / "compiled", *common, "train.compile=true"), evaluate_at_end=False,
+          progress=False)
+    # Inductor fuses and reorders float operations: equal up to rounding, not bit for bit.
+    assert _losses(tmp_path / "compiled" / "run") == pytest.approx(_losses(tmp_path / "eager" / "run"), rel=1e-3)
+
+
 def test_a_checkpoint_killed_mid_write_is_ignored(data_root, tmp_path):
     cfg = _cfg(data_root, tmp_path, "train.steps=4", "tracking.enabled=false")
     train(cfg, evaluate_at_end=False, progress=False, until_step=2)

@@ -4,7 +4,8 @@
 thread, up to ``PREFETCH_DEPTH`` ahead, so that a GPU does not wait for the CPU's masking and packing; the
 batches are the same, in the same order, from the same generator. Adaptive strategies
 (``learns_from_losses``) mask with the losses of the step before, so they are always fed inline
-(``model/setup.py`` refuses ``train.feed=prefetch`` for them).
+(``model/setup.py`` refuses ``train.feed=prefetch`` for them). Both make batches on the CPU and copy them
+to the device; the data set and the masking themselves do not move onto the device (yet).
 
 Because the generator may run ahead of training, every batch carries the generator's state after its masks:
 that, not the generator's current state, is what a checkpoint keeps (``TrainState`` in ``model/train.py``).
@@ -25,7 +26,7 @@ from model.masking.spans import to_t5
 from model.packing import pack
 from model.setup import Setup
 
-PREFETCH_DEPTH = 2  # batches made ahead: one being trained on, one ready, one in the making
+PREFETCH_DEPTH = 2  # batches ready in the queue (the thread makes one more meanwhile)
 T = TypeVar("T")
 
 
@@ -62,9 +63,9 @@ def training_batches(
             for _ in range(t.grad_accum):
                 batch = next(stream)
                 masks = setup.masking(batch, generator)
-                state = generator.get_state()
+                after = generator.get_state()
                 enc, dec = local_inputs(setup, batch, masks, local)
-                yield Fed(masks, _to(device, enc), _to(device, dec), state)
+                yield Fed(masks, _to(device, enc), _to(device, dec), after)
 
     return prefetched(made(), PREFETCH_DEPTH) if mode(t, setup, device) == "prefetch" else made()
 

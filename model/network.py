@@ -311,8 +311,8 @@ class FourM(nn.Module):
 
     def compile_trunk(self) -> None:
         """``torch.compile`` ``decode`` (with ``encode``: embeddings, attention masks and biases, both stacks) as one
-        graph: its shapes are the budgets', static. The heads stay eager: ``forward`` picks each modality's slots
-        with a boolean mask, a shape that depends on the data."""
+        graph: its shapes are the budgets', static. The heads stay eager: ``forward`` sizes each modality's slots
+        by counts read from the device, a shape that depends on the data."""
         self.decode = torch.compile(self.decode, fullgraph=True)
 
     def logits(

@@ -35,6 +35,7 @@ class ConfigError(ValueError):
 
 
 GRID_BIAS = ("fixed", "learned", "none")
+FEEDS = ("auto", "inline", "prefetch")
 
 
 @dataclass
@@ -133,6 +134,11 @@ class TrainConfig:
     checkpoint_every: int = 250
     mixed_precision: str = "auto"  # auto: bf16 on GPU, fp32 on CPU; or "no", "bf16"
     threads: int = 0  # torch CPU threads; 0 = torch's default
+    # Batches made between steps (inline) or ahead in a background thread (prefetch, model/feed.py); auto:
+    # prefetch on GPU, inline on CPU and for adaptive masking (it needs the last step's losses).
+    feed: str = "auto"
+    compile: bool = False  # torch.compile the network's trunk (FourM.compile_trunk)
+    peak_tflops: float = 0.0  # one device's peak for train/mfu; 0: known GPUs' bf16 peak (model/flops.py)
 
     def validate(self) -> None:
         for key in ("steps", "batch_size", "grad_accum", "log_every", "checkpoint_every"):
@@ -150,6 +156,10 @@ class TrainConfig:
                 raise ConfigError(f"train.{key}={getattr(self, key)}: must be in [0, 1)")
         if self.mixed_precision not in ("auto", "no", "bf16"):
             raise ConfigError(f"train.mixed_precision={self.mixed_precision!r}: allowed auto, no, bf16")
+        if self.feed not in FEEDS:
+            raise ConfigError(f"train.feed={self.feed!r}: allowed {', '.join(FEEDS)}")
+        if not 0 <= self.peak_tflops < math.inf:
+            raise ConfigError(f"train.peak_tflops={self.peak_tflops}: must be finite and >= 0 (0: the device's)")
 
 
 @dataclass

@@ -309,6 +309,12 @@ class FourM(nn.Module):
             y = block(y, context, self_mask, cross_mask)
         return self.decoder_norm(y)
 
+    def compile_trunk(self) -> None:
+        """``torch.compile`` ``decode`` (with ``encode``: embeddings, attention masks and biases, both stacks) as one
+        graph: its shapes are the budgets', static. The heads stay eager: ``forward`` sizes each modality's slots
+        by counts read from the device, a shape that depends on the data."""
+        self.decode = torch.compile(self.decode, fullgraph=True)
+
     def logits(
         self, enc: EncoderInput, dec: DecoderInput, modality: str, features: torch.Tensor | None = None
     ) -> torch.Tensor:
@@ -318,8 +324,18 @@ class FourM(nn.Module):
     def forward(self, enc: EncoderInput, dec: DecoderInput) -> dict[str, torch.Tensor]:
         """Logits per modality [K_m, V_m] for its non-pad decoder slots, in the order of
         ``dec.target[(dec.modality == i) & ~dec.pad]`` (i = index in sorted names); K_m may be 0."""
-        y = self.decode(enc, dec)
-        return {n: self.head(n, y[(dec.modality == i) & ~dec.pad]) for i, n in enumerate(self.names)}
+        y = self.decode(enc, dec).flatten(0, 1)
+        # The counts K_m are the one host sync of a step (a boolean index per modality would be one each).
+        counts = torch.zeros(len(self.names), dtype=torch.long, device=y.device)
+        counts = counts.scatter_add_(0, dec.modality.flatten(), (~dec.pad).flatten().long()).tolist()
+        picked = y[self._target_slots(dec)[: sum(counts)]].split(counts)
+        return {n: self.head(n, p) for n, p in zip(self.names, picked)}
+
+    def _target_slots(self, dec: DecoderInput) -> torch.Tensor:
+        """Flat indices into [B * Ld] of the non-pad decoder slots, by modality and then in row-major order (as
+        ``forward`` lists them), pad slots last: int64 [B * Ld]."""
+        key = torch.where(dec.pad, len(self.names), dec.modality).flatten()
+        return torch.argsort(key, stable=True)
 
     def loss(self, enc: EncoderInput, dec: DecoderInput) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Cross-entropy over non-pad target slots -> (total, {modality: mean loss} for modalities present)."""
@@ -334,14 +350,15 @@ class FourM(nn.Module):
         slots, for adaptive masking). ``mod`` weighting: mean of the per-modality means over modalities
         present in the batch; ``token``: mean over all target tokens. 0 (with a graph) when there is no target.
         """
-        token_loss = torch.zeros(dec.target.shape, dtype=torch.float32, device=dec.target.device)
-        sums, counts = [], []
-        for i, n in enumerate(self.names):
-            slots = (dec.modality == i) & ~dec.pad
-            losses = F.cross_entropy(logits[n].float(), dec.target[slots], reduction="none")
-            token_loss[slots] = losses.detach()
+        counts = [len(logits[n]) for n in self.names]  # shapes known on the host: no sync
+        slots = self._target_slots(dec)[: sum(counts)]
+        sums, per_slot = [], []
+        for n, target in zip(self.names, dec.target.flatten()[slots].split(counts)):
+            losses = F.cross_entropy(logits[n].float(), target, reduction="none")
+            per_slot.append(losses.detach())
             sums.append(losses.sum())
-            counts.append(losses.numel())
+        token_loss = torch.zeros(dec.target.numel(), dtype=torch.float32, device=dec.target.device)
+        token_loss = token_loss.index_put_((slots,), torch.cat(per_slot)).view_as(dec.target)
         means = {n: s / c for n, s, c in zip(self.names, sums, counts) if c > 0}
         if self.cfg.loss_weighting == "mod":
             total = sum(means.values()) / len(means) if means else sums[0] * 0.0

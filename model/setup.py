@@ -41,10 +41,14 @@ def check(cfg: Config) -> Setup:
         masking = build_masking(name, spec.modalities, input_budget, target_budget, m)
     except ValueError as e:
         raise ConfigError(str(e)) from None
+    if cfg.train.feed == "prefetch" and masking.learns_from_losses:
+        raise ConfigError(f"train.feed=prefetch: the {name!r} masking learns from the last step's losses, so its "
+                          f"batches cannot be made ahead; use train.feed=auto or inline")
     return Setup(spec.modalities, masking, input_budget, target_budget)
 
 
 def logged_metrics(specs: dict[str, ModalitySpec]) -> list[str]:
-    """The keys ``train`` logs every ``train.log_every`` steps (``train/loss/<m>`` once ``m`` was a target)."""
+    """The keys ``train`` logs every ``train.log_every`` steps (``train/loss/<m>`` once ``m`` was a target,
+    ``train/mfu`` where the device's peak is known)."""
     return ["train/loss", *(f"train/loss/{m}" for m in sorted(specs)), "train/lr", "train/tokens_per_s",
-            *(f"masks/{k}" for k in MaskStats(specs).summary())]
+            "train/tflops", "train/mfu", *(f"masks/{k}" for k in MaskStats(specs).summary())]

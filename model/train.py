@@ -1,8 +1,9 @@
 """Masked multimodal pre-training with Accelerate: one function from a resolved ``Config`` to a trained run.
 
 The step, end to end: a global batch of tokens -> masks from the strategy (own RNG stream)
--> this process's slice -> ``pack`` -> ``FourM.loss`` -> AdamW. Every process draws the same
-global batch and masks and keeps its slice, so a run gives the same updates on 1 or N
+-> this process's slice -> ``pack`` (``model/feed.py``: between steps or ahead in a thread) -> ``FourM.loss``
+-> AdamW. Losses, token and FLOP counts stay on the device and are read once per ``log_every`` steps.
+Every process draws the same global batch and masks and keeps its slice, so a run gives the same updates on 1 or N
 processes (with ``token`` loss weighting and fixed budgets: exactly; ``mod`` averages per process).
 
 A run folder (``train.out_dir``) holds::
@@ -21,7 +22,6 @@ import json
 import math
 import signal
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
@@ -31,15 +31,15 @@ from accelerate import Accelerator
 from accelerate.utils import DistributedDataParallelKwargs, broadcast_object_list, set_seed
 from tqdm import tqdm
 
-from model.batch import DecoderInput, EncoderInput, Masks
+from model.batch import DecoderInput
 from model.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from model.config import Config, to_yaml
 from model.dataset import batches, load_split
+from model.feed import training_batches
+from model.flops import Throughput, peak_tflops
 from model.lease import Lease, RunFolderLeased
 from model.mask_stats import MaskStats
-from model.masking.spans import to_t5
 from model.network import FourM
-from model.packing import pack
 from model.setup import Setup, check
 from model.step_signals import StepSignals
 
@@ -56,12 +56,14 @@ def lr_at(step: int, cfg: Config) -> float:
     return t.min_lr + 0.5 * (1 + math.cos(math.pi * progress)) * (t.lr - t.min_lr)
 
 
-def optimizer_for(model: torch.nn.Module, cfg: Config) -> torch.optim.AdamW:
-    """AdamW with weight decay on matrices only (not on norms, biases, embeddings' 1-D params)."""
+def optimizer_for(model: torch.nn.Module, cfg: Config, fused: bool = False) -> torch.optim.AdamW:
+    """AdamW with weight decay on matrices only (not on norms, biases, embeddings' 1-D params); ``fused``: one
+    kernel for all parameters (CUDA), instead of a few per parameter group."""
     decay = [p for p in model.parameters() if p.requires_grad and p.dim() >= 2]
     rest = [p for p in model.parameters() if p.requires_grad and p.dim() < 2]
     groups = [{"params": decay, "weight_decay": cfg.train.weight_decay}, {"params": rest, "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=cfg.train.lr, betas=(cfg.train.beta1, cfg.train.beta2))
+    # None, not False: an explicit False would also turn off torch's default (foreach) implementation.
+    return torch.optim.AdamW(groups, lr=cfg.train.lr, betas=(cfg.train.beta1, cfg.train.beta2), fused=fused or None)
 
 
 class Tracker(Protocol):
@@ -74,18 +76,21 @@ class Tracker(Protocol):
 
 
 class TrainState:
-    """What Accelerate does not checkpoint by itself: the step and the masking RNG."""
+    """What Accelerate does not checkpoint by itself: the step and the masking RNG as of the last batch trained
+    on (``mask_rng``; the generator itself may be ahead, masking prefetched batches)."""
 
     def __init__(self, mask_generator: torch.Generator):
         self.step = 0
         self.mask_generator = mask_generator
+        self.mask_rng = mask_generator.get_state()
 
     def state_dict(self) -> dict:
-        return {"step": self.step, "mask_rng": self.mask_generator.get_state()}
+        return {"step": self.step, "mask_rng": self.mask_rng}
 
     def load_state_dict(self, state: dict) -> None:
         self.step = int(state["step"])
-        self.mask_generator.set_state(state["mask_rng"])
+        self.mask_rng = state["mask_rng"]
+        self.mask_generator.set_state(self.mask_rng)
 
 
 def _mixed_precision(cfg: Config) -> str:
@@ -163,11 +168,16 @@ def _train(cfg: Config, setup: Setup, accelerator: Accelerator, lease: Lease | N
 
     set_seed(t.seed + INIT_STREAM)
     model = setup.new_model(cfg)
-    optimizer = optimizer_for(model, cfg)
+    cuda = accelerator.device.type == "cuda"
+    optimizer = optimizer_for(model, cfg, fused=cuda)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_at(s, cfg) / t.lr)
     # The scheduler stays unprepared: Accelerate would step it once per process per step.
     model, optimizer = accelerator.prepare(model, optimizer)
     network = accelerator.unwrap_model(model)
+    if cuda:
+        torch.set_float32_matmul_precision("high")  # TF32 for the float32 matmuls outside bf16 autocast
+    if t.compile:
+        network.compile_trunk()
     state = TrainState(torch.Generator().manual_seed(t.seed + MASK_STREAM))
     # Every process draws the same global masks, so every process keeps the same statistics; checkpointed
     # so that a resumed run's statistics cover all its steps. Adaptive strategies carry state (hard: loss map).
@@ -184,7 +194,9 @@ def _train(cfg: Config, setup: Setup, accelerator: Accelerator, lease: Lease | N
     stop_at = min(until_step or t.steps, t.steps)
     bar = tqdm(total=t.steps, initial=state.step, desc="train", unit="step", disable=not (progress and rank == 0))
     model.train()
-    tokens_seen, t0, last = 0, time.perf_counter(), {}
+    throughput = Throughput(cfg.model, network.vocab_sizes, accelerator.device,
+                            peak_tflops(accelerator.device, t.peak_tflops))
+    last = {}
     first_step, signals = state.step, StepSignals(checkpoint_on)
     signals.install()
     try:
@@ -193,15 +205,13 @@ def _train(cfg: Config, setup: Setup, accelerator: Accelerator, lease: Lease | N
         stream = batches(data, t.batch_size * world, torch.Generator().manual_seed(t.seed + DATA_STREAM))
         for _ in range(state.step * t.grad_accum):
             next(stream)
+        local, steps = slice(rank * t.batch_size, (rank + 1) * t.batch_size), range(state.step, stop_at)
+        fed = training_batches(setup, stream, state.mask_generator, local, accelerator.device, steps, t)
         while state.step < stop_at:
-            per_mod_sum: dict[str, float] = {}
-            setup.masking.set_progress(state.step, t.steps)
+            losses: dict[str, torch.Tensor] = {}  # summed on the device: a float() per step would wait for it
             for _ in range(t.grad_accum):
-                batch = next(stream)  # the global batch
-                masks = setup.masking(batch, state.mask_generator)
+                masks, enc, dec, state.mask_rng = next(fed)
                 stats.update(masks)
-                enc, dec = _local_inputs(setup, batch, masks, slice(rank * t.batch_size, (rank + 1) * t.batch_size))
-                enc, dec = enc.to(accelerator.device), dec.to(accelerator.device)
                 with accelerator.accumulate(model):
                     with accelerator.autocast():
                         loss, per_mod, token_loss = network.loss_from(model(enc, dec), dec)
@@ -215,27 +225,25 @@ def _train(cfg: Config, setup: Setup, accelerator: Accelerator, lease: Lease | N
                 if setup.masking.learns_from_losses:
                     # They mask the global batch, so they learn from every process's losses.
                     setup.masking.observe(*_global(accelerator, dec, token_loss))
-                tokens_seen += int((~enc.pad).sum() + (~dec.pad).sum()) * world
-                for k, v in per_mod.items():
-                    per_mod_sum[k] = per_mod_sum.get(k, 0.0) + float(v.detach()) / t.grad_accum
-                per_mod_sum["loss"] = per_mod_sum.get("loss", 0.0) + float(loss.detach()) / t.grad_accum
+                throughput.add(enc, dec)
+                for k, v in {**per_mod, "loss": loss}.items():
+                    losses[k] = losses.get(k, 0.0) + v.detach() / t.grad_accum
             state.step += 1
             if state.step % t.log_every == 0 or state.step == stop_at:
-                elapsed = time.perf_counter() - t0
-                per_mod_sum = _mean_over_processes(accelerator, per_mod_sum)
+                per_mod_sum = _mean_over_processes(accelerator, {k: float(v) for k, v in losses.items()})
                 last = {
                     "train/loss": per_mod_sum.pop("loss"),
                     **{f"train/loss/{k}": v for k, v in per_mod_sum.items()},
                     "train/lr": scheduler.get_last_lr()[0],
-                    "train/tokens_per_s": tokens_seen / max(elapsed, 1e-9),
+                    **throughput.read(world, lambda x: accelerator.reduce(x, "sum")),
                 }
-                tokens_seen, t0 = 0, time.perf_counter()
                 if history is not None:
                     history.write(json.dumps({"step": state.step, **last}) + "\n")
                     history.flush()
                 if tracker is not None:
                     tracker.log_metrics(last | {f"masks/{k}": v for k, v in stats.summary().items()}, state.step)
-                bar.set_postfix(loss=f"{last['train/loss']:.3f}", tok_s=f"{last['train/tokens_per_s']:.0f}")
+                bar.set_postfix(loss=f"{last['train/loss']:.3f}", tok_s=f"{last['train/tokens_per_s']:.0f}",
+                                **({"mfu": f"{last['train/mfu']:.1%}"} if "train/mfu" in last else {}))
             bar.update(1)
             saved = state.step % t.checkpoint_every == 0 or state.step == stop_at
             if saved:
@@ -311,16 +319,6 @@ def _open_history(path: Path, step: int):
         kept = [line for line in path.read_text().splitlines() if json.loads(line)["step"] <= step]
         path.write_text("".join(line + "\n" for line in kept))
     return path.open("a")
-
-
-def _local_inputs(setup: Setup, batch: dict, masks: dict, local: slice) -> tuple[EncoderInput, DecoderInput]:
-    """This process's slice of the global batch, packed (sequences in T5 span format if the strategy asks)."""
-    batch = {k: v[local] for k, v in batch.items()}
-    masks = {k: Masks(m.input[local], m.target[local]) for k, m in masks.items()}
-    targets = None
-    if setup.masking.sequence_format == "t5":
-        batch, targets, masks = to_t5(setup.specs, batch, masks)
-    return pack(setup.specs, batch, masks, setup.input_budget, setup.target_budget, target_tokens=targets)
 
 
 def _global(accelerator: Accelerator, dec: DecoderInput, token_loss: torch.Tensor) -> tuple:

@@ -15,7 +15,7 @@ from study_files import wait_for
 
 from ablate.cli import main
 from ablate.tracking import run_tracker
-from model.checkpoint import latest_checkpoint, load_run
+from model.checkpoint import latest_checkpoint, load_run, saved_states
 from model.config import compose, group_options
 from model.evaluate import evaluate, trivial_baselines
 from model.lease import RunFolderLeased
@@ -55,12 +55,89 @@ def test_stop_and_resume_matches_an_uninterrupted_run_and_continues_the_mlflow_r
     assert [m.step for m in client.get_metric_history(run_id, "train/loss")] == [1, 2, 3, 4, 5, 6]
     whole_client = mlflow.MlflowClient(f"sqlite:///{tmp_path}/a/ml.db")
     (whole_run,) = whole_client.search_runs([whole_client.get_experiment_by_name("nano4m").experiment_id])
-    timing = "train/tokens_per_s"
+    timing = ("train/tokens_per_s", "train/tflops")
     # Losses, learning rate and the mask statistics (checkpointed too) end as if never interrupted.
-    assert {k: v for k, v in runs[0].data.metrics.items() if k != timing} == \
-        {k: v for k, v in whole_run.data.metrics.items() if k != timing}
+    assert {k: v for k, v in runs[0].data.metrics.items() if k not in timing} == \
+        {k: v for k, v in whole_run.data.metrics.items() if k not in timing}
     assert runs[0].data.params["model.dim"] == "64"
     assert "config.yaml" in [a.path for a in client.list_artifacts(run_id)]
+
+
+def _history(run_dir):
+    return [json.loads(line) for line in (run_dir / "history.jsonl").read_text().splitlines()]
+
+
+class Killed(Exception):
+    pass
+
+
+def _killed_at(step: int):
+    def after_step(done: int, model) -> None:
+        if done == step:
+            raise Killed  # after that step's checkpoint, with the next batches already masked by the thread
+
+    return after_step
+
+
+@pytest.mark.parametrize("masking", ["dirichlet", "block"])
+def test_prefetched_batches_train_as_inline_ones_and_a_killed_prefetching_run_resumes_exactly(
+        data_root, tmp_path, masking):
+    """The background thread masks ahead with the same generator; the checkpoint keeps its state as of the
+    batches trained on (block: T5 spans; the schedule follows the step each batch is made for)."""
+    common = ["train.steps=6", "tracking.enabled=false", f"masking={masking}", "train.checkpoint_every=2",
+              "masking.mask_ratio={schedule: linear, start: 0.3, end: 0.7}"]
+    train(_cfg(data_root, tmp_path / "inline", *common, "train.feed=inline"), evaluate_at_end=False, progress=False)
+    train(_cfg(data_root, tmp_path / "ahead", *common, "train.feed=prefetch"), evaluate_at_end=False, progress=False)
+    parts = _cfg(data_root, tmp_path / "parts", *common, "train.feed=prefetch")
+    with pytest.raises(Killed):
+        train(parts, evaluate_at_end=False, progress=False, after_step=_killed_at(2))
+    train(parts, evaluate_at_end=False, progress=False)
+
+    inline = _losses(tmp_path / "inline" / "run")
+    assert len(inline) == 6
+    assert _losses(tmp_path / "ahead" / "run") == inline  # the same masks, bit for bit
+    assert _losses(tmp_path / "parts" / "run") == pytest.approx(inline, rel=1e-5)
+    inline_states, parts_states = (saved_states(tmp_path / name / "run/checkpoints/step_0000006")
+                                   for name in ("inline", "parts"))
+    # The masking RNG and statistics were saved at step 2 as of the batches trained on, not as far as masked.
+    assert torch.equal(inline_states["train"]["mask_rng"], parts_states["train"]["mask_rng"])
+    inline_stats, parts_stats = inline_states["mask_stats"], parts_states["mask_stats"]
+    assert inline_stats["samples"] == parts_stats["samples"] == 6 * 8
+    for role in ("input", "target"):
+        for name, counts in inline_stats["counts"][role].items():
+            assert torch.equal(counts, parts_stats["counts"][role][name])
+
+
+def test_prefetching_is_refused_for_a_masking_that_learns_from_the_last_steps_losses(data_root, tmp_path, capsys):
+    args = ["train", f"data.root={data_root[0]}", "model=tiny", f"train.out_dir={tmp_path}/run", "masking=hard",
+            "train.feed=prefetch"]
+    assert main(args) == 2
+    assert "train.feed=prefetch: the 'hard' masking learns from the last step's losses" in capsys.readouterr().err
+
+
+def test_throughput_in_tokens_tflops_and_mfu_is_logged(data_root, tmp_path):
+    cfg = _cfg(data_root, tmp_path, "train.steps=4", "train.log_every=2", "train.peak_tflops=0.5",
+               "tracking.enabled=false")
+    train(cfg, evaluate_at_end=False, progress=False)
+    history = _history(tmp_path / "run")
+    assert [h["step"] for h in history] == [2, 4]
+    for h in history:
+        assert h["train/tokens_per_s"] > 0 and h["train/tflops"] > 0
+        assert h["train/mfu"] == pytest.approx(h["train/tflops"] / 0.5)
+    # Without a peak (a CPU, no train.peak_tflops) there is no MFU, but the achieved rate is still logged.
+    train(_cfg(data_root, tmp_path / "b", "train.steps=1", "tracking.enabled=false"), evaluate_at_end=False,
+          progress=False)
+    (only,) = _history(tmp_path / "b" / "run")
+    assert "train/mfu" not in only and only["train/tflops"] > 0
+
+
+def test_a_compiled_trunk_trains_as_the_eager_one(data_root, tmp_path):
+    common = ["train.steps=3", "tracking.enabled=false", "train.threads=1"]
+    train(_cfg(data_root, tmp_path / "eager", *common), evaluate_at_end=False, progress=False)
+    train(_cfg(data_root, tmp_path / "compiled", *common, "train.compile=true"), evaluate_at_end=False,
+          progress=False)
+    # Inductor fuses and reorders float operations: equal up to rounding, not bit for bit.
+    assert _losses(tmp_path / "compiled" / "run") == pytest.approx(_losses(tmp_path / "eager" / "run"), rel=1e-3)
 
 
 def test_a_checkpoint_killed_mid_write_is_ignored(data_root, tmp_path):

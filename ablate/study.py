@@ -33,6 +33,9 @@ BOOKKEEPING = {
     "train.threads": "use executor.threads_per_run",
     "tracking": "every run is tracked in the study's own MLflow store",
 }
+# Config keys that say how a run is executed, not what it trains: left out of its identity, so that setting
+# one (train.compile on a GPU) or a new one arriving with its default keeps the keys of runs already recorded.
+EXECUTION = ("train.feed", "train.compile", "train.peak_tflops")
 
 
 @dataclass(frozen=True)
@@ -140,9 +143,9 @@ def fitted(overrides: dict[str, Any]) -> Config:
 
 
 def config_hash(config: dict) -> str:
-    """12 hex digits of the resolved config, seed and bookkeeping excluded."""
+    """12 hex digits of the resolved config, seed, bookkeeping and execution keys excluded."""
     identity = copy.deepcopy(config)
-    for dotted in BOOKKEEPING:
+    for dotted in (*BOOKKEEPING, *EXECUTION):
         section, _, leaf = dotted.partition(".")
         if leaf:
             identity[section].pop(leaf, None)

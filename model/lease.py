@@ -9,7 +9,8 @@ host and its process is gone (``kill -9``), or when it has not renewed for ``TTL
 
 The decision is made under an exclusive ``flock`` on ``lease.lock``, so two trainers starting at once on one
 host cannot both take it; a holder whose lease was taken over anyway (it stalled past ``TTL_S``) learns at
-its next renewal and reports ``lost``.
+its next renewal and reports ``lost``, as does one that cannot renew it for most of ``TTL_S``; the trainer
+then stops before its next write.
 """
 
 from __future__ import annotations
@@ -73,9 +74,11 @@ class Lease:
         self._renewer.start()
 
     def release(self) -> None:
+        """Give the lease back (nothing to do if ``acquire`` did not take it)."""
+        if self._renewer is None:
+            return
         self._stop.set()
-        if self._renewer is not None:
-            self._renewer.join()
+        self._renewer.join()
         with self._locked():
             held = self._read()
             if held is not None and held[0] == self.holder:
@@ -89,13 +92,20 @@ class Lease:
         self.release()
 
     def _renew(self) -> None:
+        renewed = time.monotonic()
         while not self._stop.wait(RENEW_S):
-            with self._locked():
-                held = self._read()
-                if held is None or held[0] != self.holder:
-                    self.lost = str(held[0]) if held else "nobody (the lease file was removed)"
+            try:
+                with self._locked():
+                    held = self._read()
+                    if held is None or held[0] != self.holder:
+                        self.lost = str(held[0]) if held else "nobody (the lease file was removed)"
+                        return
+                    self._write()
+                renewed = time.monotonic()
+            except OSError as e:  # a full disk, a stale NFS handle: try again, and give up before it lapses
+                if time.monotonic() - renewed > TTL_S - 2 * RENEW_S:
+                    self.lost = f"nobody: it could not be renewed ({e})"
                     return
-                self._write()
 
     def _locked(self):
         return _Flock(self.folder / LOCK)

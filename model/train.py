@@ -136,17 +136,17 @@ def train(
         gradient_accumulation_steps=t.grad_accum,
     )
     lease = Lease(Path(t.out_dir)) if accelerator.is_main_process else None
-    refused = [None]
-    if lease is not None:
-        try:
-            lease.acquire()
-        except RunFolderLeased as e:
-            refused = [str(e)]
-    if accelerator.num_processes > 1:  # every process exits, or none
-        broadcast_object_list(refused)
-    if refused[0] is not None:
-        raise RunFolderLeased(refused[0])
     try:
+        refused: list[Exception | None] = [None]
+        if lease is not None:
+            try:
+                lease.acquire()
+            except Exception as e:  # noqa: BLE001  (held elsewhere, or a folder it cannot lock: told to all)
+                refused = [e]
+        if accelerator.num_processes > 1:  # every process exits, or none
+            broadcast_object_list(refused)
+        if refused[0] is not None:
+            raise refused[0]
         return _train(cfg, setup, accelerator, lease, evaluate_at_end, progress, until_step, after_step,
                       open_tracker, checkpoint_on)
     finally:
@@ -197,7 +197,7 @@ def _train(cfg: Config, setup: Setup, accelerator: Accelerator, lease: Lease | N
     throughput = Throughput(cfg.model, network.vocab_sizes, accelerator.device,
                             peak_tflops(accelerator.device, t.peak_tflops))
     last = {}
-    first_step, signals = state.step, StepSignals(checkpoint_on)
+    first_step, signals, fed = state.step, StepSignals(checkpoint_on), None
     signals.install()
     try:
         data = load_split(cfg.data.root, "train")
@@ -229,6 +229,9 @@ def _train(cfg: Config, setup: Setup, accelerator: Accelerator, lease: Lease | N
                 for k, v in {**per_mod, "loss": loss}.items():
                     losses[k] = losses.get(k, 0.0) + v.detach() / t.grad_accum
             state.step += 1
+            if lease is not None and lease.lost:  # before this step writes anything
+                # Rank 0 only: the other processes stop when its process, and so the process group, ends.
+                raise RunFolderLeased(f"{out_dir}: the run folder's lease was taken over by {lease.lost}")
             if state.step % t.log_every == 0 or state.step == stop_at:
                 per_mod_sum = _mean_over_processes(accelerator, {k: float(v) for k, v in losses.items()})
                 last = {
@@ -248,9 +251,7 @@ def _train(cfg: Config, setup: Setup, accelerator: Accelerator, lease: Lease | N
             saved = state.step % t.checkpoint_every == 0 or state.step == stop_at
             if saved:
                 save_checkpoint(accelerator, out_dir, state.step, states)
-            if lease is not None and lease.lost:
-                raise RunFolderLeased(f"{out_dir}: the run folder's lease was taken over by {lease.lost}")
-            if _signalled(accelerator, signals, state.step, t.log_every):
+            if _signalled(accelerator, signals, state.step, t.log_every, stop_at):
                 if not saved:
                     save_checkpoint(accelerator, out_dir, state.step, states)
                 caught = signals.caught.name if signals.caught else "another process's signal"
@@ -258,11 +259,15 @@ def _train(cfg: Config, setup: Setup, accelerator: Accelerator, lease: Lease | N
                 signals.hand_over()
             if after_step is not None and accelerator.is_main_process:
                 after_step(state.step, network)
+        if signals.caught is not None:  # caught after the last step's check: its checkpoint is saved
+            signals.hand_over()
     except BaseException as e:
         _end(tracker, e)
         raise
     finally:
         signals.restore()
+        if fed is not None:
+            fed.close()  # stops a prefetching thread
         bar.close()
         if history is not None:
             history.close()
@@ -289,12 +294,13 @@ def _train(cfg: Config, setup: Setup, accelerator: Accelerator, lease: Lease | N
     return results
 
 
-def _signalled(accelerator: Accelerator, signals: StepSignals, step: int, log_every: int) -> bool:
+def _signalled(accelerator: Accelerator, signals: StepSignals, step: int, log_every: int, stop_at: int) -> bool:
     """Whether to checkpoint and hand a caught signal over now. Processes agree (saving a checkpoint is
-    collective) at logging steps only, where they talk anyway: one more exchange per step would be a host sync."""
+    collective) at logging steps and the last one only, where they talk anyway: one more exchange per step
+    would be a host sync."""
     if accelerator.num_processes == 1:
         return signals.caught is not None
-    if step % log_every:
+    if step % log_every and step != stop_at:
         return False
     flag = torch.tensor(float(signals.caught is not None), device=accelerator.device)
     return bool(accelerator.reduce(flag, "max").item())

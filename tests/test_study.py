@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import re
@@ -88,6 +89,9 @@ def test_run_identity_is_stable_seed_separated_and_ignores_bookkeeping(data_root
                                                                          "train.steps": 5}, grid=grid))
     assert longer.runs[0].config_hash != a.runs[0].config_hash
     assert config_hash(a.runs[0].config) == a.runs[0].config_hash
+    compiled = copy.deepcopy(a.runs[0].config)
+    compiled["train"].update(compile=True, feed="prefetch", peak_tflops=989.0)  # how it runs, not what it trains
+    assert config_hash(compiled) == a.runs[0].config_hash
     assert from_dict(a.runs[0].config).train.seed == 0  # a run's config is complete and valid
 
 

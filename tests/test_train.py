@@ -267,10 +267,11 @@ def test_a_second_trainer_on_a_leased_run_folder_exits_untouched_and_a_killed_ho
         wait_for(lambda: latest_checkpoint(run_dir), "the first trainer's checkpoint")
         lease = json.loads((run_dir / "lease.json").read_text())
         assert lease["holder"]["pid"] == holder.pid
-        before = {p: p.stat().st_mtime_ns for p in [run_dir / "config.yaml", run_dir / "lease.json"]}
+        written = (run_dir / "config.yaml").stat().st_mtime_ns
         with pytest.raises(RunFolderLeased, match=f"another trainer holds this run folder \\(pid {holder.pid} on"):
             train(compose(overrides), evaluate_at_end=False, progress=False)
-        assert {p: p.stat().st_mtime_ns for p in before} == before  # neither rewritten nor taken
+        assert (run_dir / "config.yaml").stat().st_mtime_ns == written  # not rewritten
+        assert json.loads((run_dir / "lease.json").read_text())["holder"] == lease["holder"]  # not taken
         assert holder.poll() is None  # and the holder trains on
     finally:
         holder.kill()  # no chance to give the lease back
@@ -279,3 +280,25 @@ def test_a_second_trainer_on_a_leased_run_folder_exits_untouched_and_a_killed_ho
     resumed_at = int(latest_checkpoint(run_dir).name.removeprefix("step_"))
     train(compose(overrides), evaluate_at_end=False, progress=False, until_step=resumed_at + 1)
     assert latest_checkpoint(run_dir).name == f"step_{resumed_at + 1:07d}" and not (run_dir / "lease.json").exists()
+
+
+def test_a_signal_during_the_last_step_is_handed_over_before_the_evaluation(data_root, tmp_path):
+    cfg = _cfg(data_root, tmp_path, "train.steps=3", "tracking.enabled=false")
+    handed = []
+
+    def scheduler_handler(signum, frame):
+        handed.append(signum)
+        raise SystemExit(-1)
+
+    def warn_at_the_end(step, model):
+        if step == 3:
+            os.kill(os.getpid(), signal.SIGUSR2)
+
+    previous = signal.signal(signal.SIGUSR2, scheduler_handler)
+    try:
+        with pytest.raises(SystemExit):  # not swallowed while the evaluation would outlast the warning
+            train(cfg, progress=False, after_step=warn_at_the_end, checkpoint_on=(signal.SIGUSR2,))
+    finally:
+        signal.signal(signal.SIGUSR2, previous)
+    assert handed == [signal.SIGUSR2] and latest_checkpoint(tmp_path / "run").name == "step_0000003"
+    assert not (tmp_path / "run" / "eval.json").exists()

@@ -225,31 +225,39 @@ def test_every_masking_family_trains_without_nan(data_root, tmp_path, family):
     assert losses[-5:].mean() < 0.8 * losses[0]
 
 
-def test_a_signal_mid_run_checkpoints_that_step_hands_over_and_the_resumed_run_trains_no_step_twice(
-        data_root, tmp_path, capfd):
-    train(_cfg(data_root, tmp_path / "a", "train.steps=6"), evaluate_at_end=False, progress=False)
-    cfg = _cfg(data_root, tmp_path / "b", "train.steps=6", "train.checkpoint_every=100")
+@pytest.fixture
+def scheduler_handler():
+    """SIGUSR2's handler for the test, as submitit's (requeue the job, exit); -> the signals it was called with."""
     handed = []
 
-    def scheduler_handler(signum, frame):  # as submitit's: requeue the job, exit
+    def handler(signum, frame):
         handed.append(signum)
         raise SystemExit(-1)
 
-    def warn_at_step_2(step, model):
-        if step == 2:
-            os.kill(os.getpid(), signal.SIGUSR2)
+    previous = signal.signal(signal.SIGUSR2, handler)
+    yield handed
+    signal.signal(signal.SIGUSR2, previous)
 
-    previous = signal.signal(signal.SIGUSR2, scheduler_handler)
-    try:
-        with pytest.raises(SystemExit):
-            train(cfg, evaluate_at_end=False, progress=False, after_step=warn_at_step_2,
-                  checkpoint_on=(signal.SIGUSR2,))
-        assert handed == [signal.SIGUSR2] and signal.getsignal(signal.SIGUSR2) is scheduler_handler
-        run_dir = tmp_path / "b" / "run"
-        assert latest_checkpoint(run_dir).name == "step_0000003"  # the step the signal arrived in, not step 0
-        train(cfg, evaluate_at_end=False, progress=False, checkpoint_on=(signal.SIGUSR2,))
-    finally:
-        signal.signal(signal.SIGUSR2, previous)
+
+def _warn_at(at: int):
+    """An ``after_step`` that sends the process SIGUSR2 after step ``at``, as SLURM warns a job."""
+    def after_step(step, model):
+        if step == at:
+            os.kill(os.getpid(), signal.SIGUSR2)
+    return after_step
+
+
+def test_a_signal_mid_run_checkpoints_that_step_hands_over_and_the_resumed_run_trains_no_step_twice(
+        data_root, tmp_path, capfd, scheduler_handler):
+    train(_cfg(data_root, tmp_path / "a", "train.steps=6"), evaluate_at_end=False, progress=False)
+    cfg = _cfg(data_root, tmp_path / "b", "train.steps=6", "train.checkpoint_every=100")
+    installed = signal.getsignal(signal.SIGUSR2)
+    with pytest.raises(SystemExit):
+        train(cfg, evaluate_at_end=False, progress=False, after_step=_warn_at(2), checkpoint_on=(signal.SIGUSR2,))
+    assert scheduler_handler == [signal.SIGUSR2] and signal.getsignal(signal.SIGUSR2) is installed
+    run_dir = tmp_path / "b" / "run"
+    assert latest_checkpoint(run_dir).name == "step_0000003"  # the step the signal arrived in, not step 0
+    train(cfg, evaluate_at_end=False, progress=False, checkpoint_on=(signal.SIGUSR2,))
     log = capfd.readouterr().err
     assert "train: SIGUSR2 at step 3: checkpoint saved there" in log and "resuming at step 3" in log
     assert re.findall(r"trained steps (\d+)-(\d+)", log) == [("1", "6"), ("1", "3"), ("4", "6")]  # a, then b twice
@@ -282,23 +290,9 @@ def test_a_second_trainer_on_a_leased_run_folder_exits_untouched_and_a_killed_ho
     assert latest_checkpoint(run_dir).name == f"step_{resumed_at + 1:07d}" and not (run_dir / "lease.json").exists()
 
 
-def test_a_signal_during_the_last_step_is_handed_over_before_the_evaluation(data_root, tmp_path):
+def test_a_signal_during_the_last_step_is_handed_over_before_the_evaluation(data_root, tmp_path, scheduler_handler):
     cfg = _cfg(data_root, tmp_path, "train.steps=3", "tracking.enabled=false")
-    handed = []
-
-    def scheduler_handler(signum, frame):
-        handed.append(signum)
-        raise SystemExit(-1)
-
-    def warn_at_the_end(step, model):
-        if step == 3:
-            os.kill(os.getpid(), signal.SIGUSR2)
-
-    previous = signal.signal(signal.SIGUSR2, scheduler_handler)
-    try:
-        with pytest.raises(SystemExit):  # not swallowed while the evaluation would outlast the warning
-            train(cfg, progress=False, after_step=warn_at_the_end, checkpoint_on=(signal.SIGUSR2,))
-    finally:
-        signal.signal(signal.SIGUSR2, previous)
-    assert handed == [signal.SIGUSR2] and latest_checkpoint(tmp_path / "run").name == "step_0000003"
+    with pytest.raises(SystemExit):  # not swallowed while the evaluation would outlast the warning
+        train(cfg, progress=False, after_step=_warn_at(3), checkpoint_on=(signal.SIGUSR2,))
+    assert scheduler_handler == [signal.SIGUSR2] and latest_checkpoint(tmp_path / "run").name == "step_0000003"
     assert not (tmp_path / "run" / "eval.json").exists()

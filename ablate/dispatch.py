@@ -168,9 +168,9 @@ class Dispatcher:
         """Whether someone else stopped the ended job, by what its scheduler says: the MLflow run of a job that
         timed out too many times, or died before its trainer could say so, still reads KILLED from the last
         requeue. A followed job's scheduler may not say (local, or ``sacct`` not answering): then MLflow."""
-        if active.job is not None and active.job.state != "UNKNOWN":  # UNKNOWN: no accounting (sacct) answer
-            return self.kind.stopped(active.job)
-        said = EXECUTORS[record.tags["executor"]].stopped_id(record.tags["job_id"])
+        said = self.kind.stopped(active.job) if active.job is not None else None
+        if said is None:
+            said = EXECUTORS[record.tags["executor"]].stopped_id(record.tags["job_id"])
         return record.status == "KILLED" if said is None else said
 
     def _ended(self, active: Active) -> bool:

@@ -62,11 +62,12 @@ class ExecutorKind:
         return executor
 
     @classmethod
-    def stopped(cls, job: submitit.Job) -> bool:
+    def stopped(cls, job: submitit.Job) -> bool | None:
         """Whether someone else stopped the ended job (``scancel``, ``ablate cancel``, Ctrl-C) rather than it
         failing, by what the scheduler says (a job that timed out too many times failed, whatever its MLflow
-        run says)."""
-        return job.state.startswith(cls.stopped_states)
+        run says); None when it cannot say (submitit's UNKNOWN: no accounting answer)."""
+        state = job.state
+        return None if state == "UNKNOWN" else state.startswith(cls.stopped_states)
 
     @staticmethod
     def stopped_id(job_id: str) -> bool | None:
@@ -145,11 +146,7 @@ class Slurm(ExecutorKind):
         longer knows, ended; an error or no answer within ``TIMEOUT_S`` unknown."""
         if time.monotonic() < cls._silent_until:
             return "unknown"
-        try:
-            out = subprocess.run(["squeue", "-h", "-j", job_id, "-o", "%T"], capture_output=True, text=True,
-                                 timeout=cls.TIMEOUT_S)
-        except (OSError, subprocess.TimeoutExpired):
-            out = None
+        out = cls._ask(["squeue", "-h", "-j", job_id, "-o", "%T"])
         if out is not None and out.returncode == 0:
             states = set(out.stdout.split())
             return "pending" if states & PENDING_JOB_STATES else "running" if states & LIVE_JOB_STATES else "ended"
@@ -165,15 +162,19 @@ class Slurm(ExecutorKind):
     @classmethod
     def stopped_id(cls, job_id: str) -> bool | None:
         """``sacct``'s state of the job (its last requeue): CANCELLED is stopped, any other ended state failed."""
-        try:
-            out = subprocess.run(["sacct", "-n", "-X", "-P", "-j", job_id, "-o", "State"], capture_output=True,
-                                 text=True, timeout=cls.TIMEOUT_S)
-        except (OSError, subprocess.TimeoutExpired):
+        out = cls._ask(["sacct", "-n", "-X", "-P", "-j", job_id, "-o", "State"])
+        if out is None or out.returncode != 0:
             return None
         states = [line.split()[0] for line in out.stdout.splitlines() if line.strip()]  # "CANCELLED by 1000"
-        if out.returncode != 0 or not states:
+        return states[-1].startswith(cls.stopped_states) if states else None
+
+    @classmethod
+    def _ask(cls, command: list[str]) -> subprocess.CompletedProcess | None:
+        """A SLURM command's answer, or None when it cannot run or does not answer within ``TIMEOUT_S``."""
+        try:
+            return subprocess.run(command, capture_output=True, text=True, timeout=cls.TIMEOUT_S)
+        except (OSError, subprocess.TimeoutExpired):
             return None
-        return states[-1].startswith(cls.stopped_states)
 
     @staticmethod
     def cancel(job_id: str) -> None:

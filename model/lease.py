@@ -51,7 +51,8 @@ class Holder:
 
 
 class Lease:
-    """``with Lease(folder):`` holds ``folder``'s lease for the block (``RunFolderLeased`` if it cannot)."""
+    """``folder``'s lease: ``acquire`` takes it (``RunFolderLeased`` if a live holder has it), ``release`` gives
+    it back."""
 
     def __init__(self, folder: Path, holder: Holder | None = None):
         self.folder, self.holder = Path(folder), holder or Holder.me()
@@ -83,13 +84,6 @@ class Lease:
             held = self._read()
             if held is not None and held[0] == self.holder:
                 (self.folder / LEASE).unlink()
-
-    def __enter__(self) -> Lease:
-        self.acquire()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.release()
 
     def _renew(self) -> None:
         renewed = time.monotonic()

@@ -182,7 +182,7 @@ def test_with_the_controller_down_a_second_submitter_launches_nothing_and_fails_
         slurm_cluster, data_root, tmp_path, capsys):  # noqa: F811
     from ablate.cli import main
 
-    path = write_study(tmp_path, data_root, base={**LONG, "train.steps": 400, "data.root": str(data_root[0])},
+    path = write_study(tmp_path, data_root, base={**LONG, "train.steps": 5000, "data.root": str(data_root[0])},
                        executor=slurm_executor(slurm_cluster))
     run, ledger, dispatcher, job = _launch_single_run(path)
     wait_for(lambda: _squeue_state(job.job_id) == "RUNNING", "the job running")

@@ -1,10 +1,10 @@
 """Masking strategies, by name: ``build_masking("dirichlet", specs, 128, 128, {"input_alphas": 1.0})``.
 
-A family is one file of this package holding one ``MaskingStrategy`` subclass decorated with
-``@register("<name>")``; importing this package imports every module in it, which registers them.
-Everything else follows from the registry: the preset ``masking=<name>`` (``model/config.py``), the
-parameter tables of ``ablate masking`` and ``docs/masking.md`` (``describe.py``), the families a
-study may name and the contract tests (``tests/test_masking_contract.py``).
+A family is one file of this package holding one ``MaskingStrategy`` subclass (a ``HidingStrategy`` when it
+only says which tokens to hide) decorated with ``@register("<name>")``; importing this package imports every
+module in it, which registers them. Everything else follows from the registry: the preset ``masking=<name>``
+(``model/config.py``), the parameter tables of ``ablate masking`` and ``docs/masking.md`` (``describe.py``),
+the families a study may name and the contract tests (``tests/test_masking_contract.py``).
 """
 
 from __future__ import annotations

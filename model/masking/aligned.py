@@ -40,18 +40,9 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from model.batch import Masks
 from model.masking import register
-from model.masking.base import (
-    MaskingStrategy,
-    param,
-    proportional,
-    random_ranks,
-    split_columns,
-    targets_from_hidden,
-    valid_positions,
-)
-from model.masking.block import hide_cells
+from model.masking.base import HidingStrategy, param, proportional, random_ranks
+from model.masking.block import check_min_aspect, hide_cells
 from model.tokenizers import PAD
 
 REGIONS = ("random", "blocks")
@@ -59,9 +50,9 @@ BOX_TOKENS, CAPTION_WORDS = 5, 4  # per object: class + 4 bins; 3 words + "and"
 
 
 @register("aligned")
-class AlignedMasking(MaskingStrategy):
+class AlignedMasking(HidingStrategy):
     @dataclass
-    class Params(MaskingStrategy.Params):
+    class Params(HidingStrategy.Params):
         modalities: Any = param(None, "the image modalities hidden together (one grid); null: every image modality")
         region: str = param("random", "random (cells) or blocks (BEiT rectangles)")
         min_aspect: Any = param(0.3, "region=blocks: aspect ratios lie in [min_aspect, 1 / min_aspect], in (0, 1]",
@@ -87,8 +78,7 @@ class AlignedMasking(MaskingStrategy):
         self.grid = self.specs[self.group[0]].grid
         if p.region not in REGIONS:
             raise ValueError(f"masking.region={p.region!r}: must be one of {', '.join(REGIONS)}")
-        if isinstance(p.min_aspect, bool) or not isinstance(p.min_aspect, (int, float)) or not 0 < p.min_aspect <= 1:
-            raise ValueError(f"masking.min_aspect={p.min_aspect!r}: must be a number in (0, 1]")
+        check_min_aspect(p.min_aspect)
         if not isinstance(p.hide_objects, bool):
             raise ValueError(f"masking.hide_objects={p.hide_objects!r}: must be true or false")
         cover = p.object_cover
@@ -105,13 +95,11 @@ class AlignedMasking(MaskingStrategy):
             if "caption" in self.specs and self.specs["caption"].kind != "sequence":
                 raise ValueError("masking.hide_objects=true: 'caption' must be a sequence modality")
 
-    def __call__(self, tokens: dict[str, torch.Tensor], generator: torch.Generator) -> dict[str, Masks]:
+    def hide(self, tokens: dict[str, torch.Tensor], valid: list[torch.Tensor], available: torch.Tensor,
+             num_hidden: torch.Tensor, generator: torch.Generator) -> list[torch.Tensor]:
         p = self.params
         names = list(self.specs)
-        valid = [valid_positions(spec, tokens[n]) for n, spec in self.specs.items()]
-        available = torch.stack([v.sum(1) for v in valid], 1)  # [B, M]
         total = available.sum(1)
-        num_hidden = total - self.input_counts(total)
         aligned = torch.tensor([n in self.group for n in names], device=total.device)
         cells, size = self.grid[0] * self.grid[1], len(self.group)
         others = available.masked_fill(aligned, 0)
@@ -133,9 +121,7 @@ class AlignedMasking(MaskingStrategy):
                 first = forced.get(name)
                 count = shares[:, i] if first is None else shares[:, i].maximum(first.sum(1))
                 hidden.append(random_ranks(valid[i], generator, first) < count[:, None])
-        hidden_all = torch.cat(hidden, 1)
-        visible = torch.cat(valid, 1) & ~hidden_all
-        return split_columns(Masks(visible, targets_from_hidden(hidden_all, self.target_budget, generator)), self.specs)
+        return hidden
 
     def _object_tokens(self, tokens: dict[str, torch.Tensor], region: torch.Tensor) -> dict[str, torch.Tensor]:
         """The boxes (and caption) tokens of objects mostly under the hidden cells: modality -> bool [B, L]."""

@@ -16,6 +16,9 @@ the encoder, so at most ``min(input_budget, round((1 - ratio) * valid))`` inputs
 the budget alone decides), with targets drawn from the hidden tokens up to ``target_budget``.
 Any number among the parameters may be a schedule (``model/masking/schedules.py``).
 
+Most families only say where the hidden tokens go: they subclass ``HidingStrategy`` and write
+``hide``; its template ``__call__`` turns that into inputs and targets. The others write ``__call__``.
+
 The trainer drives three hooks (no-ops unless a family needs them): ``set_progress`` before
 every step (resolves schedules), ``observe`` after it (per-target losses, for adaptive
 families) and ``state_dict``/``load_state_dict`` (what a checkpoint must keep).
@@ -164,6 +167,40 @@ class MaskingStrategy(ABC):
         """How sequences reach the network: ``positions`` (pack the masks as they are) or ``t5``
         (``spans.to_t5`` turns them into sentinel inputs and targets before packing)."""
         return "positions"
+
+
+class HidingStrategy(MaskingStrategy):
+    """A family that says only which tokens to hide (``hide``); the template ``__call__`` does the rest.
+
+    Per sample, the tokens the input budget and ``mask_ratio`` leave out (``valid - input_counts(valid)``) are
+    hidden where ``hide`` puts them; every other valid token is input, and the targets are a uniformly random
+    subset of the hidden tokens up to ``target_budget`` (MAE: the decoder predicts some of the masked tokens).
+    """
+
+    def __call__(self, tokens: dict[str, torch.Tensor], generator: torch.Generator) -> dict[str, Masks]:
+        valid = [valid_positions(spec, tokens[n]) for n, spec in self.specs.items()]
+        available = torch.stack([v.sum(1) for v in valid], 1)  # [B, M]
+        total = available.sum(1)
+        hidden = self.hide(tokens, valid, available, total - self.input_counts(total), generator)
+        return self.masks_from_hidden(valid, hidden, generator)
+
+    @abstractmethod
+    def hide(self, tokens: dict[str, torch.Tensor], valid: list[torch.Tensor], available: torch.Tensor,
+             num_hidden: torch.Tensor, generator: torch.Generator) -> list[torch.Tensor]:
+        """Which valid tokens to hide, about ``num_hidden`` per sample.
+
+        tokens: modality -> int64 [B, N_m]; valid: per modality (in ``specs`` order) bool [B, N_m];
+        available: int64 [B, M], valid tokens per modality; num_hidden: int64 [B]
+        -> per modality bool [B, N_m], hidden valid positions.
+        """
+
+    def masks_from_hidden(self, valid: list[torch.Tensor], hidden: list[torch.Tensor],
+                          generator: torch.Generator) -> dict[str, Masks]:
+        """Per modality bool [B, N_m] valid and hidden -> Masks: the visible tokens as input, a uniformly random
+        subset of the hidden ones up to ``target_budget`` as target."""
+        hidden_all = torch.cat(hidden, 1)
+        visible = torch.cat(valid, 1) & ~hidden_all
+        return split_columns(Masks(visible, targets_from_hidden(hidden_all, self.target_budget, generator)), self.specs)
 
 
 def default_of(f: Field) -> Any:

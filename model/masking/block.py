@@ -35,15 +35,7 @@ import torch.nn.functional as F
 
 from model.batch import Masks
 from model.masking import register
-from model.masking.base import (
-    MaskingStrategy,
-    param,
-    proportional,
-    random_ranks,
-    split_columns,
-    targets_from_hidden,
-    valid_positions,
-)
+from model.masking.base import HidingStrategy, param, proportional, random_ranks, split_columns, targets_from_hidden
 from model.masking.spans import random_spans, span_counts
 
 DRAWS = 16  # candidate rectangles per sample and image modality
@@ -84,6 +76,12 @@ def rectangles(
     return hidden.flatten(1), torch.stack(blocks, 1), torch.stack(accepted, 1)
 
 
+def check_min_aspect(value: Any) -> None:
+    """``masking.min_aspect``: rectangles' aspect ratios lie in [min_aspect, 1 / min_aspect], so a number in (0, 1]."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 1:
+        raise ValueError(f"masking.min_aspect={value!r}: must be a number in (0, 1]")
+
+
 def hide_cells(
     grid: tuple[int, int], counts: torch.Tensor, min_aspect: float | None, generator: torch.Generator
 ) -> torch.Tensor:
@@ -96,9 +94,9 @@ def hide_cells(
 
 
 @register("block")
-class BlockMasking(MaskingStrategy):
+class BlockMasking(HidingStrategy):
     @dataclass
-    class Params(MaskingStrategy.Params):
+    class Params(HidingStrategy.Params):
         mean_span: Any = param(3.0, "sequences: mean span length (T5), >= 1")
         min_aspect: Any = param(0.3, "images: block aspect ratios lie in [min_aspect, 1 / min_aspect], in (0, 1]")
         sequence_format: str = param("positions", "positions or t5 (one sentinel per span; the trainer applies "
@@ -113,16 +111,13 @@ class BlockMasking(MaskingStrategy):
         p = self.params
         if isinstance(p.mean_span, bool) or not isinstance(p.mean_span, (int, float)) or not p.mean_span >= 1:
             raise ValueError(f"masking.mean_span={p.mean_span!r}: must be a number >= 1")
-        if isinstance(p.min_aspect, bool) or not isinstance(p.min_aspect, (int, float)) or not 0 < p.min_aspect <= 1:
-            raise ValueError(f"masking.min_aspect={p.min_aspect!r}: must be a number in (0, 1]")
+        check_min_aspect(p.min_aspect)
         if p.sequence_format not in FORMATS:
             raise ValueError(f"masking.sequence_format={p.sequence_format!r}: must be one of {', '.join(FORMATS)}")
 
-    def __call__(self, tokens: dict[str, torch.Tensor], generator: torch.Generator) -> dict[str, Masks]:
-        valid = [valid_positions(spec, tokens[n]) for n, spec in self.specs.items()]
-        available = torch.stack([v.sum(1) for v in valid], 1)  # [B, M]
-        total = available.sum(1)
-        share = proportional(total - self.input_counts(total), available, generator)
+    def hide(self, tokens: dict[str, torch.Tensor], valid: list[torch.Tensor], available: torch.Tensor,
+             num_hidden: torch.Tensor, generator: torch.Generator) -> list[torch.Tensor]:
+        share = proportional(num_hidden, available, generator)
         t5 = self.params.sequence_format == "t5"
         hidden = self._image_blocks(share, generator)
         for i, spec in enumerate(self.specs.values()):
@@ -134,11 +129,13 @@ class BlockMasking(MaskingStrategy):
                 count = count.minimum(spec.max_len - spans)
                 spans = spans.minimum(count)
             hidden[i] = random_spans(available[:, i], count, spans, spec.max_len, generator)
-        if t5:
+        return hidden
+
+    def masks_from_hidden(self, valid: list[torch.Tensor], hidden: list[torch.Tensor],
+                          generator: torch.Generator) -> dict[str, Masks]:
+        if self.params.sequence_format == "t5":
             return self._t5_budgets(valid, hidden, generator)
-        hidden_all = torch.cat(hidden, 1)
-        visible = torch.cat(valid, 1) & ~hidden_all
-        return split_columns(Masks(visible, targets_from_hidden(hidden_all, self.target_budget, generator)), self.specs)
+        return super().masks_from_hidden(valid, hidden, generator)
 
     def _image_blocks(self, share: torch.Tensor, generator: torch.Generator) -> list[torch.Tensor | None]:
         """Rectangles for every image modality: int64 share [B, M] -> per modality bool [B, N_m] (None for sequences).

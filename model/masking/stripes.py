@@ -18,17 +18,8 @@ from dataclasses import dataclass
 
 import torch
 
-from model.batch import Masks
 from model.masking import register
-from model.masking.base import (
-    MaskingStrategy,
-    param,
-    proportional,
-    random_ranks,
-    split_columns,
-    targets_from_hidden,
-    valid_positions,
-)
+from model.masking.base import HidingStrategy, param, proportional, random_ranks
 
 AXES = ("rows", "columns", "both")
 
@@ -52,9 +43,9 @@ def hide_lines(grid: tuple[int, int], counts: torch.Tensor, by_rows: torch.Tenso
 
 
 @register("stripes")
-class StripesMasking(MaskingStrategy):
+class StripesMasking(HidingStrategy):
     @dataclass
-    class Params(MaskingStrategy.Params):
+    class Params(HidingStrategy.Params):
         axis: str = param("rows", "rows, columns or both (each sample and image modality picks one at random)")
 
     def configure(self) -> None:
@@ -62,11 +53,9 @@ class StripesMasking(MaskingStrategy):
         if self.params.axis not in AXES:
             raise ValueError(f"masking.axis={self.params.axis!r}: must be one of {', '.join(AXES)}")
 
-    def __call__(self, tokens: dict[str, torch.Tensor], generator: torch.Generator) -> dict[str, Masks]:
-        valid = [valid_positions(spec, tokens[n]) for n, spec in self.specs.items()]
-        available = torch.stack([v.sum(1) for v in valid], 1)  # [B, M]
-        total = available.sum(1)
-        share = proportional(total - self.input_counts(total), available, generator)  # hidden per modality
+    def hide(self, tokens: dict[str, torch.Tensor], valid: list[torch.Tensor], available: torch.Tensor,
+             num_hidden: torch.Tensor, generator: torch.Generator) -> list[torch.Tensor]:
+        share = proportional(num_hidden, available, generator)  # hidden per modality
         hidden = []
         for i, (spec, v) in enumerate(zip(self.specs.values(), valid)):
             if spec.kind == "image":
@@ -74,9 +63,7 @@ class StripesMasking(MaskingStrategy):
                                          generator))
             else:
                 hidden.append(random_ranks(v, generator) < share[:, i, None])
-        hidden_all = torch.cat(hidden, 1)
-        visible = torch.cat(valid, 1) & ~hidden_all
-        return split_columns(Masks(visible, targets_from_hidden(hidden_all, self.target_budget, generator)), self.specs)
+        return hidden
 
     def _by_rows(self, b: int, device: torch.device, generator: torch.Generator) -> torch.Tensor:
         """bool [B]: which samples hide rows (the others columns)."""

@@ -158,12 +158,9 @@ _PLAIN = re.compile(r"[A-Za-z_/][\w\-./]*")
 
 
 def override(key: str, value: Any) -> str:
-    """A Hydra override ``key=value`` for a YAML value (strings quoted unless plainly a word or path).
-
-    A masking parameter is forced (``++``): added when the chosen preset lacks it, so the strategy
-    itself says which parameters it takes.
-    """
-    return f"{'++' if key.startswith('masking.') else ''}{key}={_hydra_value(value)}"
+    """A Hydra override ``key=value`` for a YAML value (strings quoted unless plainly a word or path);
+    ``compose`` sets a masking parameter whether or not the chosen preset has it."""
+    return f"{key}={_hydra_value(value)}"
 
 
 def _hydra_value(value: Any) -> str:

@@ -231,7 +231,8 @@ def compose(overrides: list[str] | tuple[str, ...] = ()) -> Config:
     thousands of configurations cost milliseconds each instead of a Hydra composition each.
 
     A masking parameter (``masking.input_alphas.rgb=0.5``) is set whether or not the chosen preset has it
-    (Hydra's ``++``): the strategy itself refuses a parameter it does not take, naming those it does.
+    (Hydra's ``++``, added here for every caller: the command line and studies): the strategy itself refuses a
+    parameter it does not take, naming those it does.
     """
     try:
         parsed = [_parse(f"++{line}" if line.startswith("masking.") else line) for line in overrides]

@@ -1,8 +1,9 @@
 """A report's figures (seaborn), each written as PDF (for the paper) and PNG (for a look):
 
     metrics    each report metric against the study's numeric setting (alpha, mask ratio, budget) or its
-               configurations, per masking family: per-seed points, mean, 95% Student-t confidence interval
-    curves     training curves (``report.curves``) per family: mean over seeds, ± sd band
+               configurations, per masking (the study's choice, ``Run.masking``): per-seed points, mean, 95%
+               Student-t confidence interval
+    curves     training curves (``report.curves``) per masking: mean over seeds, ± sd band
     masks      the realized-mask frequency maps (``model/mask_stats.py``) of one run per configuration (the table's
                rows: two Dirichlet alphas are two rows), one row each, titled with its settings
     deltas     configurations x metrics: the difference from the baseline, coloured by the relative
@@ -48,7 +49,7 @@ def x_axis(per_seed: pd.DataFrame, keys: list[str]) -> tuple[str, bool]:
 
 
 def metrics_figure(per_seed: pd.DataFrame, metrics: list[str], keys: list[str]) -> plt.Figure:
-    """per_seed: one row per (finished run, metric): value, family, label and the settings."""
+    """per_seed: one row per (finished run, metric): value, masking, label and the settings."""
     x, numeric = x_axis(per_seed, keys)
     cols = min(3, len(metrics))
     rows = -(-len(metrics) // cols)
@@ -60,11 +61,11 @@ def metrics_figure(per_seed: pd.DataFrame, metrics: list[str], keys: list[str]) 
     for ax, metric in zip(axes.flat, metrics):
         part = data[data["metric"] == metric]
         if numeric:
-            sns.lineplot(part, x=x, y="value", hue="family", errorbar=t_interval, marker="o", ax=ax)
-            sns.scatterplot(part, x=x, y="value", hue="family", alpha=0.45, s=18, legend=False, ax=ax)
+            sns.lineplot(part, x=x, y="value", hue="masking", errorbar=t_interval, marker="o", ax=ax)
+            sns.scatterplot(part, x=x, y="value", hue="masking", alpha=0.45, s=18, legend=False, ax=ax)
         else:
-            sns.stripplot(part, x=x, y="value", hue="family", order=order, alpha=0.6, size=5, legend=False, ax=ax)
-            sns.pointplot(part, x=x, y="value", hue="family", order=order, errorbar=t_interval, linestyle="none",
+            sns.stripplot(part, x=x, y="value", hue="masking", order=order, alpha=0.6, size=5, legend=False, ax=ax)
+            sns.pointplot(part, x=x, y="value", hue="masking", order=order, errorbar=t_interval, linestyle="none",
                           marker="D", capsize=0.15, ax=ax)
             if sum(map(len, order)) > 30:  # about what fits side by side under a 4.2-inch axis
                 plt.setp(ax.get_xticklabels(), rotation=30, ha="right", rotation_mode="anchor")
@@ -75,21 +76,21 @@ def metrics_figure(per_seed: pd.DataFrame, metrics: list[str], keys: list[str]) 
         if ax.get_legend() is not None:
             ax.get_legend().remove()
     if handles:
-        figure.legend(handles, labels, title="family", loc="outside right upper")  # once, clear of the data
+        figure.legend(handles, labels, title="masking", loc="outside right upper")  # once, clear of the data
     figure.suptitle("Per-seed values (points), mean and 95% t-interval over seeds")
     return figure
 
 
 def curves_figure(curves: pd.DataFrame, keys: list[str]) -> plt.Figure:
-    """curves: one row per (finished run, curve metric, step): value, family, label and the settings.
-    One line per family, ± sd over seeds; or, where a family has several configurations, a panel per family
+    """curves: one row per (finished run, curve metric, step): value, masking, label and the settings.
+    One line per masking, ± sd over seeds; or, where a masking has several configurations, a panel per masking
     and a line per configuration (coloured along the numeric setting if there is one), the mean over seeds."""
-    if curves.groupby("family", observed=True)["label"].nunique().max() == 1:
-        hue, col, errorbar, what = "family", None, "sd", "mean ± sd over seeds"
+    if curves.groupby("masking", observed=True)["label"].nunique().max() == 1:
+        hue, col, errorbar, what = "masking", None, "sd", "mean ± sd over seeds"
     else:  # too many lines for bands: average the seeds here, in one pass, instead of per line and step
         key, numeric = x_axis(curves, keys)
-        hue, col, errorbar, what = (key if numeric else "label"), "family", None, "mean over seeds"
-        curves = curves.groupby(["metric", "family", hue, "step"], observed=True, as_index=False)["value"].mean()
+        hue, col, errorbar, what = (key if numeric else "label"), "masking", None, "mean over seeds"
+        curves = curves.groupby(["metric", "masking", hue, "step"], observed=True, as_index=False)["value"].mean()
         curves[hue] = curves[hue].astype(float if numeric else str)
     grid = sns.relplot(curves, x="step", y="value", hue=hue, kind="line", errorbar=errorbar, row="metric", col=col,
                        facet_kws={"sharey": "row", "sharex": True}, height=3.2, aspect=1.5)

@@ -4,8 +4,12 @@ One experiment per study (tagged with the study's name, file and code version, i
 note), a parent run for the study (the study file, and the report once one is written), one child run per
 run key, tagged::
 
-    study, run_key, config_hash, seed, family, code_version, retries, executor, job_id
+    study, run_key, config_hash, seed, masking, family, code_version, retries, executor, job_id
     (and search_params for an Optuna trial's run, pruned when the pruner stopped it)
+
+``masking`` is the study's masking choice (``Run.masking``: a preset such as ``dirichlet_4m``, or a family),
+``family`` the family it is of (the config's ``masking.name``). Stores written before the ``masking`` tag have
+``family`` only; nothing here reads either (a run is found by its key).
 
 A run's state, read from its record and its job, is ``ablate/states.py``'s.
 """
@@ -128,7 +132,7 @@ class Ledger:
         if record is None:
             created = self.client.create_run(self.experiment_id, run_name=f"{run.label} s{run.seed}", tags={
                 "kind": "run", "mlflow.parentRunId": parent_id, "study": self.study.name, "run_key": run.key,
-                "config_hash": run.config_hash, "seed": str(run.seed), "family": run.family,
+                "config_hash": run.config_hash, "seed": str(run.seed), "masking": run.masking, "family": run.family,
                 "code_version": code_version(), "retries": "0", **tags,
             })
             self.client.update_run(created.info.run_id, status="SCHEDULED")

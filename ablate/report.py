@@ -186,12 +186,13 @@ def report_spec(study: Study, options: dict[str, Any]) -> ReportSpec:
 
 
 def planned_runs(study: Study) -> pd.DataFrame:
-    """One row per planned run: key, config (hash), seed, family, label and the settings (categorical, in the
-    study's order; lists and mappings as text)."""
-    plan = pd.DataFrame([{"key": r.key, "config": r.config_hash, "seed": r.seed, "family": r.family,
-                          "label": r.label, **{k: v if np.isscalar(v) else str(v) for k, v in r.settings.items()}}
+    """One row per planned run: key, config (hash), seed, masking (the study's choice, ``Run.masking``), family,
+    label and the settings (categorical, in the study's order; lists and mappings as text)."""
+    plan = pd.DataFrame([{"key": r.key, "config": r.config_hash, "seed": r.seed, "masking": r.masking,
+                          "family": r.family, "label": r.label,
+                          **{k: v if np.isscalar(v) else str(v) for k, v in r.settings.items()}}
                          for r in study.runs])
-    for key in ("family", "label", *study.runs[0].settings):
+    for key in dict.fromkeys(("masking", "family", "label", *study.runs[0].settings)):
         plan[key] = pd.Categorical(plan[key], categories=list(dict.fromkeys(plan[key])))
     return plan
 

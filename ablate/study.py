@@ -55,7 +55,16 @@ class Run:
 
     @property
     def family(self) -> str:
+        """The masking family it trains with (the config's ``masking.name``: ``dirichlet``)."""
         return self.config["masking"]["name"]
+
+    @property
+    def masking(self) -> str:
+        """The study's masking choice, the name reports, MLflow (tag ``masking``) and the explorer know it by: the
+        preset the study names under ``masking`` (``dirichlet_4m``; a family's own preset bears its name), or the
+        family where the study names no preset or sets ``masking.name`` itself."""
+        preset = self.overrides.get("masking")
+        return preset if isinstance(preset, str) and "masking.name" not in self.overrides else self.family
 
     @property
     def label(self) -> str:

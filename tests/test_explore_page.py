@@ -74,7 +74,7 @@ def canvas_pixels(page: Page, selector: str) -> str:
 def test_the_page_shows_one_column_per_family_with_predictions(page):
     assert columns(page) == ["random", "block", "hard"]
     assert page.inner_text("#study") == "study explore"
-    assert "best run per family by train/loss (minimize)" in page.inner_text("#objective")
+    assert "best run per masking by train/loss (minimize)" in page.inner_text("#objective")
     assert page.inner_text("#scene-label") == "held-out scene 0"
     assert page.inner_text("#status").startswith("3 strategies in")
     predictions = image_sources(page, ".column[data-strategy=block] .predictions img")

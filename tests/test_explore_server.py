@@ -9,6 +9,7 @@ import io
 import json
 import math
 import shutil
+from types import SimpleNamespace
 from urllib.parse import urlsplit
 
 import numpy as np
@@ -54,12 +55,29 @@ def test_each_family_is_its_best_finished_run_by_the_objective(explore_study, ex
     losses = {run.key: records[run.key].metric("train/loss") for run in study.runs}
     chosen = best_runs(study)
     assert list(chosen) == FAMILIES
-    randoms = [run.key for run in study.runs if run.family == "random"]
+    randoms = [run.key for run in study.runs if run.masking == "random"]
     assert len(randoms) == 2 and chosen["random"].run.key == min(randoms, key=losses.get)
     assert chosen["random"].value == min(losses[k] for k in randoms)
 
     _, explorer = explore_server
     assert explorer.strategies["hard"].masking.seen.any()  # hard's loss map came back from its checkpoint
+
+
+def test_a_preset_speaks_under_its_own_name(data_root, tmp_path, monkeypatch):
+    """dense and dirichlet_4m (presets of random and dirichlet) are strategies of their own, by the study's name."""
+    import ablate.explorer.checkpoints as checkpoints
+
+    grid = {"masking": ["random", "dense", "dirichlet_4m"]}
+    study = load_study(write_study(tmp_path, data_root, name="presets", seeds=[0, 1], grid=grid))
+    loss = {"random": 3.0, "dense": 2.0, "dirichlet_4m": 1.0}
+    done = [SimpleNamespace(run=run, state="done", record=SimpleNamespace(metric=lambda _, v=loss[run.masking] +
+                                                                          run.seed: v)) for run in study.runs]
+    monkeypatch.setattr(checkpoints, "rows", lambda _: done)
+    monkeypatch.setattr(checkpoints, "latest_checkpoint", lambda folder: folder)
+    chosen = best_runs(study)
+    assert list(chosen) == grid["masking"]
+    assert [(c.run.family, c.run.seed, c.value) for c in chosen.values()] == [("random", 0, 3.0), ("random", 0, 2.0),
+                                                                             ("dirichlet", 0, 1.0)]
 
 
 def test_objective_of_a_search_and_of_score_metrics(data_root, tmp_path):
@@ -93,8 +111,9 @@ def test_a_prediction_holds_every_strategy_side_by_side(explore_server):
     scene = out["scene"]
     assert scene["label"] == "held-out scene 0" and png_pixels(scene["truth"]["rgb"]["png"]).shape == (32, 32, 3)
     keys = None
-    for family, column in out["strategies"].items():
-        assert column["family"] == family and column["run"] == explorer.strategies[family].choice.run.key
+    for name, column in out["strategies"].items():
+        assert column["masking"] == column["family"] == name  # these three are families' own presets
+        assert column["run"] == explorer.strategies[name].choice.run.key
         semseg = column["predictions"]["semseg"]
         assert png_pixels(semseg["png"]).shape == (32, 32, 3)
         assert len(semseg["confidence"]) == 64 and all(0 <= c <= 1 for c in semseg["confidence"])

@@ -309,6 +309,36 @@ def test_a_store_written_with_the_old_metric_names_is_read_with_todays(data_root
     assert all(r.metric(new) is not None for r in Ledger(study, create=False).records().values())
 
 
+def test_a_preset_is_found_and_reported_by_its_name_and_a_store_without_the_masking_tag_still_reports(
+        data_root, tmp_path, monkeypatch):
+    import ablate.figures
+
+    grid = {"masking": ["random", "dirichlet_4m"], "masking.input_budget": [64, 96]}
+    study = _study_of(data_root, tmp_path, "presets", grid,
+                      lambda run: {LOSS: 2.0 - 0.2 * (run.masking == "dirichlet_4m") + run.seed / 100, ACC: 0.5})
+    ledger = Ledger(study, create=False)
+    found = ledger.client.search_runs([ledger.experiment_id], "tags.masking = 'dirichlet_4m'")
+    assert sorted(r.data.tags["run_key"] for r in found) == sorted(r.key for r in study.runs
+                                                                   if r.masking == "dirichlet_4m")
+    assert {r.data.tags["family"] for r in found} == {"dirichlet"}  # the config's masking.name
+    for record_ in ledger.records().values():  # as code before the masking tag left them: family only
+        ledger.client.delete_tag(record_.run_id, "masking")
+    legends = []
+    metrics_figure = ablate.figures.metrics_figure
+
+    def remember_legend(*args):
+        figure = metrics_figure(*args)
+        legends.extend((legend.get_title().get_text(), [t.get_text() for t in legend.get_texts()])
+                       for legend in figure.legends)
+        return figure
+
+    monkeypatch.setattr(ablate.figures, "metrics_figure", remember_legend)
+    summary = pd.read_csv(make_report(study, study.spec.report, tmp_path / "out").folder / "summary.csv")
+    chosen = summary[(summary["masking"] == "dirichlet_4m") & (summary["metric"] == LOSS)]
+    assert len(chosen) == 2 and np.allclose(chosen["mean"], 1.805) and set(chosen["family"]) == {"dirichlet"}
+    assert legends == [("masking", ["random", "dirichlet_4m"])]  # colours along the budget axis: the study's names
+
+
 def test_the_masks_figure_has_a_row_per_configuration(data_root, tmp_path, monkeypatch):
     import ablate.figures
 

@@ -107,9 +107,21 @@ def test_run_keys_of_the_shipped_studies_are_pinned(data_root, tmp_path, monkeyp
                              "765f188fca9e-s0", "765f188fca9e-s1"],
               "families": ["d104978b3327-s0", "0c7b5c69e396-s0", "ac3c55a56cff-s0", "92491ce4a734-s0",
                            "94761c8fe01f-s0", "0d74ea8f225d-s0", "24e1447a53ef-s0"]}
+    masking = {"quickstart": ["random", "random", "dirichlet_4m", "dirichlet_4m", "block", "block"],
+               "families": ["random", "dirichlet", "block", "aligned", "sparse", "dense", "hard"]}
     for name, keys in pinned.items():
         (tmp_path / f"{name}.yaml").write_text((Path(__file__).parents[1] / "studies" / f"{name}.yaml").read_text())
-        assert [r.key for r in load_study(tmp_path / f"{name}.yaml").runs] == keys, name
+        runs = load_study(tmp_path / f"{name}.yaml").runs
+        assert [r.key for r in runs] == keys, name
+        assert [r.masking for r in runs] == masking[name], name  # the study's choice, presets by their own name
+
+
+def test_a_run_is_known_by_the_masking_its_study_chose(data_root, tmp_path):
+    variants = {"4m": {"masking": "dirichlet_4m"}, "sparse-block": {"masking": "sparse", "masking.name": "block"},
+                "default": {"train.lr": 0.001}}
+    runs = load_study(write_study(tmp_path, data_root, variants=variants)).runs
+    assert [(r.masking, r.family) for r in runs] == [("dirichlet_4m", "dirichlet"), ("block", "block"),
+                                                     ("dirichlet", "dirichlet")]
 
 
 def test_the_masking_families_known_without_torch_are_the_registered_ones():
@@ -177,7 +189,8 @@ def test_submit_resumes_interrupted_runs_and_resubmission_skips_finished_ones(da
     assert _metric_steps(ledger, record.run_id) == [1, 2, 3, 4]
     for run in study.runs:
         rec = records[run.key]
-        assert rec.status == "FINISHED" and rec.tags["run_key"] == run.key and rec.tags["family"] == run.family
+        assert rec.status == "FINISHED" and rec.tags["run_key"] == run.key
+        assert rec.tags["masking"] == run.masking and rec.tags["family"] == run.family
         assert rec.tags["mlflow.parentRunId"] == ledger.parent_id() and rec.tags["seed"] == str(run.seed)
         assert {"config_hash", "code_version", "study"} <= set(rec.tags)
         assert (run.out_dir / "mlflow_run_id").read_text() == rec.run_id

@@ -1,4 +1,5 @@
-"""Which model speaks for each masking family: the best finished run by the study's objective.
+"""Which model speaks for each masking of the study (``Run.masking``: a preset such as ``dirichlet_4m``, or a
+family): its best finished run by the study's objective.
 
 The objective is the study's search metric and direction when it is a search, else the first
 report metric in its direction (``model/tasks.py``; the study file is refused without one).
@@ -44,7 +45,7 @@ class Choice:
 
 
 def best_runs(study: Study) -> dict[str, Choice]:
-    """Family -> its best finished run with a checkpoint, families in study order."""
+    """Masking (``Run.masking``) -> its best finished run with a checkpoint, in study order."""
     goal = objective(study)
     best: dict[str, Choice] = {}
     for row in rows(study):
@@ -53,9 +54,9 @@ def best_runs(study: Study) -> dict[str, Choice]:
             continue
         if latest_checkpoint(row.run.out_dir) is None:
             continue
-        family = row.run.family
-        if family not in best or goal.better(value, best[family].value):
-            best[family] = Choice(row.run, value)
+        masking = row.run.masking
+        if masking not in best or goal.better(value, best[masking].value):
+            best[masking] = Choice(row.run, value)
     if not best:
         raise StudyError(f"{study.path}: no finished run with a checkpoint and a value of {goal.metric!r} "
                          f"(the study's {goal.source}); run `ablate submit {study.path}` first")
@@ -64,9 +65,9 @@ def best_runs(study: Study) -> dict[str, Choice]:
 
 @dataclass
 class Strategy:
-    """One family's chosen run, loaded: the model, its config and its training masking."""
+    """One masking's chosen run, loaded: the model, its config and its training masking."""
 
-    family: str
+    name: str  # the study's masking choice it speaks for (Run.masking)
     choice: Choice
     model: FourM
     cfg: Config
@@ -74,20 +75,20 @@ class Strategy:
     masking: MaskingStrategy
 
     @classmethod
-    def load(cls, family: str, choice: Choice) -> Strategy:
+    def load(cls, name: str, choice: Choice) -> Strategy:
         model, cfg, specs = load_run(choice.run.out_dir)
-        return cls(family, choice, model, cfg, specs, load_masking(choice.run.out_dir, cfg))
+        return cls(name, choice, model, cfg, specs, load_masking(choice.run.out_dir, cfg))
 
     def describe(self) -> dict:
         run = self.choice.run
-        return {"family": self.family, "run": run.key, "label": run.label, "seed": run.seed,
+        return {"masking": self.name, "family": run.family, "run": run.key, "label": run.label, "seed": run.seed,
                 "objective": self.choice.value, "model": {"enc_depth": self.cfg.model.enc_depth,
                                                           "dec_depth": self.cfg.model.dec_depth}}
 
 
 def load_strategies(study: Study) -> dict[str, Strategy]:
-    """Every family's best run, loaded; they must share one data set (the page shows them one scene)."""
-    strategies = {family: Strategy.load(family, choice) for family, choice in best_runs(study).items()}
+    """Every masking's best run, loaded; they must share one data set (the page shows them one scene)."""
+    strategies = {name: Strategy.load(name, choice) for name, choice in best_runs(study).items()}
     roots = {s.cfg.data.root for s in strategies.values()}
     if len(roots) > 1:
         raise StudyError(f"{study.path}: the best runs use different data sets {sorted(roots)}; "

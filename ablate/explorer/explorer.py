@@ -1,4 +1,4 @@
-"""The explorer's state: a study's best model per family, loaded once, and the questions the page asks of them.
+"""The explorer's state: a study's best model per masking, loaded once, and the questions the page asks of them.
 
 Every method takes a validated request (``requests.py``), checks what needs the study, and
 returns JSON-ready values; a question the study cannot answer raises ``ExploreError`` (a 422).
@@ -48,7 +48,7 @@ class Explorer:
         grids = {s.grid for s in self.specs.values() if s.kind == "image"}
         self.paint_grid: tuple[int, int] | None = next(iter(grids)) if len(grids) == 1 else None
         self.lock = threading.Lock()
-        self._projections: dict[str, tuple[Projection, torch.Tensor]] = {}  # family -> (PCA, points [N, 2])
+        self._projections: dict[str, tuple[Projection, torch.Tensor]] = {}  # masking -> (PCA, points [N, 2])
         num = min(FEATURE_SCENES, self.source.num_heldout)
         self.feature_scenes = render(self.source.cfg, self.source.data_seed, "val", np.arange(num))
 
@@ -114,7 +114,7 @@ class Explorer:
                 try:
                     layer_index(depth, req.layer)
                 except ValueError as e:
-                    raise ExploreError(f"layer: {e} ({s.family})") from None
+                    raise ExploreError(f"layer: {e} ({s.name})") from None
         return Query(scene, req.given, targets, known, req.layer, req.steps)
 
     def _known(self, req: PredictRequest) -> dict[str, torch.Tensor]:

@@ -2,7 +2,7 @@
 before it reaches a model) served by uvicorn on 127.0.0.1 unless another host is asked for.
 
     GET  /                  the page (static/index.html, static/explore.js, static/explore.css)
-    GET  /api/info          study, strategies (best run per family), modalities, controls
+    GET  /api/info          study, strategies (best run per masking), modalities, controls
     POST /api/predict       PredictRequest -> predictions, attention, training masks per strategy
     POST /api/features      FeaturesRequest -> 2-D feature projection per strategy
     GET  /api/report        the study's report table and its files, or a note that there is none

@@ -477,10 +477,10 @@ async function update({features = false} = {}) {
 function buildControls() {
   const info = state.info;
   $("#study").textContent = `study ${info.study}`;
-  $("#objective").textContent = `best run per family by ${info.objective.metric} (${info.objective.direction})`;
+  $("#objective").textContent = `best run per masking by ${info.objective.metric} (${info.objective.direction})`;
   $("#index").max = info.heldout - 1;
   $("#caption").title = `words it knows: ${info.caption_words.join(" ")}`;
-  state.strategies = info.strategies.map((s) => s.family);
+  state.strategies = info.strategies.map((s) => s.masking);
   state.given = state.given.filter((m) => modality(m));
   state.targets = state.targets.filter((m) => modality(m));
 
@@ -515,12 +515,12 @@ function buildControls() {
   syncModalityBoxes();
 
   for (const s of info.strategies) {
-    const box = el("input", {type: "checkbox", value: s.family, onchange: () => {
+    const box = el("input", {type: "checkbox", value: s.masking, onchange: () => {
       state.strategies = [...document.querySelectorAll("#strategy-list input:checked")].map((b) => b.value);
       update({features: true});
     }});
     box.checked = true;
-    $("#strategy-list").append(el("label", {title: `${s.label}, seed ${s.seed}, run ${s.run}`}, box, ` ${s.family} `,
+    $("#strategy-list").append(el("label", {title: `${s.label} (${s.family} family), seed ${s.seed}, run ${s.run}`}, box, ` ${s.masking} `,
       el("span", {class: "meta"}, Number(s.objective).toPrecision(3))));
   }
 

@@ -21,7 +21,8 @@ Cross-modal tasks and the probe need a generated data set (ground truth and toke
 their modalities; ``skipped_tasks`` says which are left out and why (on bring-your-own tokens,
 all of them: only the loss and accuracy are reported). ``trivial_baselines`` and
 ``token_ceilings`` score constant predictions and the tokenizers' own round trip with the
-same scorer, as the floor and the ceiling of each metric in report tables.
+same scorer: the floor and the ceiling of each metric, which the learning test
+(``tests/test_train.py``) and ``benchmarks/bench_learning.py`` hold a model against.
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ and whether it is dense (scored per pixel from the predicted distribution in one
 ``model/evaluate.py``). Everything else follows from ``TASKS``: what ``evaluate`` runs and
 returns, what a study may name as an objective or report column, which way is better
 (``direction``: the arrows and the best values of report tables), the trivial baselines and
-token ceilings of report tables, and the docs' metric table (a test checks ``docs/studies.md``).
+token ceilings (``model/evaluate.py``), and the docs' metric table (a test checks ``docs/studies.md``).
 
 Metric keys are ``<task>/<metric>`` (``rgb_to_depth/abs_rel``), ``loss/<m>`` and ``acc/<m>`` (per
 modality and ``mean``), and ``probe/count_acc``; a run logs them under ``eval/``.

@@ -70,7 +70,7 @@ def masking(args: argparse.Namespace) -> None:
 
     from model.config import compose, group_options
     from model.masking import STRATEGIES
-    from model.masking.describe import families_table, parameter_table, shown, write_presets_and_docs
+    from model.masking.describe import as_yaml, families_table, parameter_table, write_presets_and_docs
 
     if args.write:
         written = write_presets_and_docs()
@@ -82,7 +82,7 @@ def masking(args: argparse.Namespace) -> None:
         if name not in STRATEGIES:
             preset = dict(compose([f"masking={name}"]).masking)
             family = preset.pop("name")
-            rows.append((name, family, ", ".join(f"{k}={shown(v)}" for k, v in preset.items())))
+            rows.append((name, family, ", ".join(f"{k}={as_yaml(v)}" for k, v in preset.items())))
     print(tabulate(rows, headers=["preset", "family", "sets"], tablefmt="github"))
 
 

@@ -101,7 +101,7 @@ def curves_figure(curves: pd.DataFrame, keys: list[str]) -> plt.Figure:
     return grid.figure
 
 
-def masks_figure(images: dict[str, Path]) -> plt.Figure:
+def mask_frequency_figure(images: dict[str, Path]) -> plt.Figure:
     """One realized-mask frequency map per configuration (label -> PNG), stacked."""
     pictures = {label: plt.imread(path)[..., :3] for label, path in images.items()}  # opaque: no alpha
     height, width = next(iter(pictures.values())).shape[:2]
@@ -151,7 +151,7 @@ def draw_all(per_seed: pd.DataFrame, curves: pd.DataFrame, masks: dict[str, Path
     if len(curves):
         todo["curves"] = lambda: curves_figure(curves, keys)
     if masks:
-        todo["masks"] = lambda: masks_figure(masks)
+        todo["masks"] = lambda: mask_frequency_figure(masks)
     if (~long["baseline"]).any():
         todo["deltas"] = lambda: deltas_figure(long, metrics, precision, baseline)
     paths = []

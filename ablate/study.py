@@ -24,7 +24,7 @@ from typing import Any
 
 from ablate.schema import StudySpec
 from model.config import Config, compose, to_dict
-from model.fit import fit
+from model.fit_to_data import fit
 
 # Config keys the study sets itself; the message says what to use instead.
 BOOKKEEPING = {
@@ -144,7 +144,7 @@ class Study:
 
 
 def fitted(overrides: dict[str, Any]) -> Config:
-    """The config of a study's overrides, composed and fitted to its data set (``model/fit.py``), torch-free;
+    """The config of a study's overrides, composed and fitted to its data set (``model/fit_to_data.py``), torch-free;
     raises ``ConfigError``/``DataFormatError``."""
     cfg = compose([override(k, v) for k, v in overrides.items()])
     fit(cfg)

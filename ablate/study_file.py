@@ -16,7 +16,7 @@ from pydantic import BaseModel, ValidationError
 
 from ablate.schema import StudyError, StudySpec
 from ablate.study import Study
-from ablate.validate import first_round, second_round, shown
+from ablate.validate import abbreviated, first_round, second_round
 
 MAX_FILE_BYTES = 1_000_000
 MAX_VALUES = 1_000_000  # values in the file with every YAML alias written out (an alias bomb has billions)
@@ -160,7 +160,7 @@ def _describe(err: dict) -> str:
         return f"{loc}: {err['msg'].removeprefix('Value error, ')}"
     if err["type"] == "missing":
         return f"{loc}: required key is missing"
-    return f"{loc}: {shown(err['input'])}: {err['msg'].replace('Input should', 'should')}"
+    return f"{loc}: {abbreviated(err['input'])}: {err['msg'].replace('Input should', 'should')}"
 
 
 def _cut(line: str) -> str:

@@ -3,7 +3,7 @@
 A file is checked in two rounds, each reporting all it finds. The first needs no torch, so a refusal
 comes back in well under a second: the file itself (size, UTF-8, YAML, aliases written out) and the
 schema (``ablate/study_file.py``), then here the keys, the grid's size, and every configuration composed
-and fitted to its data set (``model/fit.py``: every array checked), duplicates included. Only a file
+and fitted to its data set (``model/fit_to_data.py``: every array checked), duplicates included. Only a file
 without such problems gets the second round: every configuration's masking strategy built (torch), and
 the metrics it names. A problem names the study key it comes from (``_attribute``).
 """
@@ -49,7 +49,7 @@ _REPR = reprlib.Repr()
 _REPR.maxlevel, _REPR.maxlist, _REPR.maxdict, _REPR.maxstring, _REPR.maxother = 3, 8, 8, 80, 80
 
 
-def shown(value: Any) -> str:
+def abbreviated(value: Any) -> str:
     """``repr`` of a value from a study file, abbreviated with ``...`` where long or deep."""
     return _REPR.repr(value)
 
@@ -92,16 +92,16 @@ def _check_keys(spec: StudySpec) -> tuple[list[str], set[tuple[str, str]]]:
             if not isinstance(value, str):
                 bad_choices.add((key, repr(value)))
                 into = f"; a key under it is {bare}.<key>: value" if isinstance(value, dict) else ""
-                problems.append(f"{path}: {shown(value)}: a {what} is a name, one of {', '.join(allowed)}{into}")
+                problems.append(f"{path}: {abbreviated(value)}: a {what} is a name, one of {', '.join(allowed)}{into}")
             elif value not in allowed:
                 bad_choices.add((key, repr(value)))
                 problems.append(f"{path}: {value!r}: unknown {what}; allowed: {', '.join(allowed)}")
     for axis, values in spec.grid.items():
         if len({repr(v) for v in values}) < len(values):
             twice = next(v for i, v in enumerate(values) if repr(v) in map(repr, values[:i]))
-            problems.append(f"grid.{axis}: {shown(twice)} is given twice; give each value once")
+            problems.append(f"grid.{axis}: {abbreviated(twice)} is given twice; give each value once")
     if len(set(spec.seeds)) < len(spec.seeds):
-        problems.append(f"seeds: {shown(spec.seeds)}: seeds must be distinct")
+        problems.append(f"seeds: {abbreviated(spec.seeds)}: seeds must be distinct")
     for name, overrides in spec.variants.items():
         if shared := sorted(set(overrides) & set(spec.grid)):
             problems.append(f"variants.{name}: sets {shared}, which are also grid axes; set each key in one place")
@@ -167,8 +167,8 @@ def _expand(study: Study, skip: set[tuple[str, str]]) -> tuple[list[str], list[F
         done.setdefault(_strategy_key(cfg), (cfg, origin, settings))
     if spec.report.baseline and study.runs and not any(matches(r, spec.report.baseline) for r in study.runs):
         choices = sorted({r.label for r in study.runs})
-        problems.append(f"report.baseline: {shown(spec.report.baseline)} matches no configuration; configurations: "
-                        f"{choices}")
+        problems.append(f"report.baseline: {abbreviated(spec.report.baseline)} matches no configuration; "
+                        f"configurations: {choices}")
     return problems, list(done.values())
 
 

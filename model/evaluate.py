@@ -4,7 +4,7 @@
 
 - ``loss/<m>``, ``acc/<m>`` (and ``loss/mean``, ``acc/mean`` over modalities): cross-entropy
   and token accuracy under ``random`` masking with a fixed mask seed and the data set's default
-  budgets (``model.fit.default_budgets``: 128 input and 64 target tokens, fewer on a smaller set).
+  budgets (``model.fit_to_data.default_budgets``: 128 input and 64 target tokens, fewer on a smaller set).
 - Cross-modal tasks, generated (``model.generate``), decoded to native form and scored
   against exact ground truth re-rendered from the generator (``model.metrics``); the dense
   tasks (``Task.dense``) decode the predicted distribution per pixel in one pass:
@@ -37,7 +37,7 @@ from tabulate import tabulate
 
 from model.build import load_tokenizers
 from model.dataset import DatasetSpec, ModalitySpec, load_split
-from model.fit import default_budgets
+from model.fit_to_data import default_budgets
 from model.generate import generate, pack_present, predict_distribution
 from model.masking import build_masking
 from model.network import FourM

@@ -25,7 +25,7 @@ from model.batch import DecoderInput, Masks
 from model.build import load_tokenizers
 from model.config import compose, group_options
 from model.dataset import DatasetSpec, ModalitySpec, load_split
-from model.fit import AUTO, default_budgets
+from model.fit_to_data import AUTO, default_budgets
 from model.masking import MaskingStrategy, build_masking
 from model.modalities import colormap
 from model.tokenizers import PAD
@@ -43,7 +43,7 @@ def pick_scene(tokens: dict[str, torch.Tensor], min_objects: int = 3) -> int:
     return int(many[0]) if len(many) else 0
 
 
-def masks_figure(
+def masked_scene_figure(
     data_root: Path | str,
     families: dict[str, tuple[str, dict[str, Any]] | MaskingStrategy],
     out: Path | str,
@@ -132,7 +132,7 @@ def _words(ax, tokenizer, tokens: torch.Tensor, masks: Masks, per_row: int) -> N
 
 
 def _fitted(budgets: tuple[int | str, int | str], specs: dict[str, ModalitySpec]) -> tuple[int, int]:
-    """A preset's budgets with ``auto`` resolved for the data set (``model/fit.py``)."""
+    """A preset's budgets with ``auto`` resolved for the data set (``model/fit_to_data.py``)."""
     defaults = default_budgets(sum(s.num_tokens for s in specs.values()))
     return tuple(default if value == AUTO else value for value, default in zip(budgets, defaults))
 
@@ -179,7 +179,7 @@ def main() -> None:
             rows[name.replace("_", "\n")] = preset(name)
     family, params = preset("aligned")
     rows["aligned\nblocks +\nhide_objects"] = (family, params | {"region": "blocks", "hide_objects": True})
-    print(masks_figure(args.data_root, rows, args.out))
+    print(masked_scene_figure(args.data_root, rows, args.out))
 
 
 if __name__ == "__main__":

@@ -5,7 +5,7 @@ uses, how to score a decoded sample against the truth (tokenizer fidelity) and, 
 single-channel image, the colormap every figure and the explorer draw it with. Adding a
 modality is one ``Modality`` entry in ``MODALITIES`` (and, to be evaluated, a ``Task`` in
 ``model/tasks.py``). Masking needs nothing per modality: a preset's alphas give every
-modality its value through their ``default`` key (``model/fit.py``).
+modality its value through their ``default`` key (``model/fit_to_data.py``).
 """
 
 from __future__ import annotations

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from model.build import codebooks
 from model.config import Config, ConfigError
 from model.dataset import ModalitySpec
-from model.fit import fit
+from model.fit_to_data import fit
 from model.mask_stats import MaskStats
 from model.masking import MaskingStrategy, build_masking
 from model.network import FourM
@@ -33,7 +33,7 @@ class Setup:
 
 def check(cfg: Config) -> Setup:
     """Validate a config against its data set (every split; ``auto`` budgets and ``default`` alphas resolved in
-    ``cfg``, see ``model/fit.py``); raises ``ConfigError``/``DataFormatError`` naming the key or path."""
+    ``cfg``, see ``model/fit_to_data.py``); raises ``ConfigError``/``DataFormatError`` naming the key or path."""
     spec = fit(cfg)
     m = dict(cfg.masking)
     name, input_budget, target_budget = m.pop("name"), m.pop("input_budget"), m.pop("target_budget")

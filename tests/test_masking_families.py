@@ -9,7 +9,7 @@ from test_masking import IMAGES, SPECS
 
 from model.batch import DecoderInput, Masks
 from model.dataset import DatasetSpec, ModalitySpec
-from model.mask_figure import masks_figure, planted_hard, preset
+from model.mask_figure import masked_scene_figure, planted_hard, preset
 from model.mask_stats import MaskStats
 from model.masking import build_masking
 from model.masking.block import DRAWS, rectangles
@@ -337,8 +337,8 @@ def test_mask_stats_agreement():
     assert stats.summary()["a:b:c/hidden_agreement"] == 1.0
 
 
-def test_masks_figure_on_real_data(data_root, tmp_path):
+def test_masked_scene_figure_on_real_data(data_root, tmp_path):
     root, _ = data_root
     hard = planted_hard(DatasetSpec.load(root).modalities)
-    out = masks_figure(root, {"dense": preset("dense"), "hard": hard}, tmp_path / "families.png")
+    out = masked_scene_figure(root, {"dense": preset("dense"), "hard": hard}, tmp_path / "families.png")
     assert out.stat().st_size > 10_000

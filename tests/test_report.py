@@ -350,8 +350,8 @@ def test_the_masks_figure_has_a_row_per_configuration(data_root, tmp_path, monke
     for record_ in ledger.records().values():
         ledger.client.log_artifact(record_.run_id, str(picture), "masks")
     drawn = {}
-    masks_figure = ablate.figures.masks_figure
-    monkeypatch.setattr(ablate.figures, "masks_figure", lambda images: drawn.update(images) or masks_figure(images))
+    figure = ablate.figures.mask_frequency_figure
+    monkeypatch.setattr(ablate.figures, "mask_frequency_figure", lambda images: drawn.update(images) or figure(images))
     make_report(study, study.spec.report, tmp_path / "out")
     assert list(drawn) == ["masking.input_alphas.rgb=0.5", "masking.input_alphas.rgb=2.0"]  # both dirichlet
 

@@ -100,7 +100,7 @@ class MaskingStrategy(ABC):
 
     @classmethod
     def preset(cls) -> dict[str, Any]:
-        """The config ``masking=<family>`` selects: the name, ``auto`` budgets (``model/fit.py``) and every
+        """The config ``masking=<family>`` selects: the name, ``auto`` budgets (``model/fit_to_data.py``) and every
         parameter declared ``preset=True`` at its default. What it states is part of each run's config (and
         so of its run key); the other parameters take their defaults unless a study sets them."""
         stated = {f.name: default_of(f) for f in fields(cls.Params) if f.metadata.get("preset", True)}

@@ -15,7 +15,7 @@ Per sample:
 6. within a modality, the chosen positions are uniformly random (argsort over noise).
 
 Alphas are keyed by modality name (a number means the same alpha for all; a ``default`` key,
-the alpha of every modality not named, see ``model/fit.py``), never by list position: 4M maps a
+the alpha of every modality not named, see ``model/fit_to_data.py``), never by list position: 4M maps a
 YAML list onto sorted modality names, which silently breaks when a modality is added. A mixture
 is a list of such values; ``input_alphas``, ``target_alphas`` and ``keep`` given as lists must
 have equal length, a single value applies to every component.
@@ -48,7 +48,7 @@ import torch
 import torch.nn.functional as F
 
 from model.batch import Masks
-from model.fit import spread
+from model.fit_to_data import spread
 from model.masking import register
 from model.masking.base import MaskingStrategy, param, random_ranks, select, valid_positions
 

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 from tabulate import tabulate
 
+from ablate.executors import EXECUTORS
 from ablate.ledger import Ledger, Record, search_params
 from ablate.states import state
 from ablate.study import Run, Study
@@ -84,15 +85,12 @@ def plan_table(study: Study) -> str:
         remaining += max(0, todo) * per_trial
         lines.append(f"\nsearch: {len(table)} of {study.spec.search.trials} trials launched so far; "
                      f"a trial ≈{_duration(per_trial)}")
-    # A SLURM study's runs go out as one array, array_parallelism of them at once.
-    at_once, knob = ((ex.array_parallelism, "array_parallelism") if ex.kind == "slurm" and ex.array_parallelism
-                     else (ex.max_parallel, "max_parallel"))
+    kind, settings = EXECUTORS[ex.kind], ex.model_dump()
+    at_once, knob = kind.at_once(settings)
     wall = max(remaining / at_once, longest)  # no sooner than its longest run
     lines.append(f"\nremaining: ≈{_duration(remaining)} of training, ≈{_duration(wall)} wall with {knob}={at_once} "
                  f"({ex.kind} executor)")
-    if ex.kind == "slurm":
-        lines.append(f"SLURM partition {ex.partition!r}" if ex.partition else "SLURM partition: the cluster's default "
-                     "(executor.partition is not set)")
+    lines += kind.plan_notes(settings)
     for key, (speed, source) in speeds.items():
         lines.append(f"tokens/s {speed:,.0f} for model {key}: {source}")
     lines.append("time ≈ steps x batch x (input + target budget) / tokens/s, training steps only (each run also "

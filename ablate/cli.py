@@ -123,10 +123,10 @@ def generate(args: argparse.Namespace) -> None:
     print(f"wrote {path}")
 
 
-def _study(args: argparse.Namespace):
+def _study(args: argparse.Namespace, expand: bool = True, strategies: bool = True):
     from ablate.study_file import find_study_file, load_study
 
-    return load_study(find_study_file(args.study))
+    return load_study(find_study_file(args.study), expand=expand, strategies=strategies)
 
 
 def plan(args: argparse.Namespace) -> None:
@@ -202,14 +202,14 @@ def key_value(text: str) -> tuple[str, object]:
 
 
 def status(args: argparse.Namespace) -> None:
-    study = _study(args)
+    study = _study(args, strategies=False)  # its runs' keys and folders; no masking strategy built (no torch)
     from ablate.overview import status_table
 
     print(status_table(study))
 
 
 def cancel(args: argparse.Namespace) -> None:
-    study = _study(args)
+    study = _study(args, expand=False)  # its store is all it needs: the ledger names the jobs
     from ablate.ledger import Ledger
     from ablate.states import cancel_live_jobs
 

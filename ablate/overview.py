@@ -19,7 +19,7 @@ from tabulate import tabulate
 from ablate.executors import EXECUTORS
 from ablate.ledger import Ledger, Record, search_params
 from ablate.states import state
-from ablate.study import Run, Study
+from ablate.study import Run, Study, fitted
 from model.config import ConfigError
 from model.dataset import DataFormatError
 
@@ -33,20 +33,23 @@ class Row:
     state: str
 
 
-def rows(study: Study) -> list[Row]:
-    """Every run of a grid, or every run a search has launched so far."""
+def rows(study: Study, strategies: bool = True) -> list[Row]:
+    """Every run of a grid, or every run a search has launched so far (``strategies=False``: a trial's config
+    composed and fitted, its masking strategy not built, so no torch)."""
     records = Ledger(study, create=False).records()
-    runs = study.runs if study.spec.search is None else _search_runs(study, records)
+    runs = study.runs if study.spec.search is None else _search_runs(study, records, strategies)
     return [Row(run, records.get(run.key), state(records.get(run.key))) for run in runs]
 
 
-def _search_runs(study: Study, records: dict[str, Record]) -> list[Run]:
-    runs = []
+def _search_runs(study: Study, records: dict[str, Record], strategies: bool) -> list[Run]:
+    runs, seed = [], study.spec.seeds[0]
     for record in records.values():
         if (params := search_params(record)) is None:
             continue
+        overrides = {**study.spec.base, **params}
         try:
-            runs.append(study.make_run({**study.spec.base, **params}, study.spec.seeds[0], params))
+            runs += (study.make_runs(overrides, [seed], params) if strategies
+                     else study.runs_of(fitted(overrides), overrides, [seed], params))
         except (ConfigError, DataFormatError):  # from an earlier version of the study file
             continue
     return runs
@@ -99,7 +102,9 @@ def plan_table(study: Study) -> str:
 
 
 def status_table(study: Study) -> str:
-    table = rows(study)
+    """Needs the study's runs, not their masking strategies: ``ablate status`` loads the study without building
+    them (``load_study(strategies=False)``), and this builds none either, so it runs without torch."""
+    table = rows(study, strategies=False)
     axes = _axes(table)
     body = []
     for row in table:

@@ -57,7 +57,7 @@ def test_kinds_are_handed_plain_values_and_import_nothing_else_of_the_project():
     out = subprocess.run([sys.executable, "scripts/imports.py", "--modules"], cwd=ROOT, capture_output=True,
                          text=True, check=True)
     edges = dict(line.split(" -> ") for line in out.stdout.splitlines() if line.startswith("ablate.executors"))
-    assert set(edges) == {"ablate.executors", *(f"ablate.executors.{m}" for m in ("base", "debug", "local", "slurm"))}
+    assert {"ablate.executors", *(f"ablate.executors.{m}" for m in ("base", "debug", "local", "slurm"))} <= set(edges)
     outside = {dst for dsts in edges.values() for dst in dsts.split(", ")} - {"(nothing of the project)"}
     assert outside and all(dst.startswith("ablate.executors.") for dst in outside), outside
 

@@ -53,7 +53,7 @@ class ExecutorKind:
 
     kind: ClassVar[str]
     summary: ClassVar[str]  # the schema's one-line description of the kind
-    default: ClassVar[bool] = False  # the kind of a study that names none (exactly one kind is)
+    cluster: ClassVar[str | None] = None  # submitit's backend (AutoExecutor's cluster) if not named as the kind
     keys: ClassVar[Keys] = {}  # its own study keys; a study of another kind may set them, and they are ignored
     foreground: ClassVar[bool] = False  # jobs run inside the submitter, so one at a time
     detached: ClassVar[bool] = False  # a scheduler runs the jobs: a study is submitted whole, never waited for
@@ -82,7 +82,8 @@ class ExecutorKind:
         ``<folder>/<job id>/``."""
         import submitit  # the schema imports the kinds for their keys; only launching needs submitit
 
-        executor = submitit.AutoExecutor(folder=folder / "%j", cluster=cls.kind, **cls.executor_arguments(settings))
+        executor = submitit.AutoExecutor(folder=folder / "%j", cluster=cls.cluster or cls.kind,
+                                         **cls.executor_arguments(settings))
         params = {"name": name, **cls.parameters(settings)}
         executor.update_parameters(**{k: v for k, v in params.items() if v is not None})
         return executor

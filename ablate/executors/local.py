@@ -12,7 +12,6 @@ from ablate.executors.base import ExecutorKind, Liveness
 class Local(ExecutorKind):
     kind = "local"
     summary = "a process per run"
-    default = True
     stopped_states = ("INTERRUPTED",)  # the job controller died of a signal
 
     @staticmethod

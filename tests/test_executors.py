@@ -24,7 +24,9 @@ def test_the_schema_allows_exactly_the_registered_kinds_and_names_them_when_refu
     assert typing.get_args(field.annotation) == tuple(EXECUTORS)
     for kind, executor in EXECUTORS.items():
         assert ExecutorSpec(kind=kind).kind == kind and f"{kind}: {executor.summary}" in field.description
-    with pytest.raises(ValidationError, match="should be 'local', 'debug' or 'slurm'"):
+    *others, last = [repr(kind) for kind in EXECUTORS]
+    assert others[:2] == ["'local'", "'debug'"]  # the default first, then by name
+    with pytest.raises(ValidationError, match=f"should be {', '.join(others)} or {last}"):
         ExecutorSpec(kind="pbs")
 
 
@@ -42,7 +44,7 @@ def test_each_kind_makes_its_submitit_backend_and_knows_no_job_it_did_not_launch
     executor = EXECUTORS[kind]
     settings = ExecutorSpec(kind=kind, partition="gpu").model_dump()
     made = executor.make(tmp_path / "submitit", "nano4m-s", settings)
-    assert made.cluster == kind and made.folder == tmp_path / "submitit" / "%j"
+    assert made.cluster == (executor.cluster or kind) and made.folder == tmp_path / "submitit" / "%j"
     assert ("slurm_partition" in executor.parameters(settings)) == (kind == "slurm")
     assert executor.liveness("999999999") == "ended"
 

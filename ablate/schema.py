@@ -120,7 +120,8 @@ def _executor_keys() -> dict[str, tuple[Any, Any]]:
     return keys
 
 
-ExecutorSpec = create_model("ExecutorSpec", __base__=_ExecutorSection, **_executor_keys())
+ExecutorSpec = create_model("ExecutorSpec", __base__=_ExecutorSection, __doc__=_ExecutorSection.__doc__,
+                            **_executor_keys())
 
 
 class ReportSpec(Schema):

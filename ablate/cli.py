@@ -7,23 +7,10 @@ and a refused study answer at once.
 from __future__ import annotations
 
 import argparse
-import contextlib
-import os
-import signal
-import socket
-import subprocess
 import sys
-import time
-import webbrowser
 from pathlib import Path
 
 REPORTS = Path("reports")
-UI_START_S = 120  # how long `ablate ui` waits for MLflow's server to listen
-
-
-class CommandError(Exception):
-    """A command that cannot do what was asked; the message says why and what to do."""
-
 EPILOG = "Overrides are Hydra-style key=value pairs, e.g. data.train_size=2000 data.scene.canvas=32."
 
 
@@ -87,46 +74,17 @@ def masking(args: argparse.Namespace) -> None:
 
 
 def generate(args: argparse.Namespace) -> None:
-    import numpy as np
-    import torch
+    from model.generation_figure import draw_generation
 
-    from model.build import load_tokenizers, scene_config
-    from model.checkpoint import load_run
-    from model.config import ConfigError
-    from model.dataset import DatasetSpec, load_split
-    from model.evaluate import decode_tokens
-    from model.generate import generate as run_generation
-    from model.modalities import MODALITIES
-    from model.scenes import render
-    from model.show import generation_figure
-
-    model, cfg, specs = load_run(args.run)
-    unknown = [m for m in args.given + args.targets if m not in specs]
-    if unknown:
-        raise ConfigError(f"unknown modality {unknown}; the run's data set has {sorted(specs)}")
-    idx = np.arange(args.first, args.first + args.scenes)
-    val = load_split(cfg.data.root, "val")
-    given = {m: val[m][idx] for m in args.given}
-    out = run_generation(model, specs, given, args.targets, torch.Generator().manual_seed(args.seed), args.steps)
-    tokenizers = load_tokenizers(cfg.data.root)
-    spec_scene = scene_config(DatasetSpec.load(cfg.data.root))
-    scenes = render(spec_scene, cfg.data.seed, "val", idx)
-
-    path = generation_figure(
-        {m: decode_tokens(tokenizers[m], specs[m], t) for m, t in given.items()},
-        {m: decode_tokens(tokenizers[m], specs[m], t) for m, t in out.tokens.items()},
-        {m: MODALITIES[m].truth(spec_scene, scenes) for m in args.targets},
-        args.out,
-        canvas=spec_scene.canvas,
-        num_classes=spec_scene.num_classes,
-    )
+    path = draw_generation(args.run, args.out, args.given, args.targets, first=args.first, scenes=args.scenes,
+                           steps=args.steps, seed=args.seed)
     print(f"wrote {path}")
 
 
-def _study(args: argparse.Namespace):
+def _study(args: argparse.Namespace, expand: bool = True, strategies: bool = True):
     from ablate.study_file import find_study_file, load_study
 
-    return load_study(find_study_file(args.study))
+    return load_study(find_study_file(args.study), expand=expand, strategies=strategies)
 
 
 def plan(args: argparse.Namespace) -> None:
@@ -152,21 +110,15 @@ def _submit(study, args: argparse.Namespace) -> int | None:
         print(summary(Search(study).run()))
         return
     from ablate.dispatch import submit as submit_runs
-    from ablate.report import make_report, other_options
+    from ablate.report import report_once_ended
 
     states = submit_runs(study, wait=args.wait)
     if unknown := sum(s == "unknown" for s in states.values()):
         print(f"{unknown} run(s) unknown: their scheduler does not answer (squeue failed); left alone, neither "
               f"relaunched nor failed: `ablate submit {args.study}` again once it answers", file=sys.stderr)
         return 1
-    out = REPORTS / study.name
     if all(s in ("done", "failed") for s in states.values()):
-        if made := other_options(out, study.spec.report):
-            print(f"{out}/ was made with other options than the study file's report section "
-                  f"({', '.join(f'{k}={v!r}' for k, v in made.items())}); left as it is: `ablate report "
-                  f"{args.study}` with those options brings it up to date, without them writes the study file's")
-            return
-        _print_report(make_report(study, study.spec.report, out))
+        print(report_once_ended(study, REPORTS / study.name, args.study))
     elif "interrupted" in states.values():
         print(f"cancelled; `ablate submit {args.study}` resumes the interrupted runs and launches the rest")
     else:
@@ -182,13 +134,8 @@ def report(args: argparse.Namespace) -> None:
     options = {"metrics": args.metrics, "rows": args.rows, "columns": args.columns, "precision": args.precision,
                "caption": args.caption, "label": args.label, "correction": args.correction, "alpha": args.alpha,
                "baseline": dict(args.baseline) if args.baseline else None}
-    _print_report(make_report(study, report_spec(study, options), args.out or REPORTS / study.name,
-                              figures=not args.no_figures))
-
-
-def _print_report(result) -> None:
-    print("\n" + result.markdown)
-    print(f"report written to {result.folder}/ ({', '.join(p.name for p in result.files)})")
+    print(make_report(study, report_spec(study, options), args.out or REPORTS / study.name,
+                      figures=not args.no_figures))
 
 
 def key_value(text: str) -> tuple[str, object]:
@@ -202,14 +149,14 @@ def key_value(text: str) -> tuple[str, object]:
 
 
 def status(args: argparse.Namespace) -> None:
-    study = _study(args)
+    study = _study(args, strategies=False)  # its runs' keys and folders; no masking strategy built (no torch)
     from ablate.overview import status_table
 
     print(status_table(study))
 
 
 def cancel(args: argparse.Namespace) -> None:
-    study = _study(args)
+    study = _study(args, expand=False)  # its store is all it needs: the ledger names the jobs
     from ablate.ledger import Ledger
     from ablate.states import cancel_live_jobs
 
@@ -218,82 +165,10 @@ def cancel(args: argparse.Namespace) -> None:
 
 
 def ui(args: argparse.Namespace) -> int:
-    """MLflow's UI on the study's store, in its own process group: Ctrl-C or SIGTERM stops all of it."""
-    from ablate.schema import StudyError
-    from ablate.study_file import find_study_file, load_study
+    from ablate.mlflow_ui import serve
 
-    study = load_study(find_study_file(args.study), expand=False)  # the store is all it needs: no data set
-    nothing = f"{study.path}: study {study.name!r} has nothing recorded yet; `ablate submit {args.study}` first"
-    if not (study.dir / "mlflow.db").is_file():
-        raise StudyError(nothing)
-    _check_port_free(args.port)
-    from ablate.ledger import Ledger
-    from ablate.tracking import store_uri
-
-    ledger = Ledger(study, create=False)
-    if ledger.experiment_id is None:
-        raise StudyError(nothing)
-    url = runs_url(args.port, ledger.experiment_id)
-    server = subprocess.Popen(ui_command(store_uri(study.store), args.port), start_new_session=True)
-    signal.signal(signal.SIGTERM, _stop)
-    try:
-        if not _listening(args.port, server):
-            raise CommandError(f"the MLflow UI server exited with status {server.returncode} before listening "
-                               f"on port {args.port}")
-        print(f"MLflow UI for {study.name}: {url} (Ctrl-C to stop)", flush=True)
-        if not args.no_browser and _graphical():
-            webbrowser.open(url)
-        return server.wait()
-    except KeyboardInterrupt:
-        return 0
-    finally:
-        _stop_group(server)
-
-
-def runs_url(port: int, experiment_id: str) -> str:
-    """The study's runs table (MLflow 3 opens on its GenAI view unless asked for the machine-learning one)."""
-    return f"http://127.0.0.1:{port}/#/experiments/{experiment_id}/runs?workflowType=machine_learning"
-
-
-def _check_port_free(port: int) -> None:
-    with socket.socket() as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server binds: TIME_WAIT is no use
-        try:
-            probe.bind(("127.0.0.1", port))
-        except OSError as e:
-            raise CommandError(f"port {port} on 127.0.0.1 is in use ({e.strerror}); choose another with --port"
-                               ) from None
-
-
-def _listening(port: int, server: subprocess.Popen) -> bool:
-    """Wait until the server accepts connections (True) or exits (False)."""
-    deadline = time.monotonic() + UI_START_S
-    while server.poll() is None and time.monotonic() < deadline:
-        with socket.socket() as probe:
-            if probe.connect_ex(("127.0.0.1", port)) == 0:
-                return True
-        time.sleep(0.2)
-    return server.poll() is None
-
-
-def _stop(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt  # SIGTERM stops the UI as Ctrl-C does
-
-
-def _stop_group(server: subprocess.Popen) -> None:
-    """SIGTERM to the server's process group; once the server has stopped (at most 10 s), SIGKILL to what is
-    left of the group (MLflow's job workers), so nothing it started outlives it."""
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(server.pid, signal.SIGTERM)
-    with contextlib.suppress(subprocess.TimeoutExpired):
-        server.wait(timeout=10)
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(server.pid, signal.SIGKILL)
-    server.wait()
-
-
-def _graphical() -> bool:
-    return sys.platform == "darwin" or bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
+    study = _study(args, expand=False)  # the store is all it needs: no data set
+    return serve(study, args.port, open_browser=not args.no_browser, named=args.study)
 
 
 def explore(args: argparse.Namespace) -> None:
@@ -306,12 +181,6 @@ def explore(args: argparse.Namespace) -> None:
     explorer = Explorer(_study(args), reports=args.reports)
     print(f"explorer for {explorer.study.name} on http://{args.host}:{args.port} (Ctrl-C to stop)")
     server(explorer, args.host, args.port).run()
-
-
-def ui_command(store: str, port: int) -> list[str]:
-    # One worker: one person looks at one study (MLflow's default of 4 workers is heavy on a laptop).
-    return [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", store, "--host", "127.0.0.1",
-            "--port", str(port), "--workers", "1"]
 
 
 def parser() -> argparse.ArgumentParser:
@@ -459,6 +328,7 @@ def main(argv: list[str] | None = None) -> int:
         args.overrides += extra
     elif extra:
         p.error(f"unrecognized arguments: {' '.join(extra)}")
+    from ablate.mlflow_ui import ServerError
     from ablate.schema import StudyError
     from model.config import ConfigError
     from model.dataset import DataFormatError
@@ -466,7 +336,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         return args.func(args) or 0
-    except (ConfigError, DataFormatError, StudyError, CommandError, FileNotFoundError) as e:
+    except (ConfigError, DataFormatError, StudyError, ServerError, FileNotFoundError) as e:
         print(f"ablate: error: {e}", file=sys.stderr)
         return 2
     except RunFolderLeased as e:  # not bad input: the run is being trained elsewhere

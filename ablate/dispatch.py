@@ -76,7 +76,7 @@ class Dispatcher:
         _let_jobs_stop_on_sigint()
         self.parent_id = ledger.parent_id()
         self.kind = EXECUTORS[study.spec.executor.kind]
-        self.executor = self.kind.make(study)
+        self.executor = self.kind.make(study.dir / "submitit", f"nano4m-{study.name}", study.spec.executor.model_dump())
         self.active: dict[str, Active] = {}
 
     def launch(self, runs: list[Run], records: dict[str, Record], tags: dict[str, str] | None = None) -> None:

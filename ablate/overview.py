@@ -16,9 +16,10 @@ from dataclasses import dataclass
 
 from tabulate import tabulate
 
+from ablate.executors import EXECUTORS
 from ablate.ledger import Ledger, Record, search_params
 from ablate.states import state
-from ablate.study import Run, Study
+from ablate.study import Run, Study, fitted
 from model.config import ConfigError
 from model.dataset import DataFormatError
 
@@ -32,20 +33,23 @@ class Row:
     state: str
 
 
-def rows(study: Study) -> list[Row]:
-    """Every run of a grid, or every run a search has launched so far."""
+def rows(study: Study, strategies: bool = True) -> list[Row]:
+    """Every run of a grid, or every run a search has launched so far (``strategies=False``: a trial's config
+    composed and fitted, its masking strategy not built, so no torch)."""
     records = Ledger(study, create=False).records()
-    runs = study.runs if study.spec.search is None else _search_runs(study, records)
+    runs = study.runs if study.spec.search is None else _search_runs(study, records, strategies)
     return [Row(run, records.get(run.key), state(records.get(run.key))) for run in runs]
 
 
-def _search_runs(study: Study, records: dict[str, Record]) -> list[Run]:
-    runs = []
+def _search_runs(study: Study, records: dict[str, Record], strategies: bool) -> list[Run]:
+    runs, seed = [], study.spec.seeds[0]
     for record in records.values():
         if (params := search_params(record)) is None:
             continue
+        overrides = {**study.spec.base, **params}
         try:
-            runs.append(study.make_run({**study.spec.base, **params}, study.spec.seeds[0], params))
+            runs += (study.make_runs(overrides, [seed], params) if strategies
+                     else study.runs_of(fitted(overrides), overrides, [seed], params))
         except (ConfigError, DataFormatError):  # from an earlier version of the study file
             continue
     return runs
@@ -84,15 +88,12 @@ def plan_table(study: Study) -> str:
         remaining += max(0, todo) * per_trial
         lines.append(f"\nsearch: {len(table)} of {study.spec.search.trials} trials launched so far; "
                      f"a trial ≈{_duration(per_trial)}")
-    # A SLURM study's runs go out as one array, array_parallelism of them at once.
-    at_once, knob = ((ex.array_parallelism, "array_parallelism") if ex.kind == "slurm" and ex.array_parallelism
-                     else (ex.max_parallel, "max_parallel"))
+    kind, settings = EXECUTORS[ex.kind], ex.model_dump()
+    at_once, knob = kind.at_once(settings)
     wall = max(remaining / at_once, longest)  # no sooner than its longest run
     lines.append(f"\nremaining: ≈{_duration(remaining)} of training, ≈{_duration(wall)} wall with {knob}={at_once} "
                  f"({ex.kind} executor)")
-    if ex.kind == "slurm":
-        lines.append(f"SLURM partition {ex.partition!r}" if ex.partition else "SLURM partition: the cluster's default "
-                     "(executor.partition is not set)")
+    lines += kind.plan_notes(settings)
     for key, (speed, source) in speeds.items():
         lines.append(f"tokens/s {speed:,.0f} for model {key}: {source}")
     lines.append("time ≈ steps x batch x (input + target budget) / tokens/s, training steps only (each run also "
@@ -101,7 +102,9 @@ def plan_table(study: Study) -> str:
 
 
 def status_table(study: Study) -> str:
-    table = rows(study)
+    """Needs the study's runs, not their masking strategies: ``ablate status`` loads the study without building
+    them (``load_study(strategies=False)``), and this builds none either, so it runs without torch."""
+    table = rows(study, strategies=False)
     axes = _axes(table)
     body = []
     for row in table:

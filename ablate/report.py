@@ -51,6 +51,10 @@ class Report:
     markdown: str  # table.md's text
     files: list[Path]
 
+    def __str__(self) -> str:
+        """What the commands print: the table, then where the files went."""
+        return f"\n{self.markdown}\nreport written to {self.folder}/ ({', '.join(p.name for p in self.files)})"
+
 
 def make_report(study: Study, spec: ReportSpec, out: Path, figures: bool = True) -> Report:
     """Refresh the study's snapshot, compare its configurations and write the report into ``out``."""
@@ -106,6 +110,17 @@ def other_options(out: Path, spec: ReportSpec) -> dict[str, Any]:
         return {}
     wanted = json.loads(json.dumps(spec.model_dump()))
     return {key: value for key, value in made.items() if wanted.get(key) != value}
+
+
+def report_once_ended(study: Study, out: Path, named: str) -> str:
+    """What ``ablate submit`` says once every run has ended: the study file's report, written into ``out``; or,
+    where ``out`` holds a report made with other options (``ablate report`` with options), that it is left as
+    it is and how to bring it up to date (``named``: the study as the user named it)."""
+    if made := other_options(out, study.spec.report):
+        return (f"{out}/ was made with other options than the study file's report section "
+                f"({', '.join(f'{k}={v!r}' for k, v in made.items())}); left as it is: `ablate report {named}` "
+                "with those options brings it up to date, without them writes the study file's")
+    return str(make_report(study, study.spec.report, out))
 
 
 def _log_to_study_run(study: Study, files: list[Path]) -> None:

@@ -6,15 +6,16 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator, model_validator
 
-from ablate.executors import EXECUTORS
+from ablate.executors import DEFAULT_KIND, EXECUTORS
+from ablate.executors.base import COMMON_KEYS
 from ablate.metric_names import current, mlflow_safe
 
 Positive = Annotated[int, Field(ge=1)]
 NonNegative = Annotated[int, Field(ge=0)]
 Seed = Annotated[int, Field(ge=0, lt=2**32)]  # numpy's seed range
-ExecutorName = Literal[tuple(EXECUTORS)]  # the kinds ablate/executors.py defines
+ExecutorName = Literal[tuple(EXECUTORS)]  # the kinds ablate/executors/ defines
 
 
 class StudyError(ValueError):
@@ -97,55 +98,30 @@ class SearchSpec(Schema):
         return self
 
 
-SIGNAL_SHARE = 0.5  # of a SLURM job's time limit that executor.signal_delay_s may take at most
-
-
-class ExecutorSpec(Schema):
-    """Where runs go. The SLURM keys are submitit's; local and debug ignore them (not gpus/tasks_per_node)."""
-
-    kind: ExecutorName = Field("local", description="; ".join(f"{k}: {e.summary}" for k, e in EXECUTORS.items()))
-    max_parallel: Positive = Field(1, description="runs at once (local processes, search trials; SLURM: the array's "
-                                   "default parallelism)")
-    threads_per_run: NonNegative = Field(0, description="torch CPU threads per run (0: torch's default)")
-    max_retries: NonNegative = Field(2, description="relaunches of a failed run")
-    timeout_min: Positive = Field(60, description="a run's time limit; at the limit it is checkpointed and requeued")
-    partition: str | None = Field(None, description="SLURM partition (sbatch --partition)")
-    account: str | None = Field(None, description="SLURM account (sbatch --account)")
-    gpus_per_node: NonNegative = Field(0, description="GPUs per run; the run is data-parallel over them")
-    tasks_per_node: Positive | None = Field(None, description="processes per run (default: one per GPU, at least "
-                                            "one)")
-    cpus_per_task: Positive | None = Field(None, description="SLURM CPUs per process (default: threads_per_run, at "
-                                           "least 1)")
-    mem_gb: float | None = Field(None, gt=0, description="SLURM memory per node")
-    array_parallelism: Positive | None = Field(None, description="SLURM array tasks at once (default: max_parallel)")
-    signal_delay_s: NonNegative = Field(120, description="SLURM sends USR2 this long before the time limit: the run "
-                                        "checkpoints and is requeued")
-    max_timeouts: NonNegative = Field(3, description="SLURM requeues of a job at its time limit before it fails "
-                                      "(submitit's max_num_timeout); the failed run is then retried (max_retries)")
-    setup: list[str] = Field(default_factory=list, description="shell lines the SLURM job runs before python (e.g. "
-                             "module load)")
-    additional: dict[str, Any] = Field(default_factory=dict, description="any other sbatch option: name -> string, "
-                                       "number or boolean (e.g. qos: normal)")
+class _ExecutorSection(Schema):
+    """Where runs go: ``kind``, the keys every kind reads, and each kind's own (``ablate/executors/``). A kind
+    ignores the keys of another, so a study can switch kinds and keep them."""
 
     @model_validator(mode="after")
-    def _time_to_train(self) -> ExecutorSpec:
-        """SLURM signals a job ``signal_delay_s`` before its limit and the run is requeued: a delay near the
-        limit leaves each job seconds to train, and the run never finishes (the requeues run out)."""
-        limit_s = self.timeout_min * 60
-        if self.kind == "slurm" and self.signal_delay_s > SIGNAL_SHARE * limit_s:
-            raise ValueError(f"signal_delay_s={self.signal_delay_s} leaves {max(0, limit_s - self.signal_delay_s)} s "
-                             f"of timeout_min={self.timeout_min} ({limit_s} s) to train before each requeue; give "
-                             f"at most {SIGNAL_SHARE:.0%} of the limit ({SIGNAL_SHARE * limit_s:.0f} s) or a longer "
-                             "timeout_min")
+    def _kind_can_run_it(self) -> _ExecutorSection:
+        EXECUTORS[self.kind].check(self.model_dump())
         return self
 
-    @field_validator("additional")
-    @classmethod
-    def _sbatch_values(cls, options: dict[str, Any]) -> dict[str, Any]:
-        for name, value in options.items():
-            if not isinstance(value, (str, int, float, bool)):
-                raise ValueError(f"{name}: {value!r}: an sbatch option takes a string, a number or a boolean")
-        return options
+
+def _executor_keys() -> dict[str, tuple[Any, Any]]:
+    """``kind``, then the common keys, then each kind's, in the registry's order; a key belongs to one kind."""
+    keys = {"kind": (ExecutorName, Field(DEFAULT_KIND, description="; ".join(f"{k}: {e.summary}"
+                                                                         for k, e in EXECUTORS.items()))),
+            **COMMON_KEYS}
+    for kind in EXECUTORS.values():
+        if taken := sorted(keys.keys() & kind.keys.keys()):
+            raise TypeError(f"executor kind {kind.kind!r} declares {taken}, which are already executor keys")
+        keys |= kind.keys
+    return keys
+
+
+ExecutorSpec = create_model("ExecutorSpec", __base__=_ExecutorSection, __doc__=_ExecutorSection.__doc__,
+                            **_executor_keys())
 
 
 class ReportSpec(Schema):

@@ -49,11 +49,13 @@ _Loader.add_implicit_resolver(
 )
 
 
-def load_study(path: str | Path, expand: bool = True) -> Study:
+def load_study(path: str | Path, expand: bool = True, strategies: bool = True) -> Study:
     """Read, validate and expand a study file; all problems of a round (``ablate/validate.py``) in one ``StudyError``.
 
     ``expand=False`` reads the file and its schema only (no configuration composed, no data set read): enough
-    for what needs only the study's name and folder, such as ``ablate ui``."""
+    for what needs only the study's name and folder, such as ``ablate ui`` and ``ablate cancel``.
+    ``strategies=False`` expands it with the first round alone (no masking strategy built, no torch
+    imported): enough for what reads its runs' keys and configs, such as ``ablate status``."""
     path = Path(path)
     where = str(path)
     raw = _read(path)
@@ -74,7 +76,7 @@ def load_study(path: str | Path, expand: bool = True) -> Study:
     if expand:
         found, configs = first_round(study)
         problems += found
-        if not problems:  # the second round
+        if not problems and strategies:  # the second round
             problems += second_round(spec, configs)
     if problems:
         raise _error(where, problems)

@@ -1,9 +1,12 @@
-"""The project's import graph, read from the source (every import, also those inside functions).
+"""The project's import graph, read from the source (every import: inside functions and under TYPE_CHECKING
+too, which are coupling as real as any other).
 
-    .venv/bin/python scripts/imports.py            # package -> packages it imports, and the rule
+    .venv/bin/python scripts/imports.py            # package -> packages it imports, and the rules
     .venv/bin/python scripts/imports.py --modules  # module -> project modules it imports
 
-Exits 1 if ``model/`` imports anything from ``ablate/``: the model is a library on its own.
+Exits 1, naming what breaks them, if ``model/`` imports anything from ``ablate/`` (the model is a library on
+its own) or if project modules import each other in a circle (each circle is shown with the lines that close
+it). ``from a import b`` is an import of the module ``a.b`` where ``b`` is one, else of ``a``.
 """
 
 from __future__ import annotations
@@ -17,36 +20,112 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("model", "ablate")
 
+Edges = dict[str, dict[str, int]]  # module -> project module it imports -> the line of its first import
+
 
 def module_name(path: Path) -> str:
     parts = path.relative_to(ROOT).with_suffix("").parts
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
-def imports(path: Path) -> set[str]:
-    """The project modules ``path`` imports (absolute imports; the project uses no relative ones)."""
-    found = set()
+def modules() -> dict[str, Path]:
+    return {module_name(p): p for package in PACKAGES for p in sorted((ROOT / package).rglob("*.py"))}
+
+
+def imports(path: Path, known: set[str]) -> dict[str, int]:
+    """The project modules ``path`` imports, each with the line of its first import (absolute imports; the
+    project uses no relative ones)."""
+    found: dict[str, int] = {}
     for node in ast.walk(ast.parse(path.read_text(), str(path))):
-        names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
-            [node.module] if isinstance(node, ast.ImportFrom) and node.module and node.level == 0 else []
-        found |= {n for n in names if n.split(".")[0] in PACKAGES}
+        if isinstance(node, ast.Import):
+            names = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names = [f"{node.module}.{a.name}" if f"{node.module}.{a.name}" in known else node.module
+                     for a in node.names]
+        else:
+            continue
+        for name in names:
+            if name.split(".")[0] in PACKAGES:
+                found[name] = min(found.get(name, node.lineno), node.lineno)
     return found
 
 
-def graph() -> dict[str, set[str]]:
-    """module -> the project modules it imports."""
-    return {module_name(p): imports(p) for package in PACKAGES for p in sorted((ROOT / package).rglob("*.py"))}
+def graph() -> Edges:
+    """module -> the project modules it imports (with the line)."""
+    files = modules()
+    return {name: imports(path, set(files)) for name, path in files.items()}
 
 
-def violations(edges: dict[str, set[str]]) -> list[str]:
+def violations(edges: Edges) -> list[str]:
     return sorted(f"{src} imports {dst}" for src, dsts in edges.items() if src.split(".")[0] == "model"
                   for dst in dsts if dst.split(".")[0] == "ablate")
+
+
+def cycles(edges: Edges) -> list[list[str]]:
+    """Every group of modules that import each other (a strongly connected component), as the shortest circle
+    through each of its modules (``[a, b, ..., a]``, each circle once)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    groups: list[list[str]] = []
+
+    def visit(node: str) -> None:  # Tarjan's algorithm; the graph is small enough to recurse
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        for dst in edges.get(node, {}):
+            if dst not in index:
+                visit(dst)
+                low[node] = min(low[node], low[dst])
+            elif dst in stack:
+                low[node] = min(low[node], index[dst])
+        if low[node] == index[node]:
+            group = []
+            while not group or group[-1] != node:
+                group.append(stack.pop())
+            if len(group) > 1 or node in edges.get(node, {}):
+                groups.append(sorted(group))
+
+    for node in sorted(edges):
+        if node not in index:
+            visit(node)
+    circles = {}
+    for group in sorted(groups):
+        for start in group:
+            circle = _shortest_circle(edges, start, set(group))[:-1]
+            first = circle.index(min(circle))
+            circles.setdefault(tuple(circle[first:] + circle[:first]), None)
+    return [[*circle, circle[0]] for circle in circles]
+
+
+def _shortest_circle(edges: Edges, start: str, members: set[str]) -> list[str]:
+    came_from: dict[str, str] = {}
+    frontier = [start]
+    while frontier:
+        following = []
+        for node in frontier:
+            for dst in sorted(edges.get(node, {})):
+                if dst not in members or dst in came_from:
+                    continue
+                came_from[dst] = node
+                if dst == start:
+                    path = [start]
+                    while path[-1] != start or len(path) == 1:
+                        path.append(came_from[path[-1]])
+                    return path[::-1]
+                following.append(dst)
+        frontier = following
+    raise AssertionError(f"no circle through {start}")
+
+
+def describe(edges: Edges, files: dict[str, Path], circle: list[str]) -> str:
+    steps = [f"{files[src].relative_to(ROOT)}:{edges[src][dst]} imports {dst}" for src, dst in zip(circle, circle[1:])]
+    return f"import circle {' -> '.join(circle)}:\n" + "\n".join(f"  {step}" for step in steps)
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--modules", action="store_true", help="module-level edges instead of package-level")
-    edges = graph()
+    edges, files = graph(), modules()
     if parser.parse_args().modules:
         for src, dsts in edges.items():
             print(f"{src} -> {', '.join(sorted(dsts)) or '(nothing of the project)'}")
@@ -59,7 +138,9 @@ def main() -> int:
             print(f"{package}/ imports {', '.join(f'{d}/' for d in sorted(between[package]))}")
     bad = violations(edges)
     print("\n".join(bad) if bad else "model/ imports nothing from ablate/")
-    return 1 if bad else 0
+    circles = cycles(edges)
+    print("\n".join(describe(edges, files, c) for c in circles) if circles else "no import circle")
+    return 1 if bad or circles else 0
 
 
 if __name__ == "__main__":

@@ -123,3 +123,18 @@ def test_bad_requests_are_refused(given, targets, kwargs, message):
     given = {n: make_tokens(SPECS, B)[n] for n in given}
     with pytest.raises(ValueError, match=message):
         generate(model(), SPECS, given, targets, torch.Generator(), **kwargs)
+
+
+def test_the_generate_command_draws_a_trained_run_s_generations_and_names_a_modality_it_lacks(finished_study, tmp_path,
+                                                                                           capsys):
+    from ablate.cli import main
+    from ablate.study_file import load_study
+
+    run = load_study(finished_study).runs[0].out_dir
+    out = tmp_path / "generation.png"
+    assert main(["generate", str(run), "--targets", "semseg", "caption", "--scenes", "2", "--steps", "2",
+                 "--out", str(out)]) == 0
+    assert capsys.readouterr().out.strip() == f"wrote {out}" and out.read_bytes().startswith(b"\x89PNG")
+    assert main(["generate", str(run), "--targets", "normals", "--out", str(tmp_path / "no.png")]) == 2
+    assert "unknown modality ['normals']; the run's data set has" in capsys.readouterr().err
+    assert not (tmp_path / "no.png").exists()

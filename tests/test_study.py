@@ -166,6 +166,22 @@ def test_states_from_mlflow_status_and_job_liveness(data_root, tmp_path):
     assert not (tmp_path / "s" / "mlflow.db").exists()  # plan reads, never creates
 
 
+@pytest.mark.parametrize("command, torch", [("status", False), ("cancel", False), ("plan", True)])
+def test_status_and_cancel_never_build_the_study_s_torch_objects(finished_study, command, torch):
+    """status expands the study without building its masking strategies, cancel reads its store alone; plan,
+    which checks the study whole, shows that the probe sees torch when it is loaded."""
+    probe = (f"import sys\nfrom ablate.cli import main\nassert main([{command!r}, {str(finished_study)!r}]) == 0\n"
+             "print('torch' in sys.modules)\n")
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    printed = done.stdout.strip().splitlines()
+    assert printed[-1] == str(torch)
+    if command == "status":
+        assert "2 runs: 2 done" in done.stdout
+    if command == "cancel":
+        assert "finished: cancelled 0 queued or running runs" in done.stdout
+
+
 def _metric_steps(ledger: Ledger, run_id: str) -> list[int]:
     return sorted(m.step for m in ledger.client.get_metric_history(run_id, "train/loss"))
 

@@ -11,10 +11,14 @@ import yaml
 from study_files import LOCAL, TINY
 
 from ablate.cli import main
+from ablate.executors import EXECUTORS
 from model.config import group_options
 
 # The masking choices a study may name: the presets (each family has one of its own name).
 STRATEGIES = ", ".join(group_options()["masking"])
+# The executor kinds, as the refusal of another lists them.
+*_OTHERS, _LAST = map(repr, EXECUTORS)
+KINDS = f"{', '.join(_OTHERS)} or {_LAST}"
 SEARCH = {"params": {"train.lr": {"type": "float", "low": 1e-4, "high": 1e-2, "log": True}}, "trials": 4,
           "metric": "train/loss"}
 
@@ -94,7 +98,7 @@ CATALOGUE = [  # (id, the study: sections or raw YAML text, what the message mus
     ("seeds as a string", sections(seeds="0,1"), ["seeds: '0,1': should be a valid list"]),
     # executor
     ("unknown executor", sections(executor={**LOCAL, "kind": "pbs"}),
-     ["executor.kind: 'pbs': should be 'local', 'debug' or 'slurm'"]),
+     [f"executor.kind: 'pbs': should be {KINDS}"]),
     ("zero memory", sections(executor={"kind": "slurm", "mem_gb": 0}),
      ["executor.mem_gb: 0: should be greater than 0"]),
     ("nested sbatch option", sections(executor={"kind": "slurm", "additional": {"qos": {"level": 1}}}),

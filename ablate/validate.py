@@ -206,7 +206,7 @@ def _check_strategies(configs: list[Fitted]) -> list[str]:
 def _check_metrics(spec: StudySpec) -> list[str]:
     """Objectives and report columns must be metrics the runs log; a pruner's, one logged while training."""
     from model.setup import logged_metrics
-    from model.tasks import metric_names
+    from model.tasks import eval_metric, metric_names
 
     training, final = None, None  # what the runs log on every data set of the study
     for root in _data_roots(spec):
@@ -215,7 +215,7 @@ def _check_metrics(spec: StudySpec) -> list[str]:
         except DataFormatError:  # reported where the configuration is composed
             continue
         t = set(logged_metrics(data.modalities))
-        f = {f"eval/{m}" for m in metric_names(data.modalities, data.generator is not None)}
+        f = {eval_metric(m) for m in metric_names(data.modalities, data.generator is not None)}
         training, final = (t, f) if training is None else (training & t, final & f)
     if training is None:
         return []

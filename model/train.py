@@ -346,7 +346,7 @@ def _mean_over_processes(accelerator: Accelerator, values: dict[str, float]) -> 
 
 def _evaluate(model: FourM, cfg: Config, setup: Setup, out_dir: Path, tracker: Tracker | None) -> dict[str, float]:
     from model.evaluate import evaluate
-    from model.tasks import skipped_tasks
+    from model.tasks import eval_metric, skipped_tasks
 
     model.eval()
     e = cfg.eval
@@ -363,7 +363,7 @@ def _evaluate(model: FourM, cfg: Config, setup: Setup, out_dir: Path, tracker: T
     )
     (out_dir / "eval.json").write_text(json.dumps(results, indent=2))
     if tracker is not None:
-        tracker.log_metrics({f"eval/{k}": v for k, v in results.items()}, cfg.train.steps)
+        tracker.log_metrics({eval_metric(k): v for k, v in results.items()}, cfg.train.steps)
         tracker.log_artifact(out_dir / "eval.json")
         if (out_dir / "generation.png").is_file():  # drawn only on a generated data set
             tracker.log_artifact(out_dir / "generation.png")

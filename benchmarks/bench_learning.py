@@ -27,7 +27,7 @@ import yaml
 from model.config import compose
 from model.evaluate import evaluate, trivial_baselines
 from model.network import FourM
-from model.setup import check
+from model.run_setup import check
 from model.train import train
 
 TASKS = ["rgb_to_semseg", "rgb_to_depth", "rgb_to_caption"]

@@ -29,8 +29,8 @@ import torch
 from model.config import compose
 from model.dataset import batches, load_split
 from model.feed import training_batches
-from model.flops import peak_tflops, train_flops
-from model.setup import check
+from model.flops import Throughput, peak_tflops, train_flops
+from model.run_setup import check
 from model.train import optimizer_for
 
 HERE = Path(__file__).resolve().parents[1]
@@ -60,7 +60,7 @@ def run(tree: Path, overrides: list[str], device: str) -> dict[str, float]:
     if not Path(result["code"]).resolve().is_relative_to(tree.resolve()):
         raise RuntimeError(f"the run meant for {tree} imported {result['code']}")
     windows = result["history"][1:]
-    keys = [k for k in ("train/tokens_per_s", "train/tflops", "train/mfu") if k in windows[0]]
+    keys = [k for k in Throughput.NAMES if k in windows[0]]
     return {k: statistics.mean(w[k] for w in windows) for k in keys}
 
 

@@ -34,17 +34,30 @@ from tqdm import tqdm
 from model.batch import DecoderInput
 from model.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from model.config import Config, to_yaml
-from model.dataset import batches, load_split
+from model.dataset import ModalitySpec, batches, load_split
 from model.feed import training_batches
 from model.flops import Throughput, peak_tflops
 from model.lease import Lease, RunFolderLeased
 from model.mask_stats import MaskStats
 from model.network import FourM
-from model.setup import Setup, check
+from model.run_setup import Setup, check
 from model.step_signals import StepSignals
 
 # Offsets that split one seed into independent streams.
 INIT_STREAM, DATA_STREAM, MASK_STREAM = 0, 1_000_003, 2_000_003
+# The metrics a step logs itself (the others: ``Throughput.NAMES``, ``MaskStats.names``).
+LOSS, LR = "train/loss", "train/lr"  # the loss (and per target modality: ``loss_metric``), the learning rate
+
+
+def loss_metric(modality: str) -> str:
+    """The logged name of one modality's part of the loss: ``train/loss/<m>``."""
+    return f"{LOSS}/{modality}"
+
+
+def logged_metrics(specs: dict[str, ModalitySpec]) -> list[str]:
+    """The names ``train`` logs every ``train.log_every`` steps, from their producers (``train/loss/<m>`` once
+    ``m`` was a target, ``train/mfu`` where the device's peak is known; ``masks/...`` to the tracker only)."""
+    return [LOSS, *(loss_metric(m) for m in sorted(specs)), LR, *Throughput.NAMES, *MaskStats.names(specs)]
 
 
 def lr_at(step: int, cfg: Config) -> float:
@@ -235,18 +248,18 @@ def _train(cfg: Config, setup: Setup, accelerator: Accelerator, lease: Lease | N
             if state.step % t.log_every == 0 or state.step == stop_at:
                 per_mod_sum = _mean_over_processes(accelerator, {k: float(v) for k, v in losses.items()})
                 last = {
-                    "train/loss": per_mod_sum.pop("loss"),
-                    **{f"train/loss/{k}": v for k, v in per_mod_sum.items()},
-                    "train/lr": scheduler.get_last_lr()[0],
+                    LOSS: per_mod_sum.pop("loss"),
+                    **{loss_metric(k): v for k, v in per_mod_sum.items()},
+                    LR: scheduler.get_last_lr()[0],
                     **throughput.read(world, lambda x: accelerator.reduce(x, "sum")),
                 }
                 if history is not None:
                     history.write(json.dumps({"step": state.step, **last}) + "\n")
                     history.flush()
                 if tracker is not None:
-                    tracker.log_metrics(last | {f"masks/{k}": v for k, v in stats.summary().items()}, state.step)
-                bar.set_postfix(loss=f"{last['train/loss']:.3f}", tok_s=f"{last['train/tokens_per_s']:.0f}",
-                                **({"mfu": f"{last['train/mfu']:.1%}"} if "train/mfu" in last else {}))
+                    tracker.log_metrics(last | stats.metrics(), state.step)
+                bar.set_postfix(loss=f"{last[LOSS]:.3f}", tok_s=f"{last[Throughput.TOKENS_PER_S]:.0f}",
+                                **({"mfu": f"{last[Throughput.MFU]:.1%}"} if Throughput.MFU in last else {}))
             bar.update(1)
             saved = state.step % t.checkpoint_every == 0 or state.step == stop_at
             if saved:

@@ -33,8 +33,7 @@ from ablate.tracking import run_tracker
 from model.checkpoint import latest_checkpoint
 from model.config import from_dict
 from model.dataset import DatasetSpec
-from model.setup import logged_metrics
-from model.train import train
+from model.train import logged_metrics, train
 
 
 def test_every_problem_is_reported_with_file_key_value_and_allowed_and_nothing_is_touched(data_root, tmp_path, capsys):

@@ -17,9 +17,11 @@ from ablate.cli import main
 from ablate.tracking import run_tracker
 from model.checkpoint import latest_checkpoint, load_run, saved_states
 from model.config import compose, group_options
+from model.dataset import DatasetSpec
 from model.evaluate import evaluate, trivial_baselines
 from model.lease import RunFolderLeased
-from model.train import train
+from model.mask_stats import MaskStats
+from model.train import logged_metrics, train
 
 TINY = ["model=tiny", "train.batch_size=8", "train.log_every=1", "train.warmup_steps=2", "train.lr=1e-3"]
 
@@ -129,6 +131,40 @@ def test_throughput_in_tokens_tflops_and_mfu_is_logged(data_root, tmp_path):
           progress=False)
     (only,) = _history(tmp_path / "b" / "run")
     assert "train/mfu" not in only and only["train/tflops"] > 0
+
+
+class Recorder:
+    """A tracker that keeps the metrics it is given, and how the run ended."""
+
+    def __init__(self):
+        self.metrics: dict[str, list[int]] = {}
+        self.status: str | None = None
+
+    def log_metrics(self, metrics, step):
+        for k in metrics:
+            self.metrics.setdefault(k, []).append(step)
+
+    def log_artifact(self, path, artifact_path=None):
+        pass
+
+    def set_tags(self, tags):
+        pass
+
+    def end(self, status):
+        self.status = status
+
+
+def test_a_run_logs_exactly_the_metrics_logged_metrics_names(data_root, tmp_path):
+    """Studies check objectives, pruner metrics and report columns against ``logged_metrics``: it must be what a run
+    logs, to the tracker at every logging step and (less the mask statistics) to its history."""
+    cfg = _cfg(data_root, tmp_path, "train.steps=4", "train.log_every=2", "train.peak_tflops=0.5")
+    tracker = Recorder()
+    train(cfg, evaluate_at_end=False, progress=False, open_tracker=lambda cfg: tracker)
+    names = logged_metrics(DatasetSpec.load(data_root[0]).modalities)
+    assert len(names) == len(set(names))
+    assert tracker.metrics == {name: [2, 4] for name in names} and tracker.status == "FINISHED"
+    to_history = sorted(["step", *(name for name in names if not name.startswith(MaskStats.PREFIX))])
+    assert [sorted(h) for h in _history(tmp_path / "run")] == [to_history] * 2
 
 
 def test_a_compiled_trunk_trains_as_the_eager_one(data_root, tmp_path):

@@ -41,10 +41,12 @@ import json, sys, tempfile
 from pathlib import Path
 import model
 from model.config import compose
-from model.train import train
+import model.train as T
 with tempfile.TemporaryDirectory() as tmp:
     cfg = compose(json.loads(sys.argv[1]) + [f"train.out_dir={tmp}/run"])
-    train(cfg, evaluate_at_end=False, progress=False)
+    quiet = dict(evaluate_at_end=False, progress=False)
+    # Revisions before TrainOptions took these as keyword arguments.
+    T.train(cfg, T.TrainOptions(**quiet)) if hasattr(T, "TrainOptions") else T.train(cfg, **quiet)
     history = [json.loads(line) for line in (Path(tmp) / "run" / "history.jsonl").read_text().splitlines()]
 print(json.dumps({"code": model.__file__, "history": history}))
 """

@@ -37,10 +37,11 @@ def data_show(args: argparse.Namespace) -> None:
 def train(args: argparse.Namespace) -> None:
     from ablate.tracking import run_tracker
     from model.config import compose
+    from model.train import TrainOptions
     from model.train import train as run_training
 
     cfg = compose(args.overrides)
-    results = run_training(cfg, evaluate_at_end=not args.no_eval, open_tracker=run_tracker)
+    results = run_training(cfg, TrainOptions(evaluate_at_end=not args.no_eval, open_tracker=run_tracker))
     if not args.no_eval:
         from model.dataset import DatasetSpec
         from model.evaluate import eval_table

@@ -44,7 +44,7 @@ class TrainJob:
     def __call__(self) -> dict[str, float]:
         from ablate.tracking import run_tracker
         from model.config import from_dict
-        from model.train import train
+        from model.train import TrainOptions, train
 
         if submitit.JobEnvironment().num_tasks > 1:
             # One task per GPU; Accelerate reads RANK/LOCAL_RANK/WORLD_SIZE. Keeping every GPU visible keeps
@@ -53,8 +53,8 @@ class TrainJob:
         # The scheduler's warning (USR2 before the time limit or a preemption) checkpoints the step the run is
         # at before submitit's handler requeues the job.
         warning = signal.Signals["SIG" + submitit.JobEnvironment.USR_SIG]
-        return train(from_dict(self.config), evaluate_at_end=self.evaluate, progress=False, open_tracker=run_tracker,
-                     checkpoint_on=(warning,))
+        return train(from_dict(self.config), TrainOptions(evaluate_at_end=self.evaluate, progress=False,
+                                                          open_tracker=run_tracker, checkpoint_on=(warning,)))
 
     def checkpoint(self, *args: object, **kwargs: object) -> submitit.helpers.DelayedSubmission:
         return submitit.helpers.DelayedSubmission(TrainJob(self.config, self.evaluate))

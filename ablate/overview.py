@@ -160,11 +160,12 @@ def _throughputs(study: Study, table: list[Row]) -> dict[str, tuple[float, str]]
 def _measure(run: Run) -> tuple[float, str]:
     """Time a few training steps of a run's config here, untracked, in a scratch folder."""
     from model.config import from_dict
-    from model.train import train
+    from model.flops import Throughput
+    from model.train import TrainOptions, train
 
     with tempfile.TemporaryDirectory() as scratch:
         config = copy.deepcopy(run.config)
         config["train"].update(steps=MEASURE_STEPS, log_every=MEASURE_STEPS, out_dir=scratch)
         config["tracking"]["enabled"] = False
-        speed = train(from_dict(config), evaluate_at_end=False, progress=False)["train/tokens_per_s"]
+        speed = train(from_dict(config), TrainOptions(evaluate_at_end=False, progress=False))[Throughput.TOKENS_PER_S]
     return speed, f"{MEASURE_STEPS} steps timed here, one run alone"

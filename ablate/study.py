@@ -122,7 +122,7 @@ class Study:
 
     def make_runs(self, overrides: dict[str, Any], seeds: list[int], settings: dict[str, Any]) -> list[Run]:
         """One config composed and checked once (its masking strategy built), then one run per seed."""
-        from model.setup import check
+        from model.run_setup import check
 
         cfg = fitted(overrides)
         check(cfg)

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from model.tasks import direction
+from model.tasks import EVAL_PREFIX, direction
 
 HEADER = "header"  # the level of the column index that holds the metric names
 
@@ -58,7 +58,7 @@ LATEX = Markup(pm=r" $\pm$ ", bold=r"\textbf{{{}}}", tie=r"$^\dagger$", small=r"
 
 def metric_label(metric: str, markup: Markup) -> str:
     """``eval/rgb->semseg/miou`` -> ``rgb->semseg/miou ↑`` (the final evaluation is implied)."""
-    return f"{markup.escape(metric.removeprefix('eval/'))} {markup.arrows[direction(metric)]}"
+    return f"{markup.escape(metric.removeprefix(EVAL_PREFIX))} {markup.arrows[direction(metric)]}"
 
 
 def short(key: str) -> str:

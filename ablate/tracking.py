@@ -123,7 +123,7 @@ def run_tracker(cfg: Config) -> RunTracker | None:
     """The MLflow run of the run in ``cfg.train.out_dir`` (None when ``tracking.enabled`` is false): the one
     named in its ``mlflow_run_id`` (a resumed run, or one a submitter created), else a new one. Params
     already logged are kept as they are; the resolved config is logged once, as ``config.yaml``.
-    Handed to ``model.train.train(cfg, open_tracker=run_tracker)``, which calls it on the main process."""
+    Handed to ``model.train.train(cfg, TrainOptions(open_tracker=run_tracker))``, which calls it on the main process."""
     if not cfg.tracking.enabled:
         return None
     out_dir = Path(cfg.train.out_dir)

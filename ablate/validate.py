@@ -192,7 +192,7 @@ def _check_search(study: Study, skip: set[tuple[str, str]]) -> tuple[list[str], 
 
 def _check_strategies(configs: list[Fitted]) -> list[str]:
     """The second round: build each configuration's masking strategy (this imports torch)."""
-    from model.setup import check
+    from model.run_setup import check
 
     problems = []
     for cfg, origin, settings in configs:
@@ -205,8 +205,9 @@ def _check_strategies(configs: list[Fitted]) -> list[str]:
 
 def _check_metrics(spec: StudySpec) -> list[str]:
     """Objectives and report columns must be metrics the runs log; a pruner's, one logged while training."""
-    from model.setup import logged_metrics
-    from model.tasks import metric_names
+    from model.mask_stats import MaskStats
+    from model.tasks import eval_metric, metric_names
+    from model.train import logged_metrics
 
     training, final = None, None  # what the runs log on every data set of the study
     for root in _data_roots(spec):
@@ -215,11 +216,11 @@ def _check_metrics(spec: StudySpec) -> list[str]:
         except DataFormatError:  # reported where the configuration is composed
             continue
         t = set(logged_metrics(data.modalities))
-        f = {f"eval/{m}" for m in metric_names(data.modalities, data.generator is not None)}
+        f = {eval_metric(m) for m in metric_names(data.modalities, data.generator is not None)}
         training, final = (t, f) if training is None else (training & t, final & f)
     if training is None:
         return []
-    train_only = sorted(m for m in training if not m.startswith("masks/"))
+    train_only = sorted(m for m in training if not m.startswith(MaskStats.PREFIX))
     wanted = [(f"report.metrics.{i}", m) for i, m in enumerate(spec.report.metrics)
               if "metrics" in spec.report.model_fields_set]  # default columns a study cannot fill stay empty
     wanted += [("search.metric", spec.search.metric)] if spec.search else []

@@ -27,8 +27,8 @@ import yaml
 from model.config import compose
 from model.evaluate import evaluate, trivial_baselines
 from model.network import FourM
-from model.setup import check
-from model.train import train
+from model.run_setup import check
+from model.train import TrainOptions, train
 
 TASKS = ["rgb_to_semseg", "rgb_to_depth", "rgb_to_caption"]
 CURVE_METRICS = ["rgb_to_semseg/miou", "rgb_to_depth/abs_rel", "rgb_to_depth/delta1", "rgb_to_caption/attr_acc",
@@ -113,7 +113,7 @@ def main() -> None:
         cfg = compose([f"data.root={args.data_root}", *overrides, f"train.out_dir={tmp}/run",
                        "tracking.enabled=false", f"train.threads={args.threads}"])
         setup = check(cfg)
-        train(cfg, evaluate_at_end=False, progress=False, after_step=score)
+        train(cfg, TrainOptions(evaluate_at_end=False, progress=False, after_step=score))
 
     trivial = trivial_baselines(args.data_root, args.eval_samples)
     result = {

@@ -29,8 +29,8 @@ import torch
 from model.config import compose
 from model.dataset import batches, load_split
 from model.feed import training_batches
-from model.flops import peak_tflops, train_flops
-from model.setup import check
+from model.flops import Throughput, peak_tflops, train_flops
+from model.run_setup import check
 from model.train import optimizer_for
 
 HERE = Path(__file__).resolve().parents[1]
@@ -41,10 +41,12 @@ import json, sys, tempfile
 from pathlib import Path
 import model
 from model.config import compose
-from model.train import train
+import model.train as T
 with tempfile.TemporaryDirectory() as tmp:
     cfg = compose(json.loads(sys.argv[1]) + [f"train.out_dir={tmp}/run"])
-    train(cfg, evaluate_at_end=False, progress=False)
+    quiet = dict(evaluate_at_end=False, progress=False)
+    # Revisions before TrainOptions took these as keyword arguments.
+    T.train(cfg, T.TrainOptions(**quiet)) if hasattr(T, "TrainOptions") else T.train(cfg, **quiet)
     history = [json.loads(line) for line in (Path(tmp) / "run" / "history.jsonl").read_text().splitlines()]
 print(json.dumps({"code": model.__file__, "history": history}))
 """
@@ -60,7 +62,7 @@ def run(tree: Path, overrides: list[str], device: str) -> dict[str, float]:
     if not Path(result["code"]).resolve().is_relative_to(tree.resolve()):
         raise RuntimeError(f"the run meant for {tree} imported {result['code']}")
     windows = result["history"][1:]
-    keys = [k for k in ("train/tokens_per_s", "train/tflops", "train/mfu") if k in windows[0]]
+    keys = [k for k in Throughput.NAMES if k in windows[0]]
     return {k: statistics.mean(w[k] for w in windows) for k in keys}
 
 

@@ -23,7 +23,7 @@ from model.config import Config, from_dict
 from model.dataset import ModalitySpec
 from model.masking import MaskingStrategy
 from model.network import FourM
-from model.setup import check
+from model.run_setup import check
 
 STATES = "states.pt"
 # Checkpoints written before named states: Accelerate's custom_checkpoint_<i>.pkl, in registration order.

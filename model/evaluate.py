@@ -42,11 +42,11 @@ from model.generate import generate, pack_present, predict_distribution
 from model.masking import build_masking
 from model.network import FourM
 from model.packing import pack
-from model.tasks import PROBE, TASKS, Truth, skipped_tasks
+from model.tasks import PROBE, TASKS, Truth, metric_key, skipped_tasks
 
 
 def _flat(task: str, scores: dict[str, float]) -> dict[str, float]:
-    return {f"{task}/{k}": v for k, v in scores.items()}
+    return {metric_key(task, k): v for k, v in scores.items()}
 
 
 def decode_tokens(tokenizer: Any, spec: ModalitySpec, tokens: torch.Tensor) -> Any:
@@ -89,8 +89,8 @@ def masked_prediction(
     out = {}
     for prefix, total in (("loss", loss), ("acc", hits)):
         per = total / count.clamp(min=1)
-        out |= {f"{prefix}/{n}": float(per[i]) for i, n in enumerate(names) if present[i]}
-        out[f"{prefix}/mean"] = float(per[present].mean())
+        out |= {metric_key(prefix, n): float(per[i]) for i, n in enumerate(names) if present[i]}
+        out[metric_key(prefix, "mean")] = float(per[present].mean())
     return out
 
 

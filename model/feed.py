@@ -4,7 +4,7 @@
 thread, up to ``PREFETCH_DEPTH`` ahead, so that a GPU does not wait for the CPU's masking and packing; the
 batches are the same, in the same order, from the same generator. Adaptive strategies
 (``learns_from_losses``) mask with the losses of the step before, so they are always fed inline
-(``model/setup.py`` refuses ``train.feed=prefetch`` for them). Both make batches on the CPU and copy them
+(``model/run_setup.py`` refuses ``train.feed=prefetch`` for them). Both make batches on the CPU and copy them
 to the device; the data set and the masking themselves do not move onto the device (yet).
 
 Because the generator may run ahead of training, every batch carries the generator's state after its masks:
@@ -24,7 +24,7 @@ from model.batch import DecoderInput, EncoderInput, Masks
 from model.config import TrainConfig
 from model.masking.spans import to_t5
 from model.packing import pack
-from model.setup import Setup
+from model.run_setup import Setup
 
 PREFETCH_DEPTH = 2  # batches ready in the queue (the thread makes one more meanwhile)
 T = TypeVar("T")

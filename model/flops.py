@@ -70,6 +70,9 @@ class Throughput:
     """Tokens (non-pad encoder + decoder slots) and model FLOPs since the last ``read``, summed on the device:
     reading them every step would make the host wait for each step to finish."""
 
+    TOKENS_PER_S, TFLOPS, MFU = "train/tokens_per_s", "train/tflops", "train/mfu"
+    NAMES = (TOKENS_PER_S, TFLOPS, MFU)  # what ``read`` returns (MFU only with a known peak)
+
     def __init__(self, cfg: ModelConfig, vocab_sizes: list[int], device: torch.device, peak: float | None):
         self.cfg, self.vocab_sizes, self.peak = cfg, vocab_sizes, peak
         self.total = torch.zeros(2, dtype=torch.long, device=device)  # [tokens, FLOPs]
@@ -88,7 +91,7 @@ class Throughput:
         elapsed = max(time.perf_counter() - self.start, 1e-9)
         self.total.zero_()
         self.start = time.perf_counter()
-        rates = {"train/tokens_per_s": tokens / elapsed, "train/tflops": flops / elapsed / 1e12}
+        rates = {self.TOKENS_PER_S: tokens / elapsed, self.TFLOPS: flops / elapsed / 1e12}
         if self.peak is not None:
-            rates["train/mfu"] = rates["train/tflops"] / (self.peak * processes)
+            rates[self.MFU] = rates[self.TFLOPS] / (self.peak * processes)
         return rates

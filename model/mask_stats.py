@@ -2,7 +2,8 @@
 
     stats = MaskStats(specs)
     stats.update(masks)          # every step (or every k-th), modality -> Masks [B, N_m]
-    stats.summary()              # flat floats for MLflow metrics
+    stats.summary()              # flat floats
+    stats.metrics()              # the same, named as a run logs them: masks/<key>
     stats.figures(out_dir)       # PNGs for MLflow artifacts
 
 Accumulated per modality: a histogram of the per-sample input and target counts (0..N_m) and
@@ -27,6 +28,13 @@ ROLES = ("input", "target")
 
 
 class MaskStats:
+    PREFIX = "masks/"  # a run logs ``summary()[key]`` as the metric ``masks/<key>``
+
+    @classmethod
+    def names(cls, specs: dict[str, ModalitySpec]) -> list[str]:
+        """The metric names ``metrics`` returns for these modalities (the same at every step)."""
+        return list(cls(specs).metrics())
+
     def __init__(self, specs: dict[str, ModalitySpec]):
         self.specs = {n: specs[n] for n in sorted(specs)}
         self.samples = 0
@@ -104,6 +112,10 @@ class MaskStats:
             for name, freq in self.frequency[role].items():
                 out[f"{name}/{role}_spread"] = _spread(freq)
         return out
+
+    def metrics(self) -> dict[str, float]:
+        """``summary`` named as a run logs it: ``masks/<key>`` (``masks/rgb/input_mean``)."""
+        return {self.PREFIX + k: v for k, v in self.summary().items()}
 
     def figures(self, out_dir: Path | str) -> list[Path]:
         """Write ``mask_budgets.png`` (per-sample count histograms) and ``mask_frequency.png``

@@ -34,7 +34,7 @@ class StepSignals:
         self._previous = {}
 
     def hand_over(self) -> None:
-        """Restore the previous handlers and call the one of the signal caught (it may exit or raise)."""
+        """Restore the previous handlers and call the one of the signal caught, if one was (it may exit or raise)."""
         caught, self.caught = self.caught, None
         previous = self._previous.get(caught)
         self.restore()

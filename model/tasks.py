@@ -10,7 +10,8 @@ returns, what a study may name as an objective or report column, which way is be
 token ceilings (``model/evaluate.py``), and the docs' metric table (a test checks ``docs/studies.md``).
 
 Metric keys are ``<task>/<metric>`` (``rgb_to_depth/abs_rel``), ``loss/<m>`` and ``acc/<m>`` (per
-modality and ``mean``), and ``probe/count_acc``; a run logs them under ``eval/``.
+modality and ``mean``), and ``probe/count_acc``, each made by ``metric_key``; a run logs them under
+``eval/`` (``eval_metric``: the name MLflow, study objectives and report columns use).
 """
 
 from __future__ import annotations
@@ -37,6 +38,18 @@ from model.scenes import SceneConfig, Scenes, render
 from model.verifier import verifier_score
 
 Direction = Literal["lower", "higher"]
+EVAL_PREFIX = "eval/"  # what a run's logged name of an evaluation key starts with (``eval_metric``)
+
+
+def metric_key(group: str, metric: str) -> str:
+    """An evaluation key, as ``evaluate`` returns it and ``eval.json`` holds it: ``rgb_to_depth``, ``abs_rel`` ->
+    ``rgb_to_depth/abs_rel``; ``loss``, ``rgb`` -> ``loss/rgb``."""
+    return f"{group}/{metric}"
+
+
+def eval_metric(key: str) -> str:
+    """The name a run logs an evaluation key under: ``rgb_to_depth/abs_rel`` -> ``eval/rgb_to_depth/abs_rel``."""
+    return EVAL_PREFIX + key
 
 
 @dataclass
@@ -117,7 +130,7 @@ TASKS: dict[str, Task] = {task.name: task for task in [
          score=lambda pred, t: {"verifier": verifier_score(pred, t.native("caption"), t.cfg)},
          trivial=lambda val, train: np.roll(val.scenes.rgb, 1, axis=0)),  # the true image of another scene
 ]}
-PROBE = "probe/count_acc"  # a ridge probe on rgb-only encoder features, predicting the number of objects
+PROBE = metric_key("probe", "count_acc")  # a ridge probe on rgb-only encoder features, predicting the number of objects
 
 # Which way is better, by metric name: a name means one thing in every task (``miou`` is higher-better in both
 # rgb_to_semseg and rgb_to_boxes), and ``loss``/``acc`` name the per-modality masked-token metrics.
@@ -147,9 +160,9 @@ def skipped_tasks(specs: dict[str, ModalitySpec], data_root: str | Path) -> dict
 
 def metric_names(specs: dict[str, ModalitySpec], generated: bool) -> list[str]:
     """The keys ``evaluate`` returns for these modalities (``generated``: the data set has ground truth)."""
-    keys = [f"{kind}/{n}" for kind in ("loss", "acc") for n in [*sorted(specs), "mean"]]
+    keys = [metric_key(kind, n) for kind in ("loss", "acc") for n in [*sorted(specs), "mean"]]
     if generated:
-        keys += [f"{name}/{metric}" for name, task in TASKS.items() if task.given in specs and task.target in specs
-                 for metric in task.metrics]
+        keys += [metric_key(name, metric) for name, task in TASKS.items()
+                 if task.given in specs and task.target in specs for metric in task.metrics]
         keys += [PROBE] if "rgb" in specs else []
     return keys

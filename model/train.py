@@ -1,5 +1,11 @@
 """Masked multimodal pre-training with Accelerate: one function from a resolved ``Config`` to a trained run.
 
+``train`` reads in phases, as nanoGPT's and MAE's loops do: it takes what a run holds while it trains
+(``_held``: the run folder's lease, its config, the tracker, the scheduler's signals deferred to step
+boundaries), prepares the run (``_prepare``: model, optimizer, the state resumed from the latest checkpoint),
+runs the step loop (``_loop``: ``_step``, ``_log``, ``_checkpoint``) and finishes (``_finish``: the mask
+figures, the evaluation). What it logs is named by the code that produces it, and ``logged_metrics`` lists it.
+
 The step, end to end: a global batch of tokens -> masks from the strategy (own RNG stream)
 -> this process's slice -> ``pack`` (``model/feed.py``: between steps or ahead in a thread) -> ``FourM.loss``
 -> AdamW. Losses, token and FLOP counts stay on the device and are read once per ``log_every`` steps.
@@ -22,9 +28,11 @@ import json
 import math
 import signal
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, closing, contextmanager
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import IO, Protocol
 
 import torch
 from accelerate import Accelerator
@@ -34,17 +42,30 @@ from tqdm import tqdm
 from model.batch import DecoderInput
 from model.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from model.config import Config, to_yaml
-from model.dataset import batches, load_split
-from model.feed import training_batches
+from model.dataset import ModalitySpec, batches, load_split
+from model.feed import Fed, training_batches
 from model.flops import Throughput, peak_tflops
 from model.lease import Lease, RunFolderLeased
 from model.mask_stats import MaskStats
 from model.network import FourM
-from model.setup import Setup, check
+from model.run_setup import Setup, check
 from model.step_signals import StepSignals
 
 # Offsets that split one seed into independent streams.
 INIT_STREAM, DATA_STREAM, MASK_STREAM = 0, 1_000_003, 2_000_003
+# The metrics a step logs itself (``_log``; the others: ``Throughput.NAMES``, ``MaskStats.names``).
+LOSS, LR = "train/loss", "train/lr"  # the loss (and per target modality: ``loss_metric``), the learning rate
+
+
+def loss_metric(modality: str) -> str:
+    """The logged name of one modality's part of the loss: ``train/loss/<m>``."""
+    return f"{LOSS}/{modality}"
+
+
+def logged_metrics(specs: dict[str, ModalitySpec]) -> list[str]:
+    """The names ``train`` logs every ``train.log_every`` steps, from their producers (``train/loss/<m>`` once
+    ``m`` was a target, ``train/mfu`` where the device's peak is known; ``masks/...`` to the tracker only)."""
+    return [LOSS, *(loss_metric(m) for m in sorted(specs)), LR, *Throughput.NAMES, *MaskStats.names(specs)]
 
 
 def lr_at(step: int, cfg: Config) -> float:
@@ -93,85 +114,155 @@ class TrainState:
         self.mask_generator.set_state(self.mask_rng)
 
 
+@dataclass(frozen=True)
+class TrainOptions:
+    """How ``train`` runs a config, beyond what the config says.
+
+    ``until_step`` stops early at that step with a checkpoint (no evaluation), as a preempted job would.
+    ``after_step(step, model)`` is called on the main process after every optimizer step (e.g. to
+    evaluate along the way, as ``benchmarks/bench_learning.py`` does); it must leave the model as it was.
+    ``open_tracker(cfg)`` opens the run's tracker on the main process, once the config is checked and the run
+    folder holds it (``ablate.tracking.run_tracker`` continues the run's MLflow run); None logs nowhere else.
+    ``checkpoint_on``: signals (a scheduler's warning that it stops the job) on which the run finishes its
+    step, saves a checkpoint there and hands the signal to the handler installed before (submitit's requeues
+    the job), so the requeued job trains no step again (``model/step_signals.py``).
+    """
+
+    evaluate_at_end: bool = True
+    progress: bool = True  # a progress bar on the main process
+    until_step: int | None = None
+    after_step: Callable[[int, FourM], None] | None = None
+    open_tracker: Callable[[Config], Tracker | None] | None = None
+    checkpoint_on: tuple[signal.Signals, ...] = ()
+
+
+@dataclass
+class Held:
+    """What a run holds while it trains (``_held``): the main process's lease and tracker, every process's
+    deferred signals."""
+
+    lease: Lease | None
+    tracker: Tracker | None
+    signals: StepSignals
+    finished: bool = False  # trained to its last step (and evaluated, if asked): the tracker ends FINISHED
+
+
+@dataclass
+class Run:
+    """A prepared run (``_prepare``): what the step loop and the final evaluation work on."""
+
+    cfg: Config
+    setup: Setup
+    accelerator: Accelerator
+    model: torch.nn.Module  # as Accelerate prepared it (wrapped in DDP on several processes)
+    network: FourM  # the same model, unwrapped
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LambdaLR  # unprepared: Accelerate would step it once per process per step
+    state: TrainState
+    # Every process draws the same global masks, so every process keeps the same statistics; checkpointed
+    # so that a resumed run's statistics cover all its steps.
+    stats: MaskStats
+
+    @property
+    def out_dir(self) -> Path:
+        return Path(self.cfg.train.out_dir)
+
+    @property
+    def states(self) -> dict:
+        """What a checkpoint saves beside Accelerate's state. Adaptive strategies carry state (hard: loss map)."""
+        return {"scheduler": self.scheduler, "train": self.state, "masking": self.setup.masking,
+                "mask_stats": self.stats}
+
+
+def train(cfg: Config, options: TrainOptions = TrainOptions()) -> dict[str, float]:
+    """Train (or resume) the run in ``cfg.train.out_dir``; returns the final evaluation (or the last logged
+    metrics: stopped early, not evaluating, or not the main process).
+
+    The run folder is leased for the whole call: if another live trainer holds it, this raises
+    ``RunFolderLeased`` before anything in it is written.
+    """
+    setup = check(cfg)
+    if cfg.train.threads:
+        torch.set_num_threads(cfg.train.threads)
+    accelerator = _accelerator(cfg)
+    with _held(cfg, accelerator, options) as held:
+        run = _prepare(cfg, setup, accelerator)
+        last = _loop(run, held, options)
+        if run.state.step < cfg.train.steps:  # stopped early: the run goes on later
+            return last
+        results = _finish(run, held.tracker, options.evaluate_at_end)
+        held.finished = True
+        return last if results is None else results
+
+
+def _accelerator(cfg: Config) -> Accelerator:
+    # cpu=True is what makes Accelerate read torchrun's RANK/WORLD_SIZE on a GPU-less machine (gloo backend).
+    # Dirichlet-style masking can leave a modality (and its head) out of one process's slice: DDP must
+    # not wait for gradients of parameters a process did not use.
+    return Accelerator(
+        cpu=not torch.cuda.is_available(),
+        kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)],
+        mixed_precision=_mixed_precision(cfg),
+        gradient_accumulation_steps=cfg.train.grad_accum,
+    )
+
+
 def _mixed_precision(cfg: Config) -> str:
     if cfg.train.mixed_precision == "auto":
         return "bf16" if torch.cuda.is_available() else "no"
     return cfg.train.mixed_precision
 
 
-def train(
-    cfg: Config,
-    evaluate_at_end: bool = True,
-    progress: bool = True,
-    until_step: int | None = None,
-    after_step: Callable[[int, FourM], None] | None = None,
-    open_tracker: Callable[[Config], Tracker | None] | None = None,
-    checkpoint_on: tuple[signal.Signals, ...] = (),
-) -> dict[str, float]:
-    """Train (or resume) the run in ``cfg.train.out_dir``; returns the final evaluation (or last losses).
-
-    ``until_step`` stops early at that step with a checkpoint (no evaluation), as a preempted job would.
-    ``after_step(step, model)`` is called on the main process after every optimizer step (e.g. to
-    evaluate along the way, as ``benchmarks/bench_learning.py`` does); it must leave the model as it was.
-    ``open_tracker(cfg)`` opens the run's tracker on the main process, once the config is checked and the run
-    folder exists (``ablate.tracking.run_tracker`` continues the run's MLflow run); None logs nowhere else.
-    ``checkpoint_on``: signals (a scheduler's warning that it stops the job) on which the run finishes its
-    step, saves a checkpoint there and hands the signal to the handler installed before (submitit's requeues
-    the job), so the requeued job trains no step again (``model/step_signals.py``).
-
-    The run folder is leased for the whole call: if another live trainer holds it, this raises
-    ``RunFolderLeased`` before anything in it is written.
-    """
-    setup = check(cfg)
-    t = cfg.train
-    if t.threads:
-        torch.set_num_threads(t.threads)
-    # cpu=True is what makes Accelerate read torchrun's RANK/WORLD_SIZE on a GPU-less machine (gloo backend).
-    # Dirichlet-style masking can leave a modality (and its head) out of one process's slice: DDP must
-    # not wait for gradients of parameters a process did not use.
-    accelerator = Accelerator(
-        cpu=not torch.cuda.is_available(),
-        kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)],
-        mixed_precision=_mixed_precision(cfg),
-        gradient_accumulation_steps=t.grad_accum,
-    )
-    lease = Lease(Path(t.out_dir)) if accelerator.is_main_process else None
-    try:
-        refused: list[Exception | None] = [None]
+@contextmanager
+def _held(cfg: Config, accelerator: Accelerator, options: TrainOptions) -> Iterator[Held]:
+    """Take what a run holds while it trains, in this order, and let it go in reverse: the run folder's lease
+    (before anything in it is written), the folder with its config, the tracker, the signals deferred to step
+    boundaries. The tracker ends FAILED on an error, KILLED on an interrupt or submitit's requeue exit and on
+    an early stop (the run goes on from its checkpoint), FINISHED once ``finished``."""
+    out_dir = Path(cfg.train.out_dir)
+    with ExitStack() as stack:
+        lease = Lease(out_dir) if accelerator.is_main_process else None
         if lease is not None:
-            try:
-                lease.acquire()
-            except Exception as e:  # noqa: BLE001  (held elsewhere, or a folder it cannot lock: told to all)
-                refused = [e]
-        if accelerator.num_processes > 1:  # every process exits, or none
-            broadcast_object_list(refused)
-        if refused[0] is not None:
-            raise refused[0]
-        return _train(cfg, setup, accelerator, lease, evaluate_at_end, progress, until_step, after_step,
-                      open_tracker, checkpoint_on)
-    finally:
-        if lease is not None:
-            lease.release()
+            stack.callback(lease.release)  # nothing to give back if it was not taken
+        _acquire(accelerator, lease)
+        if accelerator.is_main_process:
+            out_dir.mkdir(parents=True, exist_ok=True)
+            (out_dir / "config.yaml").write_text(to_yaml(cfg))
+        accelerator.wait_for_everyone()
+        opens = options.open_tracker is not None and accelerator.is_main_process
+        held = Held(lease, options.open_tracker(cfg) if opens else None, StepSignals(options.checkpoint_on))
+        held.signals.install()
+        stack.callback(held.signals.restore)
+        try:
+            yield held
+        except BaseException as e:
+            _end(held.tracker, "KILLED" if isinstance(e, (KeyboardInterrupt, SystemExit)) else "FAILED")
+            raise
+        _end(held.tracker, "FINISHED" if held.finished else "KILLED")
 
 
-def _train(cfg: Config, setup: Setup, accelerator: Accelerator, lease: Lease | None, evaluate_at_end: bool,
-           progress: bool, until_step: int | None, after_step: Callable[[int, FourM], None] | None,
-           open_tracker: Callable[[Config], Tracker | None] | None,
-           checkpoint_on: tuple[signal.Signals, ...]) -> dict[str, float]:
+def _acquire(accelerator: Accelerator, lease: Lease | None) -> None:
+    """Take the run folder's lease on the main process; every process raises if it was refused."""
+    refused: list[Exception | None] = [None]
+    if lease is not None:
+        try:
+            lease.acquire()
+        except Exception as e:  # noqa: BLE001  (held elsewhere, or a folder it cannot lock: told to all)
+            refused = [e]
+    if accelerator.num_processes > 1:  # every process exits, or none
+        broadcast_object_list(refused)
+    if refused[0] is not None:
+        raise refused[0]
+
+
+def _prepare(cfg: Config, setup: Setup, accelerator: Accelerator) -> Run:
+    """The model, its optimizer and schedule, the training state: new, or resumed from the latest checkpoint."""
     t = cfg.train
-    rank, world = accelerator.process_index, accelerator.num_processes
-    out_dir = Path(t.out_dir)
-    if accelerator.is_main_process:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        (out_dir / "config.yaml").write_text(to_yaml(cfg))
-    accelerator.wait_for_everyone()
-
     set_seed(t.seed + INIT_STREAM)
     model = setup.new_model(cfg)
     cuda = accelerator.device.type == "cuda"
     optimizer = optimizer_for(model, cfg, fused=cuda)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_at(s, cfg) / t.lr)
-    # The scheduler stays unprepared: Accelerate would step it once per process per step.
     model, optimizer = accelerator.prepare(model, optimizer)
     network = accelerator.unwrap_model(model)
     if cuda:
@@ -179,118 +270,139 @@ def _train(cfg: Config, setup: Setup, accelerator: Accelerator, lease: Lease | N
     if t.compile:
         network.compile_trunk()
     state = TrainState(torch.Generator().manual_seed(t.seed + MASK_STREAM))
-    # Every process draws the same global masks, so every process keeps the same statistics; checkpointed
-    # so that a resumed run's statistics cover all its steps. Adaptive strategies carry state (hard: loss map).
-    stats = MaskStats(setup.specs)
-    states = {"scheduler": scheduler, "train": state, "masking": setup.masking, "mask_stats": stats}
-
-    resume_from = latest_checkpoint(out_dir)
+    run = Run(cfg, setup, accelerator, model, network, optimizer, scheduler, state, MaskStats(setup.specs))
+    resume_from = latest_checkpoint(run.out_dir)
     if resume_from is not None:
-        load_checkpoint(accelerator, resume_from, states)
+        load_checkpoint(accelerator, resume_from, run.states)
         _say(accelerator, f"resuming at step {state.step} ({resume_from})")
-    tracker = open_tracker(cfg) if open_tracker is not None and accelerator.is_main_process else None
+    return run
 
-    history = _open_history(out_dir / "history.jsonl", state.step) if accelerator.is_main_process else None
-    stop_at = min(until_step or t.steps, t.steps)
-    bar = tqdm(total=t.steps, initial=state.step, desc="train", unit="step", disable=not (progress and rank == 0))
-    model.train()
-    throughput = Throughput(cfg.model, network.vocab_sizes, accelerator.device,
-                            peak_tflops(accelerator.device, t.peak_tflops))
-    last = {}
-    first_step, signals, fed = state.step, StepSignals(checkpoint_on), None
-    signals.install()
+
+def _loop(run: Run, held: Held, options: TrainOptions) -> dict[str, float]:
+    """Train from the run's step to ``until_step`` (or its last step); returns the last logged metrics. A caught
+    signal is handed over at the checkpoint of the step it arrived in; the handlers are restored at the end."""
+    state, t, accelerator, main = run.state, run.cfg.train, run.accelerator, run.accelerator.is_main_process
+    stop_at, first_step, last = min(options.until_step or t.steps, t.steps), state.step, {}
     try:
-        data = load_split(cfg.data.root, "train")
-        # The data order is a pure function of the seed: on resume, skip the batches already seen.
-        stream = batches(data, t.batch_size * world, torch.Generator().manual_seed(t.seed + DATA_STREAM))
-        for _ in range(state.step * t.grad_accum):
-            next(stream)
-        local, steps = slice(rank * t.batch_size, (rank + 1) * t.batch_size), range(state.step, stop_at)
-        fed = training_batches(setup, stream, state.mask_generator, local, accelerator.device, steps, t)
-        while state.step < stop_at:
-            losses: dict[str, torch.Tensor] = {}  # summed on the device: a float() per step would wait for it
-            for _ in range(t.grad_accum):
-                masks, enc, dec, state.mask_rng = next(fed)
-                stats.update(masks)
-                with accelerator.accumulate(model):
-                    with accelerator.autocast():
-                        loss, per_mod, token_loss = network.loss_from(model(enc, dec), dec)
-                    accelerator.backward(loss)
-                    if accelerator.sync_gradients and t.grad_clip > 0:
-                        accelerator.clip_grad_norm_(model.parameters(), t.grad_clip)
-                    optimizer.step()
-                    if accelerator.sync_gradients:
-                        scheduler.step()
-                    optimizer.zero_grad(set_to_none=True)
-                if setup.masking.learns_from_losses:
-                    # They mask the global batch, so they learn from every process's losses.
-                    setup.masking.observe(*_global(accelerator, dec, token_loss))
-                throughput.add(enc, dec)
-                for k, v in {**per_mod, "loss": loss}.items():
-                    losses[k] = losses.get(k, 0.0) + v.detach() / t.grad_accum
-            state.step += 1
-            if lease is not None and lease.lost:  # before this step writes anything
-                # Rank 0 only: the other processes stop when its process, and so the process group, ends.
-                raise RunFolderLeased(f"{out_dir}: the run folder's lease was taken over by {lease.lost}")
-            if state.step % t.log_every == 0 or state.step == stop_at:
-                per_mod_sum = _mean_over_processes(accelerator, {k: float(v) for k, v in losses.items()})
-                last = {
-                    "train/loss": per_mod_sum.pop("loss"),
-                    **{f"train/loss/{k}": v for k, v in per_mod_sum.items()},
-                    "train/lr": scheduler.get_last_lr()[0],
-                    **throughput.read(world, lambda x: accelerator.reduce(x, "sum")),
-                }
-                if history is not None:
-                    history.write(json.dumps({"step": state.step, **last}) + "\n")
-                    history.flush()
-                if tracker is not None:
-                    tracker.log_metrics(last | {f"masks/{k}": v for k, v in stats.summary().items()}, state.step)
-                bar.set_postfix(loss=f"{last['train/loss']:.3f}", tok_s=f"{last['train/tokens_per_s']:.0f}",
-                                **({"mfu": f"{last['train/mfu']:.1%}"} if "train/mfu" in last else {}))
-            bar.update(1)
-            saved = state.step % t.checkpoint_every == 0 or state.step == stop_at
-            if saved:
-                save_checkpoint(accelerator, out_dir, state.step, states)
-            if _signalled(accelerator, signals, state.step, t.log_every, stop_at):
-                if not saved:
-                    save_checkpoint(accelerator, out_dir, state.step, states)
-                caught = signals.caught.name if signals.caught else "another process's signal"
-                _say(accelerator, f"{caught} at step {state.step}: checkpoint saved there")
-                signals.hand_over()
-            if after_step is not None and accelerator.is_main_process:
-                after_step(state.step, network)
-        if signals.caught is not None:  # caught after the last step's check: its checkpoint is saved
-            signals.hand_over()
-    except BaseException as e:
-        _end(tracker, e)
-        raise
+        with ExitStack() as stack:
+            history = stack.enter_context(_open_history(run.out_dir / "history.jsonl", state.step)) if main else None
+            bar = stack.enter_context(tqdm(total=t.steps, initial=state.step, desc="train", unit="step",
+                                           disable=not (options.progress and accelerator.process_index == 0)))
+            run.model.train()
+            throughput = Throughput(run.cfg.model, run.network.vocab_sizes, accelerator.device,
+                                    peak_tflops(accelerator.device, t.peak_tflops))
+            fed = stack.enter_context(closing(_batches(run, stop_at)))  # closing stops a prefetching thread
+            while state.step < stop_at:
+                losses = _step(run, fed, throughput)
+                state.step += 1
+                if held.lease is not None and held.lease.lost:  # before this step writes anything
+                    # Rank 0 only: the other processes stop when its process, and so the process group, ends.
+                    raise RunFolderLeased(f"{run.out_dir}: the run folder's lease was taken over by {held.lease.lost}")
+                if state.step % t.log_every == 0 or state.step == stop_at:
+                    last = _log(run, losses, throughput, history, held.tracker)
+                    bar.set_postfix(_shown(last))
+                bar.update(1)
+                _checkpoint(run, held.signals, stop_at)
+                if options.after_step is not None and main:
+                    options.after_step(state.step, run.network)
+            held.signals.hand_over()  # one caught after the last step's check (its checkpoint is saved), if any
     finally:
-        signals.restore()
-        if fed is not None:
-            fed.close()  # stops a prefetching thread
-        bar.close()
-        if history is not None:
-            history.close()
         if state.step > first_step:
             _say(accelerator, f"trained steps {first_step + 1}-{state.step}")
+    return last
 
-    results = last
-    if state.step < t.steps:  # stopped early: the run goes on later
-        if tracker is not None:
-            tracker.end("KILLED")
-        return results
-    try:
-        if tracker is not None:
-            for path in stats.figures(out_dir / "masks"):
-                tracker.log_artifact(path, "masks")
-        if evaluate_at_end and accelerator.is_main_process:
-            results = _evaluate(network, cfg, setup, out_dir, tracker)
-    except BaseException as e:
-        _end(tracker, e)
-        raise
+
+def _batches(run: Run, stop_at: int) -> Iterator[Fed]:
+    """The run's batches from its step to ``stop_at``. The data order is a pure function of the seed: on resume,
+    the batches already seen are skipped."""
+    t, accelerator, state = run.cfg.train, run.accelerator, run.state
+    rank, world = accelerator.process_index, accelerator.num_processes
+    data = load_split(run.cfg.data.root, "train")
+    stream = batches(data, t.batch_size * world, torch.Generator().manual_seed(t.seed + DATA_STREAM))
+    for _ in range(state.step * t.grad_accum):
+        next(stream)
+    local, steps = slice(rank * t.batch_size, (rank + 1) * t.batch_size), range(state.step, stop_at)
+    return training_batches(run.setup, stream, state.mask_generator, local, accelerator.device, steps, t)
+
+
+def _step(run: Run, fed: Iterator[Fed], throughput: Throughput) -> dict[str, torch.Tensor]:
+    """One optimizer step over ``train.grad_accum`` batches; -> its losses (``loss`` and per modality), averaged
+    over those batches and left on the device: a float() per step would wait for it."""
+    accelerator, model, masking, t = run.accelerator, run.model, run.setup.masking, run.cfg.train
+    losses: dict[str, torch.Tensor] = {}
+    for _ in range(t.grad_accum):
+        masks, enc, dec, run.state.mask_rng = next(fed)
+        run.stats.update(masks)
+        with accelerator.accumulate(model):
+            with accelerator.autocast():
+                loss, per_mod, token_loss = run.network.loss_from(model(enc, dec), dec)
+            accelerator.backward(loss)
+            if accelerator.sync_gradients and t.grad_clip > 0:
+                accelerator.clip_grad_norm_(model.parameters(), t.grad_clip)
+            run.optimizer.step()
+            if accelerator.sync_gradients:
+                run.scheduler.step()
+            run.optimizer.zero_grad(set_to_none=True)
+        if masking.learns_from_losses:
+            # They mask the global batch, so they learn from every process's losses.
+            masking.observe(*_global(accelerator, dec, token_loss))
+        throughput.add(enc, dec)
+        for k, v in {**per_mod, "loss": loss}.items():
+            losses[k] = losses.get(k, 0.0) + v.detach() / t.grad_accum
+    return losses
+
+
+def _log(run: Run, losses: dict[str, torch.Tensor], throughput: Throughput, history: IO[str] | None,
+         tracker: Tracker | None) -> dict[str, float]:
+    """The metrics of a logging step (``logged_metrics`` lists their names), written to the history and, with
+    the mask statistics, to the tracker; -> the history's."""
+    accelerator, step = run.accelerator, run.state.step
+    mean = _mean_over_processes(accelerator, {k: float(v) for k, v in losses.items()})
+    metrics = {
+        LOSS: mean.pop("loss"),
+        **{loss_metric(m): v for m, v in mean.items()},
+        LR: run.scheduler.get_last_lr()[0],
+        **throughput.read(accelerator.num_processes, lambda x: accelerator.reduce(x, "sum")),
+    }
+    if history is not None:
+        history.write(json.dumps({"step": step, **metrics}) + "\n")
+        history.flush()
     if tracker is not None:
-        tracker.end("FINISHED")
-    accelerator.wait_for_everyone()
+        tracker.log_metrics(metrics | run.stats.metrics(), step)
+    return metrics
+
+
+def _shown(metrics: dict[str, float]) -> dict[str, str]:
+    """The progress bar's part of the logged metrics."""
+    shown = {"loss": f"{metrics[LOSS]:.3f}", "tok_s": f"{metrics[Throughput.TOKENS_PER_S]:.0f}"}
+    return shown | ({"mfu": f"{metrics[Throughput.MFU]:.1%}"} if Throughput.MFU in metrics else {})
+
+
+def _checkpoint(run: Run, signals: StepSignals, stop_at: int) -> None:
+    """Save a checkpoint every ``train.checkpoint_every`` steps and at ``stop_at``; at the step a signal
+    arrived in, save one (if not saved already) and hand the signal over."""
+    step, t, accelerator = run.state.step, run.cfg.train, run.accelerator
+    saved = step % t.checkpoint_every == 0 or step == stop_at
+    if saved:
+        save_checkpoint(accelerator, run.out_dir, step, run.states)
+    if _signalled(accelerator, signals, step, t.log_every, stop_at):
+        if not saved:
+            save_checkpoint(accelerator, run.out_dir, step, run.states)
+        caught = signals.caught.name if signals.caught else "another process's signal"
+        _say(accelerator, f"{caught} at step {step}: checkpoint saved there")
+        signals.hand_over()
+
+
+def _finish(run: Run, tracker: Tracker | None, evaluate: bool) -> dict[str, float] | None:
+    """The end of a run that trained its last step: the mask figures and (on the main process, if asked) the
+    final evaluation, with their artifacts; -> the evaluation."""
+    if tracker is not None:
+        for path in run.stats.figures(run.out_dir / "masks"):
+            tracker.log_artifact(path, "masks")
+    results = None
+    if evaluate and run.accelerator.is_main_process:
+        results = _evaluate(run.network, run.cfg, run.setup, run.out_dir, tracker)
+    run.accelerator.wait_for_everyone()
     return results
 
 
@@ -312,14 +424,12 @@ def _say(accelerator: Accelerator, message: str) -> None:
         tqdm.write(f"train: {message}", file=sys.stderr)
 
 
-def _end(tracker: Tracker | None, error: BaseException) -> None:
-    """Close the MLflow run of a run that stopped on ``error``: interrupts and submitit's requeue exit are not
-    failures (the run goes on from its checkpoint), anything else is."""
+def _end(tracker: Tracker | None, status: str) -> None:
     if tracker is not None:
-        tracker.end("KILLED" if isinstance(error, (KeyboardInterrupt, SystemExit)) else "FAILED")
+        tracker.end(status)
 
 
-def _open_history(path: Path, step: int):
+def _open_history(path: Path, step: int) -> IO[str]:
     """Append to the run's history, first dropping lines logged after the checkpoint we resume from."""
     if path.is_file():
         kept = [line for line in path.read_text().splitlines() if json.loads(line)["step"] <= step]
@@ -346,7 +456,7 @@ def _mean_over_processes(accelerator: Accelerator, values: dict[str, float]) -> 
 
 def _evaluate(model: FourM, cfg: Config, setup: Setup, out_dir: Path, tracker: Tracker | None) -> dict[str, float]:
     from model.evaluate import evaluate
-    from model.tasks import skipped_tasks
+    from model.tasks import eval_metric, skipped_tasks
 
     model.eval()
     e = cfg.eval
@@ -363,7 +473,7 @@ def _evaluate(model: FourM, cfg: Config, setup: Setup, out_dir: Path, tracker: T
     )
     (out_dir / "eval.json").write_text(json.dumps(results, indent=2))
     if tracker is not None:
-        tracker.log_metrics({f"eval/{k}": v for k, v in results.items()}, cfg.train.steps)
+        tracker.log_metrics({eval_metric(k): v for k, v in results.items()}, cfg.train.steps)
         tracker.log_artifact(out_dir / "eval.json")
         if (out_dir / "generation.png").is_file():  # drawn only on a generated data set
             tracker.log_artifact(out_dir / "generation.png")

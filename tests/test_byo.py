@@ -90,7 +90,7 @@ def test_a_run_whose_evaluation_fails_ends_failed_in_mlflow(byo, tmp_path, monke
     import model.evaluate
     from ablate.tracking import run_tracker
     from model.config import compose
-    from model.train import train
+    from model.train import TrainOptions, train
 
     def broken(*args, **kwargs):
         raise RuntimeError("evaluation broke")
@@ -99,7 +99,7 @@ def test_a_run_whose_evaluation_fails_ends_failed_in_mlflow(byo, tmp_path, monke
     out, store = tmp_path / "run", tmp_path / "mlflow.db"
     cfg = compose([f"data.root={byo}", *TRAIN, f"train.out_dir={out}", f"tracking.uri=sqlite:///{store}"])
     with pytest.raises(RuntimeError, match="evaluation broke"):
-        train(cfg, progress=False, open_tracker=run_tracker)
+        train(cfg, TrainOptions(progress=False, open_tracker=run_tracker))
     run = MlflowClient(f"sqlite:///{store}").get_run((out / "mlflow_run_id").read_text())
     assert run.info.status == "FAILED"  # not left RUNNING
 

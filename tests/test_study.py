@@ -33,8 +33,7 @@ from ablate.tracking import run_tracker
 from model.checkpoint import latest_checkpoint
 from model.config import from_dict
 from model.dataset import DatasetSpec
-from model.setup import logged_metrics
-from model.train import train
+from model.train import TrainOptions, logged_metrics, train
 
 
 def test_every_problem_is_reported_with_file_key_value_and_allowed_and_nothing_is_touched(data_root, tmp_path, capsys):
@@ -194,7 +193,8 @@ def test_submit_resumes_interrupted_runs_and_resubmission_skips_finished_ones(da
     victim = study.runs[0]
     ledger = Ledger(study)
     record = ledger.prepare(victim, None, ledger.parent_id(), {})
-    train(from_dict(victim.config), evaluate_at_end=False, progress=False, until_step=2, open_tracker=run_tracker)
+    train(from_dict(victim.config),
+          TrainOptions(evaluate_at_end=False, progress=False, until_step=2, open_tracker=run_tracker))
     assert state(ledger.record(record.run_id)) == "interrupted"
 
     started = time.monotonic()

@@ -1,11 +1,13 @@
 """Training: resume gives the same run, data parallel gives the same update, bad input stops early."""
 
+import ast
 import json
 import os
 import re
 import signal
 import subprocess
 import sys
+from pathlib import Path
 
 import mlflow
 import pytest
@@ -17,9 +19,11 @@ from ablate.cli import main
 from ablate.tracking import run_tracker
 from model.checkpoint import latest_checkpoint, load_run, saved_states
 from model.config import compose, group_options
+from model.dataset import DatasetSpec
 from model.evaluate import evaluate, trivial_baselines
 from model.lease import RunFolderLeased
-from model.train import train
+from model.mask_stats import MaskStats
+from model.train import TrainOptions, logged_metrics, train
 
 TINY = ["model=tiny", "train.batch_size=8", "train.log_every=1", "train.warmup_steps=2", "train.lr=1e-3"]
 
@@ -30,20 +34,25 @@ def _cfg(data_root, tmp_path, *extra):
                     *TINY, *extra])
 
 
+def _quiet(**options) -> TrainOptions:
+    """No evaluation, no progress bar."""
+    return TrainOptions(evaluate_at_end=False, progress=False, **options)
+
+
 def _losses(run_dir):
     return [json.loads(line)["train/loss"] for line in (run_dir / "history.jsonl").read_text().splitlines()]
 
 
 def test_stop_and_resume_matches_an_uninterrupted_run_and_continues_the_mlflow_run(data_root, tmp_path):
     whole = _cfg(data_root, tmp_path / "a", "train.steps=6")
-    train(whole, evaluate_at_end=False, progress=False, open_tracker=run_tracker)
+    train(whole, _quiet(open_tracker=run_tracker))
 
     parts = _cfg(data_root, tmp_path / "b", "train.steps=6", "train.checkpoint_every=100")
-    train(parts, evaluate_at_end=False, progress=False, until_step=3, open_tracker=run_tracker)
+    train(parts, _quiet(until_step=3, open_tracker=run_tracker))
     run_dir = tmp_path / "b" / "run"
     assert latest_checkpoint(run_dir).name == "step_0000003"
     run_id = (run_dir / "mlflow_run_id").read_text()
-    train(parts, evaluate_at_end=False, progress=False, open_tracker=run_tracker)
+    train(parts, _quiet(open_tracker=run_tracker))
 
     assert len(_losses(run_dir)) == 6
     assert _losses(run_dir) == pytest.approx(_losses(tmp_path / "a" / "run"), rel=1e-5)
@@ -86,12 +95,12 @@ def test_prefetched_batches_train_as_inline_ones_and_a_killed_prefetching_run_re
     batches trained on (block: T5 spans; the schedule follows the step each batch is made for)."""
     common = ["train.steps=6", "tracking.enabled=false", f"masking={masking}", "train.checkpoint_every=2",
               "masking.mask_ratio={schedule: linear, start: 0.3, end: 0.7}"]
-    train(_cfg(data_root, tmp_path / "inline", *common, "train.feed=inline"), evaluate_at_end=False, progress=False)
-    train(_cfg(data_root, tmp_path / "ahead", *common, "train.feed=prefetch"), evaluate_at_end=False, progress=False)
+    train(_cfg(data_root, tmp_path / "inline", *common, "train.feed=inline"), _quiet())
+    train(_cfg(data_root, tmp_path / "ahead", *common, "train.feed=prefetch"), _quiet())
     parts = _cfg(data_root, tmp_path / "parts", *common, "train.feed=prefetch")
     with pytest.raises(Killed):
-        train(parts, evaluate_at_end=False, progress=False, after_step=_killed_at(2))
-    train(parts, evaluate_at_end=False, progress=False)
+        train(parts, _quiet(after_step=_killed_at(2)))
+    train(parts, _quiet())
 
     inline = _losses(tmp_path / "inline" / "run")
     assert len(inline) == 6
@@ -118,37 +127,79 @@ def test_prefetching_is_refused_for_a_masking_that_learns_from_the_last_steps_lo
 def test_throughput_in_tokens_tflops_and_mfu_is_logged(data_root, tmp_path):
     cfg = _cfg(data_root, tmp_path, "train.steps=4", "train.log_every=2", "train.peak_tflops=0.5",
                "tracking.enabled=false")
-    train(cfg, evaluate_at_end=False, progress=False)
+    train(cfg, _quiet())
     history = _history(tmp_path / "run")
     assert [h["step"] for h in history] == [2, 4]
     for h in history:
         assert h["train/tokens_per_s"] > 0 and h["train/tflops"] > 0
         assert h["train/mfu"] == pytest.approx(h["train/tflops"] / 0.5)
     # Without a peak (a CPU, no train.peak_tflops) there is no MFU, but the achieved rate is still logged.
-    train(_cfg(data_root, tmp_path / "b", "train.steps=1", "tracking.enabled=false"), evaluate_at_end=False,
-          progress=False)
+    train(_cfg(data_root, tmp_path / "b", "train.steps=1", "tracking.enabled=false"), _quiet())
     (only,) = _history(tmp_path / "b" / "run")
     assert "train/mfu" not in only and only["train/tflops"] > 0
 
 
+class Recorder:
+    """A tracker that keeps the metrics it is given, and how the run ended."""
+
+    def __init__(self):
+        self.metrics: dict[str, list[int]] = {}
+        self.status: str | None = None
+
+    def log_metrics(self, metrics, step):
+        for k in metrics:
+            self.metrics.setdefault(k, []).append(step)
+
+    def log_artifact(self, path, artifact_path=None):
+        pass
+
+    def set_tags(self, tags):
+        pass
+
+    def end(self, status):
+        self.status = status
+
+
+def test_a_run_logs_exactly_the_metrics_logged_metrics_names(data_root, tmp_path):
+    """Studies check objectives, pruner metrics and report columns against ``logged_metrics``: it must be what a run
+    logs, to the tracker at every logging step and (less the mask statistics) to its history."""
+    cfg = _cfg(data_root, tmp_path, "train.steps=4", "train.log_every=2", "train.peak_tflops=0.5")
+    tracker = Recorder()
+    train(cfg, _quiet(open_tracker=lambda cfg: tracker))
+    names = logged_metrics(DatasetSpec.load(data_root[0]).modalities)
+    assert len(names) == len(set(names))
+    assert tracker.metrics == {name: [2, 4] for name in names} and tracker.status == "FINISHED"
+    to_history = sorted(["step", *(name for name in names if not name.startswith(MaskStats.PREFIX))])
+    assert [sorted(h) for h in _history(tmp_path / "run")] == [to_history] * 2
+
+
+def test_no_function_of_the_training_loop_is_over_60_lines():
+    """``train`` reads in phases (prepare, the step loop, finish), each a function one can read at once."""
+    path = Path(__file__).parents[1] / "model" / "train.py"
+    functions = [f for f in ast.walk(ast.parse(path.read_text()))
+                 if isinstance(f, ast.FunctionDef | ast.AsyncFunctionDef)]
+    assert len(functions) > 10
+    long = {f.name: f.end_lineno - f.lineno + 1 for f in functions if f.end_lineno - f.lineno + 1 > 60}
+    assert not long, f"model/train.py: functions over 60 lines: {long}"
+
+
 def test_a_compiled_trunk_trains_as_the_eager_one(data_root, tmp_path):
     common = ["train.steps=3", "tracking.enabled=false", "train.threads=1"]
-    train(_cfg(data_root, tmp_path / "eager", *common), evaluate_at_end=False, progress=False)
-    train(_cfg(data_root, tmp_path / "compiled", *common, "train.compile=true"), evaluate_at_end=False,
-          progress=False)
+    train(_cfg(data_root, tmp_path / "eager", *common), _quiet())
+    train(_cfg(data_root, tmp_path / "compiled", *common, "train.compile=true"), _quiet())
     # Inductor fuses and reorders float operations: equal up to rounding, not bit for bit.
     assert _losses(tmp_path / "compiled" / "run") == pytest.approx(_losses(tmp_path / "eager" / "run"), rel=1e-3)
 
 
 def test_a_checkpoint_killed_mid_write_is_ignored(data_root, tmp_path):
     cfg = _cfg(data_root, tmp_path, "train.steps=4", "tracking.enabled=false")
-    train(cfg, evaluate_at_end=False, progress=False, until_step=2)
+    train(cfg, _quiet(until_step=2))
     run_dir = tmp_path / "run"
     partial = run_dir / "checkpoints" / "step_0000003"
     partial.mkdir()
     (partial / "model.safetensors").write_bytes(b"truncated")
     assert latest_checkpoint(run_dir).name == "step_0000002"
-    train(cfg, evaluate_at_end=False, progress=False)
+    train(cfg, _quiet())
     assert len(_losses(run_dir)) == 4
 
 
@@ -188,7 +239,7 @@ def test_bad_input_stops_before_training_with_a_message(data_root, tmp_path, cap
 
 def test_training_lowers_the_loss(data_root, tmp_path):
     cfg = _cfg(data_root, tmp_path, "train.steps=40", "tracking.enabled=false", "train.log_every=1")
-    train(cfg, evaluate_at_end=False, progress=False)
+    train(cfg, _quiet())
     losses = torch.tensor(_losses(tmp_path / "run"))  # one batch of 8 per step: compare means of 10 steps
     assert len(losses) == 40 and torch.isfinite(losses).all()
     assert losses[-10:].mean() < 0.9 * losses[:10].mean()
@@ -202,7 +253,7 @@ def test_a_few_hundred_tiny_steps_learn_rgb_to_semseg_and_depth_beyond_the_trivi
                "train.lr=2e-3", "tracking.enabled=false", "train.log_every=50",
                f"masking.input_alphas={only % (1000, 0, 0)}", f"masking.target_alphas={only % (0, 1, 1)}")
     model_dir = tmp_path / "run"
-    train(cfg, evaluate_at_end=False, progress=False)
+    train(cfg, _quiet())
     model, _, specs = load_run(model_dir)
     metrics = evaluate(model, specs, data_root[0], num_samples=200, probe_samples=0,
                        tasks=["rgb_to_semseg", "rgb_to_depth"])
@@ -219,7 +270,7 @@ def test_every_masking_family_trains_without_nan(data_root, tmp_path, family):
     """A few hundred steps of ``tiny`` per family preset: finite losses that fall."""
     cfg = _cfg(data_root, tmp_path, f"masking={family}", "train.steps=200", "train.batch_size=16",
                "train.log_every=10", "train.warmup_steps=20", "tracking.enabled=false")
-    train(cfg, evaluate_at_end=False, progress=False)
+    train(cfg, _quiet())
     losses = torch.tensor(_losses(tmp_path / "run"))
     assert len(losses) == 20 and torch.isfinite(losses).all()
     assert losses[-5:].mean() < 0.8 * losses[0]
@@ -249,15 +300,15 @@ def _warn_at(at: int):
 
 def test_a_signal_mid_run_checkpoints_that_step_hands_over_and_the_resumed_run_trains_no_step_twice(
         data_root, tmp_path, capfd, scheduler_handler):
-    train(_cfg(data_root, tmp_path / "a", "train.steps=6"), evaluate_at_end=False, progress=False)
+    train(_cfg(data_root, tmp_path / "a", "train.steps=6"), _quiet())
     cfg = _cfg(data_root, tmp_path / "b", "train.steps=6", "train.checkpoint_every=100")
     installed = signal.getsignal(signal.SIGUSR2)
     with pytest.raises(SystemExit):
-        train(cfg, evaluate_at_end=False, progress=False, after_step=_warn_at(2), checkpoint_on=(signal.SIGUSR2,))
+        train(cfg, _quiet(after_step=_warn_at(2), checkpoint_on=(signal.SIGUSR2,)))
     assert scheduler_handler == [signal.SIGUSR2] and signal.getsignal(signal.SIGUSR2) is installed
     run_dir = tmp_path / "b" / "run"
     assert latest_checkpoint(run_dir).name == "step_0000003"  # the step the signal arrived in, not step 0
-    train(cfg, evaluate_at_end=False, progress=False, checkpoint_on=(signal.SIGUSR2,))
+    train(cfg, _quiet(checkpoint_on=(signal.SIGUSR2,)))
     log = capfd.readouterr().err
     assert "train: SIGUSR2 at step 3: checkpoint saved there" in log and "resuming at step 3" in log
     assert re.findall(r"trained steps (\d+)-(\d+)", log) == [("1", "6"), ("1", "3"), ("4", "6")]  # a, then b twice
@@ -277,7 +328,7 @@ def test_a_second_trainer_on_a_leased_run_folder_exits_untouched_and_a_killed_ho
         assert lease["holder"]["pid"] == holder.pid
         written = (run_dir / "config.yaml").stat().st_mtime_ns
         with pytest.raises(RunFolderLeased, match=f"another trainer holds this run folder \\(pid {holder.pid} on"):
-            train(compose(overrides), evaluate_at_end=False, progress=False)
+            train(compose(overrides), _quiet())
         assert (run_dir / "config.yaml").stat().st_mtime_ns == written  # not rewritten
         assert json.loads((run_dir / "lease.json").read_text())["holder"] == lease["holder"]  # not taken
         assert holder.poll() is None  # and the holder trains on
@@ -286,13 +337,13 @@ def test_a_second_trainer_on_a_leased_run_folder_exits_untouched_and_a_killed_ho
         holder.wait()
     assert (run_dir / "lease.json").is_file()
     resumed_at = int(latest_checkpoint(run_dir).name.removeprefix("step_"))
-    train(compose(overrides), evaluate_at_end=False, progress=False, until_step=resumed_at + 1)
+    train(compose(overrides), _quiet(until_step=resumed_at + 1))
     assert latest_checkpoint(run_dir).name == f"step_{resumed_at + 1:07d}" and not (run_dir / "lease.json").exists()
 
 
 def test_a_signal_during_the_last_step_is_handed_over_before_the_evaluation(data_root, tmp_path, scheduler_handler):
     cfg = _cfg(data_root, tmp_path, "train.steps=3", "tracking.enabled=false")
     with pytest.raises(SystemExit):  # not swallowed while the evaluation would outlast the warning
-        train(cfg, progress=False, after_step=_warn_at(3), checkpoint_on=(signal.SIGUSR2,))
+        train(cfg, TrainOptions(progress=False, after_step=_warn_at(3), checkpoint_on=(signal.SIGUSR2,)))
     assert scheduler_handler == [signal.SIGUSR2] and latest_checkpoint(tmp_path / "run").name == "step_0000003"
     assert not (tmp_path / "run" / "eval.json").exists()

@@ -1,4 +1,4 @@
-"""A config checked against its data set: what every run needs before its first step.
+"""A run's setup: its config checked against its data set, what every run needs before its first step.
 
 ``check`` is the one gate: ``train`` runs it first, a study runs it for every configuration it
 would launch (before launching any), and loading a run back runs it on the run's config.
@@ -12,7 +12,6 @@ from model.build import codebooks
 from model.config import Config, ConfigError
 from model.dataset import ModalitySpec
 from model.fit_to_data import fit
-from model.mask_stats import MaskStats
 from model.masking import MaskingStrategy, build_masking
 from model.network import FourM
 
@@ -46,9 +45,3 @@ def check(cfg: Config) -> Setup:
                           f"batches cannot be made ahead; use train.feed=auto or inline")
     return Setup(spec.modalities, masking, input_budget, target_budget)
 
-
-def logged_metrics(specs: dict[str, ModalitySpec]) -> list[str]:
-    """The keys ``train`` logs every ``train.log_every`` steps (``train/loss/<m>`` once ``m`` was a target,
-    ``train/mfu`` where the device's peak is known)."""
-    return ["train/loss", *(f"train/loss/{m}" for m in sorted(specs)), "train/lr", "train/tokens_per_s",
-            "train/tflops", "train/mfu", *(f"masks/{k}" for k in MaskStats(specs).summary())]

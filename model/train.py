@@ -5,20 +5,11 @@ The step, end to end: a global batch of tokens -> masks from the strategy (own R
 -> AdamW. Losses, token and FLOP counts stay on the device and are read once per ``log_every`` steps.
 Every process draws the same global batch and masks and keeps its slice, so a run gives the same updates on 1 or N
 processes (with ``token`` loss weighting and fixed budgets: exactly; ``mod`` averages per process).
-
-A run folder (``train.out_dir``) holds::
-
-    config.yaml        the resolved config
-    checkpoints/       step_XXXXXXX/ and ``latest`` naming the newest complete one (``model/checkpoint.py``)
-    mlflow_run_id      so that a resumed run continues the same MLflow run (``ablate/tracking.py``)
-    history.jsonl      logged training metrics, one JSON object per line
-    eval.json          final evaluation
-    lease.json         who trains it now (``model/lease.py``): a second trainer exits without touching it
+What the run leaves in its folder (``train.out_dir``): ``model/run_folder.py``.
 """
 
 from __future__ import annotations
 
-import json
 import math
 import signal
 import sys
@@ -32,14 +23,15 @@ from accelerate.utils import DistributedDataParallelKwargs, broadcast_object_lis
 from tqdm import tqdm
 
 from model.batch import DecoderInput
-from model.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
-from model.config import Config, to_yaml
+from model.checkpoint import load_checkpoint, save_checkpoint
+from model.config import Config
 from model.dataset import batches, load_split
 from model.feed import training_batches
 from model.flops import Throughput, peak_tflops
 from model.lease import Lease, RunFolderLeased
 from model.mask_stats import MaskStats
 from model.network import FourM
+from model.run_folder import RunFolder
 from model.setup import Setup, check
 from model.step_signals import StepSignals
 
@@ -160,10 +152,9 @@ def _train(cfg: Config, setup: Setup, accelerator: Accelerator, lease: Lease | N
            checkpoint_on: tuple[signal.Signals, ...]) -> dict[str, float]:
     t = cfg.train
     rank, world = accelerator.process_index, accelerator.num_processes
-    out_dir = Path(t.out_dir)
+    folder = RunFolder(t.out_dir)
     if accelerator.is_main_process:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        (out_dir / "config.yaml").write_text(to_yaml(cfg))
+        folder.write_config(cfg)
     accelerator.wait_for_everyone()
 
     set_seed(t.seed + INIT_STREAM)
@@ -184,13 +175,13 @@ def _train(cfg: Config, setup: Setup, accelerator: Accelerator, lease: Lease | N
     stats = MaskStats(setup.specs)
     states = {"scheduler": scheduler, "train": state, "masking": setup.masking, "mask_stats": stats}
 
-    resume_from = latest_checkpoint(out_dir)
+    resume_from = folder.latest_checkpoint()
     if resume_from is not None:
         load_checkpoint(accelerator, resume_from, states)
         _say(accelerator, f"resuming at step {state.step} ({resume_from})")
     tracker = open_tracker(cfg) if open_tracker is not None and accelerator.is_main_process else None
 
-    history = _open_history(out_dir / "history.jsonl", state.step) if accelerator.is_main_process else None
+    history = folder.open_history(state.step) if accelerator.is_main_process else None
     stop_at = min(until_step or t.steps, t.steps)
     bar = tqdm(total=t.steps, initial=state.step, desc="train", unit="step", disable=not (progress and rank == 0))
     model.train()
@@ -231,7 +222,7 @@ def _train(cfg: Config, setup: Setup, accelerator: Accelerator, lease: Lease | N
             state.step += 1
             if lease is not None and lease.lost:  # before this step writes anything
                 # Rank 0 only: the other processes stop when its process, and so the process group, ends.
-                raise RunFolderLeased(f"{out_dir}: the run folder's lease was taken over by {lease.lost}")
+                raise RunFolderLeased(f"{folder.path}: the run folder's lease was taken over by {lease.lost}")
             if state.step % t.log_every == 0 or state.step == stop_at:
                 per_mod_sum = _mean_over_processes(accelerator, {k: float(v) for k, v in losses.items()})
                 last = {
@@ -241,8 +232,7 @@ def _train(cfg: Config, setup: Setup, accelerator: Accelerator, lease: Lease | N
                     **throughput.read(world, lambda x: accelerator.reduce(x, "sum")),
                 }
                 if history is not None:
-                    history.write(json.dumps({"step": state.step, **last}) + "\n")
-                    history.flush()
+                    history.append(state.step, last)
                 if tracker is not None:
                     tracker.log_metrics(last | {f"masks/{k}": v for k, v in stats.summary().items()}, state.step)
                 bar.set_postfix(loss=f"{last['train/loss']:.3f}", tok_s=f"{last['train/tokens_per_s']:.0f}",
@@ -250,10 +240,10 @@ def _train(cfg: Config, setup: Setup, accelerator: Accelerator, lease: Lease | N
             bar.update(1)
             saved = state.step % t.checkpoint_every == 0 or state.step == stop_at
             if saved:
-                save_checkpoint(accelerator, out_dir, state.step, states)
+                save_checkpoint(accelerator, folder, state.step, states)
             if _signalled(accelerator, signals, state.step, t.log_every, stop_at):
                 if not saved:
-                    save_checkpoint(accelerator, out_dir, state.step, states)
+                    save_checkpoint(accelerator, folder, state.step, states)
                 caught = signals.caught.name if signals.caught else "another process's signal"
                 _say(accelerator, f"{caught} at step {state.step}: checkpoint saved there")
                 signals.hand_over()
@@ -281,10 +271,10 @@ def _train(cfg: Config, setup: Setup, accelerator: Accelerator, lease: Lease | N
         return results
     try:
         if tracker is not None:
-            for path in stats.figures(out_dir / "masks"):
-                tracker.log_artifact(path, "masks")
+            for path in stats.figures(folder):
+                tracker.log_artifact(path, RunFolder.MASKS)
         if evaluate_at_end and accelerator.is_main_process:
-            results = _evaluate(network, cfg, setup, out_dir, tracker)
+            results = _evaluate(network, cfg, setup, folder, tracker)
     except BaseException as e:
         _end(tracker, e)
         raise
@@ -319,14 +309,6 @@ def _end(tracker: Tracker | None, error: BaseException) -> None:
         tracker.end("KILLED" if isinstance(error, (KeyboardInterrupt, SystemExit)) else "FAILED")
 
 
-def _open_history(path: Path, step: int):
-    """Append to the run's history, first dropping lines logged after the checkpoint we resume from."""
-    if path.is_file():
-        kept = [line for line in path.read_text().splitlines() if json.loads(line)["step"] <= step]
-        path.write_text("".join(line + "\n" for line in kept))
-    return path.open("a")
-
-
 def _global(accelerator: Accelerator, dec: DecoderInput, token_loss: torch.Tensor) -> tuple:
     """Decoder slots and per-slot losses of the whole global batch, in process order."""
     if accelerator.num_processes == 1:
@@ -344,7 +326,8 @@ def _mean_over_processes(accelerator: Accelerator, values: dict[str, float]) -> 
     return {k: sum(g[k] for g in gathered if k in g) / sum(k in g for g in gathered) for k in sorted(keys)}
 
 
-def _evaluate(model: FourM, cfg: Config, setup: Setup, out_dir: Path, tracker: Tracker | None) -> dict[str, float]:
+def _evaluate(model: FourM, cfg: Config, setup: Setup, folder: RunFolder,
+              tracker: Tracker | None) -> dict[str, float]:
     from model.evaluate import evaluate
     from model.tasks import skipped_tasks
 
@@ -359,14 +342,14 @@ def _evaluate(model: FourM, cfg: Config, setup: Setup, out_dir: Path, tracker: T
         seed=e.seed,
         generation_steps=e.generation_steps,
         probe_samples=e.probe_samples,
-        figure=out_dir / "generation.png",
+        figure=folder.generation,
     )
-    (out_dir / "eval.json").write_text(json.dumps(results, indent=2))
+    folder.write_eval(results)
     if tracker is not None:
         tracker.log_metrics({f"eval/{k}": v for k, v in results.items()}, cfg.train.steps)
-        tracker.log_artifact(out_dir / "eval.json")
-        if (out_dir / "generation.png").is_file():  # drawn only on a generated data set
-            tracker.log_artifact(out_dir / "generation.png")
+        tracker.log_artifact(folder.eval)
+        if folder.generation.is_file():  # drawn only on a generated data set
+            tracker.log_artifact(folder.generation)
         if skipped := skipped_tasks(setup.specs, cfg.data.root):
             tracker.set_tags({"eval_skipped": "; ".join(f"{task}: {why}" for task, why in skipped.items())})
     return results

@@ -1,8 +1,10 @@
-"""``model/run_folder.py``: a run folder's files, written and read back, and old folders still read."""
+"""The run folder has one owner: ``model/run_folder.py`` names its files, and reads and writes them."""
 
 from __future__ import annotations
 
+import ast
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -12,6 +14,82 @@ import pytest
 from model.run_folder import TAIL_BYTES, RunFolder
 
 ROOT = Path(__file__).parents[1]
+OWNER = ROOT / "model" / "run_folder.py"
+# String literals in model/ and ablate/ that are a run-folder name by coincidence, and what they are.
+NOT_RUN_FOLDER_NAMES = {
+    ("ablate/figures.py", "masks"): "the report's figure of the realized masks (masks.pdf, masks.png)",
+    ("ablate/cli.py", "generation.png"): "where `ablate generate` draws by default (in the working directory)",
+}
+
+
+def declared() -> dict[str, str]:
+    """Each name ``RunFolder`` declares (its upper-case string attributes, split at ``/``) -> the attribute."""
+    names: dict[str, str] = {}
+    for key, value in vars(RunFolder).items():
+        for part in value.split("/") if key.isupper() and isinstance(value, str) else ():
+            names.setdefault(part, key)  # masks: MASKS, not the artifact path that begins with it
+    return names
+
+
+def literals(tree: ast.AST) -> list[tuple[int, str]]:
+    """(line, text) of each string literal; an f-string as its text with ``{}`` where a value goes."""
+    found, inside = [], set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.JoinedStr) and id(node) not in inside:
+            inside |= {id(n) for n in ast.walk(node)}  # its pieces and format specs
+            found.append((node.lineno, "".join(v.value if isinstance(v, ast.Constant) else "{}" for v in node.values)))
+        elif isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in inside:
+            found.append((node.lineno, node.value))
+    return found
+
+
+def named(part: str, names: dict[str, str]) -> str | None:
+    """The attribute whose name ``part`` is (a ``*_PREFIX`` begins a name: ``step_{}``, ``step_*``), or None."""
+    for name, key in names.items():
+        if part == name or key.endswith("_PREFIX") and re.fullmatch(re.escape(name) + r"(\{\}|\*|\d+)", part):
+            return key
+    return None
+
+
+def spelled(text: str, names: dict[str, str]) -> str | None:
+    """The attribute whose name ``text`` spells as a path or a part of one, or None. A name must end the path
+    or be followed by another name: ``masks/{}`` (a metric's name) only begins with a folder's."""
+    parts = text.split("/")
+    for i, part in enumerate(parts):
+        if (key := named(part, names)) and (i == len(parts) - 1 or named(parts[i + 1], names)):
+            return key
+    return None
+
+
+def test_no_file_of_model_or_ablate_but_the_run_folders_own_spells_a_run_folder_name():
+    names = declared()
+    assert {"config.yaml", "latest", "history.jsonl", "mlflow_run_id", "lease.json"} <= set(names)
+    found = []
+    for path in sorted([*(ROOT / "model").rglob("*.py"), *(ROOT / "ablate").rglob("*.py")]):
+        if path == OWNER:
+            continue
+        where = path.relative_to(ROOT).as_posix()
+        for line, text in literals(ast.parse(path.read_text(), str(path))):
+            if (where, text) not in NOT_RUN_FOLDER_NAMES and (key := spelled(text, names)):
+                found.append(f"{where}:{line}: {text!r} is RunFolder.{key}")
+    assert not found, "name these through model/run_folder.py's RunFolder:\n" + "\n".join(found)
+
+
+def test_the_check_finds_what_it_looks_for():
+    names = declared()
+    paths = ["checkpoints/latest", "masks/mask_frequency.png", "step_{}", "step_*", "eval.json", "x/config.yaml",
+             "checkpoints", "lease.lock"]
+    others = ["masks/{}", "masks/", "masks/{}/hidden_agreement", "checkpoints and requeues", "masks_figure",
+              "see model/step_signals.py", "the config", "latest_metrics"]
+    assert [text for text in paths + others if spelled(text, names)] == paths
+    tree = ast.parse('x = f"step_{step:07d}"\ny = out / "history.jsonl"')
+    assert literals(tree) == [(1, "step_{}"), (2, "history.jsonl")]
+
+
+def test_the_exemptions_are_still_needed():
+    """An exemption nobody needs any more goes (else it hides a name spelled where it once was harmless)."""
+    for where, text in NOT_RUN_FOLDER_NAMES:
+        assert text in {t for _, t in literals(ast.parse((ROOT / where).read_text()))}, (where, text)
 
 
 def test_reading_the_latest_step_loads_no_torch():

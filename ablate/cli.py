@@ -45,12 +45,13 @@ def train(args: argparse.Namespace) -> None:
     if not args.no_eval:
         from model.dataset import DatasetSpec
         from model.evaluate import eval_table
+        from model.run_folder import RunFolder
         from model.tasks import skipped_tasks
 
         print("\n" + eval_table(results))
         for task, why in skipped_tasks(DatasetSpec.load(cfg.data.root).modalities, cfg.data.root).items():
             print(f"not evaluated: {task}: {why}")
-        print(f"\nevaluation written to {Path(cfg.train.out_dir) / 'eval.json'}")
+        print(f"\nevaluation written to {RunFolder(cfg.train.out_dir).eval}")
 
 
 def masking(args: argparse.Namespace) -> None:

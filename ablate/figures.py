@@ -24,7 +24,6 @@ from ablate.stats import t_interval
 from ablate.table import MARKDOWN, metric_label, short
 from model.tasks import direction
 
-MASK_FIGURE = "masks/mask_frequency.png"  # the artifact model/train.py logs
 MAX_ANNOTATED_ROWS = 40
 PNG_DPI = 100
 

@@ -137,9 +137,7 @@ class Ledger:
             })
             self.client.update_run(created.info.run_id, status="SCHEDULED")
             record = self.record(created.info.run_id)
-        run.out_dir.mkdir(parents=True, exist_ok=True)
-        # The trainer continues the MLflow run this file names (a requeued job included).
-        (run.out_dir / "mlflow_run_id").write_text(record.run_id)
+        run.folder.write_mlflow_run_id(record.run_id)  # the trainer continues it (a requeued job included)
         return record
 
     def set_tags(self, run_id: str, **tags: object) -> None:

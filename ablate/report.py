@@ -36,6 +36,7 @@ from ablate.stats import aggregate, compare, seeds_needed
 from ablate.study import Study, matches, settings_keys
 from ablate.table import LATEX, MARKDOWN, Layout, Markup, short, to_latex, to_markdown, wide
 from ablate.validate import layout_problems
+from model.run_folder import RunFolder
 from model.tasks import direction
 
 CORRECTIONS = {"holm": "Holm", "bh": "Benjamini-Hochberg"}
@@ -85,10 +86,10 @@ def make_report(study: Study, spec: ReportSpec, out: Path, figures: bool = True)
     notes = _notes(spec, long, baselines, constant)
     markdown, files = _write_tables(study, spec, long, baseline, notes, provenance, out)
     if figures:
-        from ablate.figures import MASK_FIGURE, draw_all
+        from ablate.figures import draw_all
 
         first = finished.sort_values(["label", "seed"]).drop_duplicates("label")  # one run per configuration
-        found = snapshot.artifacts(study, list(first["run_id"]), MASK_FIGURE)
+        found = snapshot.artifacts(study, list(first["run_id"]), RunFolder.MASK_FREQUENCY_ARTIFACT)
         masks = {str(label): found[r] for label, r in zip(first["label"], first["run_id"]) if r in found}
         files += draw_all(values.join(configs, on="config"), snap.curves.merge(finished, on="run_id"), masks, long,
                           settings_keys(study.spec), spec.metrics, spec.precision, baseline, out)

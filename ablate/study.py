@@ -16,7 +16,6 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
-import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +24,7 @@ from typing import Any
 from ablate.schema import StudySpec
 from model.config import Config, compose, to_dict
 from model.fit_to_data import fit
+from model.run_folder import RunFolder
 
 # Config keys the study sets itself; the message says what to use instead.
 BOOKKEEPING = {
@@ -70,30 +70,18 @@ class Run:
     def label(self) -> str:
         return " ".join(f"{k}={v}" for k, v in self.settings.items()) or self.config_hash
 
+    @property
+    def folder(self) -> RunFolder:
+        return RunFolder(self.out_dir)
+
     def progress(self) -> tuple[int, float | None]:
-        """Last logged step and training loss, from the tail of the run folder's history.jsonl."""
-        history = self.out_dir / "history.jsonl"
-        try:
-            with history.open("rb") as f:
-                f.seek(max(0, f.seek(0, os.SEEK_END) - 4096))  # a long run's history is long; its end is enough
-                lines = f.read().decode(errors="replace").splitlines()
-        except OSError:
-            return 0, None
-        for line in reversed(lines):  # the last complete line (a write may be under way)
-            try:
-                last = json.loads(line)
-                return int(last["step"]), last.get("train/loss")
-            except (json.JSONDecodeError, KeyError, TypeError, ValueError):  # not a whole history line
-                continue
-        return 0, None
+        """Last logged step and training loss (0 and None before the first)."""
+        step, metrics = self.folder.last_logged() or (0, {})
+        return step, metrics.get("train/loss")
 
     def checkpoint_step(self) -> int | None:
-        """The step of the checkpoint the run resumes from (``checkpoints/latest`` names ``step_XXXXXXX``, as
-        ``model/checkpoint.py`` writes it), None before its first."""
-        try:
-            return int((self.out_dir / "checkpoints" / "latest").read_text().strip().removeprefix("step_"))
-        except (OSError, ValueError):
-            return None
+        """The step of the checkpoint the run resumes from, None before its first."""
+        return self.folder.latest_step()
 
 
 @dataclass

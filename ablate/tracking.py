@@ -17,6 +17,7 @@ from mlflow.tracking import MlflowClient
 
 from ablate.metric_names import mlflow_safe
 from model.config import Config, to_dict
+from model.run_folder import RunFolder
 
 BUSY_TIMEOUT_S = 60
 EXPERIMENT_KIND, MODEL_TRAINING = "mlflow.experimentKind", "custom_model_development"
@@ -121,18 +122,17 @@ class RunTracker:
 
 def run_tracker(cfg: Config) -> RunTracker | None:
     """The MLflow run of the run in ``cfg.train.out_dir`` (None when ``tracking.enabled`` is false): the one
-    named in its ``mlflow_run_id`` (a resumed run, or one a submitter created), else a new one. Params
-    already logged are kept as they are; the resolved config is logged once, as ``config.yaml``.
+    its run folder names (a resumed run, or one a submitter created), else a new one. Params already logged
+    are kept as they are; the resolved config is logged once.
     Handed to ``model.train.train(cfg, TrainOptions(open_tracker=run_tracker))``, which calls it on the main process."""
     if not cfg.tracking.enabled:
         return None
-    out_dir = Path(cfg.train.out_dir)
-    id_file = out_dir / "mlflow_run_id"
-    run_id = id_file.read_text().strip() if id_file.is_file() else None
-    tracker = RunTracker(cfg.tracking.uri, cfg.tracking.experiment, run_id, cfg.tracking.run_name or out_dir.name)
+    folder = RunFolder(cfg.train.out_dir)
+    run_id = folder.read_mlflow_run_id()
+    tracker = RunTracker(cfg.tracking.uri, cfg.tracking.experiment, run_id, cfg.tracking.run_name or folder.path.name)
     if run_id is None:
-        id_file.write_text(tracker.run_id)
+        folder.write_mlflow_run_id(tracker.run_id)
     tracker.log_params(flatten(to_dict(cfg)))
-    if not any(a.path == "config.yaml" for a in tracker.client.list_artifacts(tracker.run_id)):
-        tracker.log_artifact(out_dir / "config.yaml")
+    if not any(a.path == RunFolder.CONFIG for a in tracker.client.list_artifacts(tracker.run_id)):
+        tracker.log_artifact(folder.config)
     return tracker

@@ -36,6 +36,7 @@ from ablate.snapshot import CLOCK_MARGIN_MS
 from ablate.study_file import load_study
 from model.dataset import DatasetSpec
 from model.mask_stats import MaskStats
+from model.run_folder import RunFolder
 
 FAMILIES = ["random", "dirichlet", "block", "aligned"]
 METRICS = {"eval/loss/mean": 2.0, "eval/acc/mean": 0.55, "eval/rgb_to_semseg/miou": 0.3,
@@ -56,7 +57,7 @@ def write_study(folder: Path, data_root: str, budgets: int, seeds: int) -> Path:
 
 def record(ledger: Ledger, parent: str, run, rng: np.random.Generator, mask_figure: Path) -> None:
     run_id = ledger.prepare(run, None, parent, {}).run_id
-    ledger.client.log_artifact(run_id, str(mask_figure), "masks")
+    ledger.client.log_artifact(run_id, str(mask_figure), RunFolder.MASKS)
     effect = FAMILIES.index(run.family) * 0.01 + run.config["masking"]["input_budget"] * 1e-4
     curve = [Metric("train/loss", 5.0 * np.exp(-step / 100) + effect, 0, step) for step in range(0, 400, 10)]
     final = [Metric(k, v + effect + rng.normal(0, 0.01), 0, 400) for k, v in METRICS.items()]
@@ -87,7 +88,7 @@ def main() -> None:
         ledger = Ledger(study)
         parent = ledger.parent_id()
         rng = np.random.default_rng(0)
-        mask_figure = MaskStats(DatasetSpec.load(args.data_root).modalities).figures(Path(tmp) / "masks")[1]
+        mask_figure = MaskStats(DatasetSpec.load(args.data_root).modalities).figures(RunFolder(tmp))[1]
         held = study.runs[-HELD_BACK:]
         for run in tqdm(study.runs[:-HELD_BACK], desc="filling MLflow", unit="run"):
             record(ledger, parent, run, rng, mask_figure)

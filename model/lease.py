@@ -24,7 +24,8 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-LEASE, LOCK = "lease.json", "lease.lock"
+from model.run_folder import RunFolder
+
 TTL_S, RENEW_S = 60.0, 10.0
 
 
@@ -55,19 +56,19 @@ class Lease:
     it back."""
 
     def __init__(self, folder: Path, holder: Holder | None = None):
-        self.folder, self.holder = Path(folder), holder or Holder.me()
+        self.folder, self.holder = RunFolder(folder), holder or Holder.me()
         self.lost: str | None = None  # set by the renewing thread: who took the lease over
         self._stop = threading.Event()
         self._renewer: threading.Thread | None = None
 
     def acquire(self) -> None:
-        self.folder.mkdir(parents=True, exist_ok=True)
+        self.folder.path.mkdir(parents=True, exist_ok=True)
         with self._locked():
             held = self._read()
             if held is not None and held[0] != self.holder and _alive(*held):
                 holder, renewed = held
                 raise RunFolderLeased(
-                    f"{self.folder}: another trainer holds this run folder ({holder}, renewed "
+                    f"{self.folder.path}: another trainer holds this run folder ({holder}, renewed "
                     f"{time.time() - renewed:.0f} s ago); this one exits without touching it. If that holder is "
                     f"gone for good, its lease lapses {TTL_S:.0f} s after its last renewal.")
             self._write()
@@ -83,7 +84,7 @@ class Lease:
         with self._locked():
             held = self._read()
             if held is not None and held[0] == self.holder:
-                (self.folder / LEASE).unlink()
+                self.folder.lease.unlink()
 
     def _renew(self) -> None:
         renewed = time.monotonic()
@@ -102,19 +103,20 @@ class Lease:
                     return
 
     def _locked(self):
-        return _Flock(self.folder / LOCK)
+        return _Flock(self.folder.lease_lock)
 
     def _read(self) -> tuple[Holder, float] | None:
         try:
-            data = json.loads((self.folder / LEASE).read_text())
+            data = json.loads(self.folder.lease.read_text())
             return Holder(**data["holder"]), float(data["renewed"])
         except (OSError, ValueError, KeyError, TypeError):  # none, or not one this code wrote
             return None
 
     def _write(self) -> None:
-        tmp = self.folder / f"{LEASE}.{self.holder.pid}.tmp"
+        lease = self.folder.lease
+        tmp = lease.with_name(f"{lease.name}.{self.holder.pid}.tmp")
         tmp.write_text(json.dumps({"holder": asdict(self.holder), "renewed": time.time()}))
-        os.replace(tmp, self.folder / LEASE)
+        os.replace(tmp, lease)
 
 
 def _alive(holder: Holder, renewed: float) -> bool:

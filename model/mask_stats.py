@@ -23,6 +23,7 @@ from matplotlib.figure import Figure
 
 from model.batch import Masks
 from model.dataset import ModalitySpec
+from model.run_folder import RunFolder
 
 ROLES = ("input", "target")
 
@@ -117,16 +118,12 @@ class MaskStats:
         """``summary`` named as a run logs it: ``masks/<key>`` (``masks/rgb/input_mean``)."""
         return {self.PREFIX + k: v for k, v in self.summary().items()}
 
-    def figures(self, out_dir: Path | str) -> list[Path]:
-        """Write ``mask_budgets.png`` (per-sample count histograms) and ``mask_frequency.png``
-        (how often each position is an input or a target: image grids as grids, sequences as
-        one row) into ``out_dir``; returns their paths."""
-        out_dir = Path(out_dir)
-        out_dir.mkdir(parents=True, exist_ok=True)
-        return [
-            self._budget_figure(out_dir / "mask_budgets.png"),
-            self._frequency_figure(out_dir / "mask_frequency.png"),
-        ]
+    def figures(self, folder: RunFolder) -> list[Path]:
+        """Write the run folder's mask budgets (per-sample count histograms) and mask frequency (how often
+        each position is an input or a target: image grids as grids, sequences as one row); returns their
+        paths."""
+        folder.masks.mkdir(parents=True, exist_ok=True)
+        return [self._budget_figure(folder.mask_budgets), self._frequency_figure(folder.mask_frequency)]
 
     def _budget_figure(self, path: Path) -> Path:
         names = [*self.specs, "total"]

@@ -12,19 +12,11 @@ The step, end to end: a global batch of tokens -> masks from the strategy (own R
 Every process draws the same global batch and masks and keeps its slice, so a run gives the same updates on 1 or N
 processes (with ``token`` loss weighting and fixed budgets: exactly; ``mod`` averages per process).
 
-A run folder (``train.out_dir``) holds::
-
-    config.yaml        the resolved config
-    checkpoints/       step_XXXXXXX/ and ``latest`` naming the newest complete one (``model/checkpoint.py``)
-    mlflow_run_id      so that a resumed run continues the same MLflow run (``ablate/tracking.py``)
-    history.jsonl      logged training metrics, one JSON object per line
-    eval.json          final evaluation
-    lease.json         who trains it now (``model/lease.py``): a second trainer exits without touching it
+A run's folder (``train.out_dir``) and its files: ``model/run_folder.py``.
 """
 
 from __future__ import annotations
 
-import json
 import math
 import signal
 import sys
@@ -32,7 +24,7 @@ from collections.abc import Callable, Iterator
 from contextlib import ExitStack, closing, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Protocol
+from typing import Protocol
 
 import torch
 from accelerate import Accelerator
@@ -40,14 +32,15 @@ from accelerate.utils import DistributedDataParallelKwargs, broadcast_object_lis
 from tqdm import tqdm
 
 from model.batch import DecoderInput
-from model.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
-from model.config import Config, to_yaml
+from model.checkpoint import load_checkpoint, save_checkpoint
+from model.config import Config
 from model.dataset import ModalitySpec, batches, load_split
 from model.feed import Fed, training_batches
 from model.flops import Throughput, peak_tflops
 from model.lease import Lease, RunFolderLeased
 from model.mask_stats import MaskStats
 from model.network import FourM
+from model.run_folder import History, RunFolder
 from model.run_setup import Setup, check
 from model.step_signals import StepSignals
 
@@ -164,8 +157,8 @@ class Run:
     stats: MaskStats
 
     @property
-    def out_dir(self) -> Path:
-        return Path(self.cfg.train.out_dir)
+    def folder(self) -> RunFolder:
+        return RunFolder(self.cfg.train.out_dir)
 
     @property
     def states(self) -> dict:
@@ -219,15 +212,13 @@ def _held(cfg: Config, accelerator: Accelerator, options: TrainOptions) -> Itera
     (before anything in it is written), the folder with its config, the tracker, the signals deferred to step
     boundaries. The tracker ends FAILED on an error, KILLED on an interrupt or submitit's requeue exit and on
     an early stop (the run goes on from its checkpoint), FINISHED once ``finished``."""
-    out_dir = Path(cfg.train.out_dir)
     with ExitStack() as stack:
-        lease = Lease(out_dir) if accelerator.is_main_process else None
+        lease = Lease(Path(cfg.train.out_dir)) if accelerator.is_main_process else None
         if lease is not None:
             stack.callback(lease.release)  # nothing to give back if it was not taken
         _acquire(accelerator, lease)
         if accelerator.is_main_process:
-            out_dir.mkdir(parents=True, exist_ok=True)
-            (out_dir / "config.yaml").write_text(to_yaml(cfg))
+            RunFolder(cfg.train.out_dir).write_config(cfg)
         accelerator.wait_for_everyone()
         opens = options.open_tracker is not None and accelerator.is_main_process
         held = Held(lease, options.open_tracker(cfg) if opens else None, StepSignals(options.checkpoint_on))
@@ -271,7 +262,7 @@ def _prepare(cfg: Config, setup: Setup, accelerator: Accelerator) -> Run:
         network.compile_trunk()
     state = TrainState(torch.Generator().manual_seed(t.seed + MASK_STREAM))
     run = Run(cfg, setup, accelerator, model, network, optimizer, scheduler, state, MaskStats(setup.specs))
-    resume_from = latest_checkpoint(run.out_dir)
+    resume_from = run.folder.latest_checkpoint()
     if resume_from is not None:
         load_checkpoint(accelerator, resume_from, run.states)
         _say(accelerator, f"resuming at step {state.step} ({resume_from})")
@@ -285,7 +276,7 @@ def _loop(run: Run, held: Held, options: TrainOptions) -> dict[str, float]:
     stop_at, first_step, last = min(options.until_step or t.steps, t.steps), state.step, {}
     try:
         with ExitStack() as stack:
-            history = stack.enter_context(_open_history(run.out_dir / "history.jsonl", state.step)) if main else None
+            history = stack.enter_context(closing(run.folder.open_history(state.step))) if main else None
             bar = stack.enter_context(tqdm(total=t.steps, initial=state.step, desc="train", unit="step",
                                            disable=not (options.progress and accelerator.process_index == 0)))
             run.model.train()
@@ -297,7 +288,8 @@ def _loop(run: Run, held: Held, options: TrainOptions) -> dict[str, float]:
                 state.step += 1
                 if held.lease is not None and held.lease.lost:  # before this step writes anything
                     # Rank 0 only: the other processes stop when its process, and so the process group, ends.
-                    raise RunFolderLeased(f"{run.out_dir}: the run folder's lease was taken over by {held.lease.lost}")
+                    raise RunFolderLeased(f"{run.folder.path}: the run folder's lease was taken over by "
+                                          f"{held.lease.lost}")
                 if state.step % t.log_every == 0 or state.step == stop_at:
                     last = _log(run, losses, throughput, history, held.tracker)
                     bar.set_postfix(_shown(last))
@@ -352,7 +344,7 @@ def _step(run: Run, fed: Iterator[Fed], throughput: Throughput) -> dict[str, tor
     return losses
 
 
-def _log(run: Run, losses: dict[str, torch.Tensor], throughput: Throughput, history: IO[str] | None,
+def _log(run: Run, losses: dict[str, torch.Tensor], throughput: Throughput, history: History | None,
          tracker: Tracker | None) -> dict[str, float]:
     """The metrics of a logging step (``logged_metrics`` lists their names), written to the history and, with
     the mask statistics, to the tracker; -> the history's."""
@@ -365,8 +357,7 @@ def _log(run: Run, losses: dict[str, torch.Tensor], throughput: Throughput, hist
         **throughput.read(accelerator.num_processes, lambda x: accelerator.reduce(x, "sum")),
     }
     if history is not None:
-        history.write(json.dumps({"step": step, **metrics}) + "\n")
-        history.flush()
+        history.append(step, metrics)
     if tracker is not None:
         tracker.log_metrics(metrics | run.stats.metrics(), step)
     return metrics
@@ -384,10 +375,10 @@ def _checkpoint(run: Run, signals: StepSignals, stop_at: int) -> None:
     step, t, accelerator = run.state.step, run.cfg.train, run.accelerator
     saved = step % t.checkpoint_every == 0 or step == stop_at
     if saved:
-        save_checkpoint(accelerator, run.out_dir, step, run.states)
+        save_checkpoint(accelerator, run.folder, step, run.states)
     if _signalled(accelerator, signals, step, t.log_every, stop_at):
         if not saved:
-            save_checkpoint(accelerator, run.out_dir, step, run.states)
+            save_checkpoint(accelerator, run.folder, step, run.states)
         caught = signals.caught.name if signals.caught else "another process's signal"
         _say(accelerator, f"{caught} at step {step}: checkpoint saved there")
         signals.hand_over()
@@ -397,11 +388,11 @@ def _finish(run: Run, tracker: Tracker | None, evaluate: bool) -> dict[str, floa
     """The end of a run that trained its last step: the mask figures and (on the main process, if asked) the
     final evaluation, with their artifacts; -> the evaluation."""
     if tracker is not None:
-        for path in run.stats.figures(run.out_dir / "masks"):
-            tracker.log_artifact(path, "masks")
+        for path in run.stats.figures(run.folder):
+            tracker.log_artifact(path, RunFolder.MASKS)
     results = None
     if evaluate and run.accelerator.is_main_process:
-        results = _evaluate(run.network, run.cfg, run.setup, run.out_dir, tracker)
+        results = _evaluate(run.network, run.cfg, run.setup, run.folder, tracker)
     run.accelerator.wait_for_everyone()
     return results
 
@@ -429,14 +420,6 @@ def _end(tracker: Tracker | None, status: str) -> None:
         tracker.end(status)
 
 
-def _open_history(path: Path, step: int) -> IO[str]:
-    """Append to the run's history, first dropping lines logged after the checkpoint we resume from."""
-    if path.is_file():
-        kept = [line for line in path.read_text().splitlines() if json.loads(line)["step"] <= step]
-        path.write_text("".join(line + "\n" for line in kept))
-    return path.open("a")
-
-
 def _global(accelerator: Accelerator, dec: DecoderInput, token_loss: torch.Tensor) -> tuple:
     """Decoder slots and per-slot losses of the whole global batch, in process order."""
     if accelerator.num_processes == 1:
@@ -454,7 +437,7 @@ def _mean_over_processes(accelerator: Accelerator, values: dict[str, float]) -> 
     return {k: sum(g[k] for g in gathered if k in g) / sum(k in g for g in gathered) for k in sorted(keys)}
 
 
-def _evaluate(model: FourM, cfg: Config, setup: Setup, out_dir: Path, tracker: Tracker | None) -> dict[str, float]:
+def _evaluate(model: FourM, cfg: Config, setup: Setup, folder: RunFolder, tracker: Tracker | None) -> dict[str, float]:
     from model.evaluate import evaluate
     from model.tasks import eval_metric, skipped_tasks
 
@@ -469,14 +452,14 @@ def _evaluate(model: FourM, cfg: Config, setup: Setup, out_dir: Path, tracker: T
         seed=e.seed,
         generation_steps=e.generation_steps,
         probe_samples=e.probe_samples,
-        figure=out_dir / "generation.png",
+        figure=folder.generation,
     )
-    (out_dir / "eval.json").write_text(json.dumps(results, indent=2))
+    folder.write_eval(results)
     if tracker is not None:
         tracker.log_metrics({eval_metric(k): v for k, v in results.items()}, cfg.train.steps)
-        tracker.log_artifact(out_dir / "eval.json")
-        if (out_dir / "generation.png").is_file():  # drawn only on a generated data set
-            tracker.log_artifact(out_dir / "generation.png")
+        tracker.log_artifact(folder.eval)
+        if folder.generation.is_file():  # drawn only on a generated data set
+            tracker.log_artifact(folder.generation)
         if skipped := skipped_tasks(setup.specs, cfg.data.root):
             tracker.set_tags({"eval_skipped": "; ".join(f"{task}: {why}" for task, why in skipped.items())})
     return results

@@ -15,6 +15,7 @@ from model.masking import build_masking
 from model.masking.block import DRAWS, rectangles
 from model.masking.schedules import Schedule, parse
 from model.masking.spans import random_spans, span_counts, spans_to_t5, t5_to_spans, to_t5
+from model.run_folder import RunFolder
 from model.scenes import (
     SceneConfig,
     box_vocabulary,
@@ -325,7 +326,7 @@ def test_mask_stats_by_hand(tmp_path):
     # Hidden (non-input) cells: row 0 hides [2, 3] (one pair, both hidden; two pairs with one), row 1 all.
     # Pairs per sample: (0,1), (2,3) horizontal, (0,2), (1,3) vertical.
     assert s["img/hidden_clustering"] == pytest.approx((1 + 4) / (3 + 4))
-    paths = stats.figures(tmp_path)
+    paths = stats.figures(RunFolder(tmp_path))
     assert [p.name for p in paths] == ["mask_budgets.png", "mask_frequency.png"]
     assert all(p.stat().st_size > 1000 for p in paths)
 

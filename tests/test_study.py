@@ -30,9 +30,9 @@ from ablate.states import cancel_live_jobs, state
 from ablate.study import config_hash
 from ablate.study_file import load_study
 from ablate.tracking import run_tracker
-from model.checkpoint import latest_checkpoint
 from model.config import from_dict
 from model.dataset import DatasetSpec
+from model.run_folder import RunFolder
 from model.train import TrainOptions, logged_metrics, train
 
 
@@ -255,7 +255,7 @@ def test_a_sigkilled_run_resumes_on_resubmission_with_every_metric_step_logged_o
 
     def logged_past_a_checkpoint() -> bool:
         assert submitter.poll() is None, "the submitter ended before the run could be killed"
-        checkpoint = latest_checkpoint(victim.out_dir)
+        checkpoint = RunFolder(victim.out_dir).latest_checkpoint()
         if checkpoint is None or int(checkpoint.name.removeprefix("step_")) < 20:
             return False
         history = (victim.out_dir / "history.jsonl").read_text().splitlines()

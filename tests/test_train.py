@@ -17,12 +17,13 @@ from study_files import wait_for
 
 from ablate.cli import main
 from ablate.tracking import run_tracker
-from model.checkpoint import latest_checkpoint, load_run, saved_states
+from model.checkpoint import load_run, saved_states
 from model.config import compose, group_options
 from model.dataset import DatasetSpec
 from model.evaluate import evaluate, trivial_baselines
 from model.lease import RunFolderLeased
 from model.mask_stats import MaskStats
+from model.run_folder import RunFolder
 from model.train import TrainOptions, logged_metrics, train
 
 TINY = ["model=tiny", "train.batch_size=8", "train.log_every=1", "train.warmup_steps=2", "train.lr=1e-3"]
@@ -50,7 +51,7 @@ def test_stop_and_resume_matches_an_uninterrupted_run_and_continues_the_mlflow_r
     parts = _cfg(data_root, tmp_path / "b", "train.steps=6", "train.checkpoint_every=100")
     train(parts, _quiet(until_step=3, open_tracker=run_tracker))
     run_dir = tmp_path / "b" / "run"
-    assert latest_checkpoint(run_dir).name == "step_0000003"
+    assert RunFolder(run_dir).latest_checkpoint().name == "step_0000003"
     run_id = (run_dir / "mlflow_run_id").read_text()
     train(parts, _quiet(open_tracker=run_tracker))
 
@@ -198,7 +199,7 @@ def test_a_checkpoint_killed_mid_write_is_ignored(data_root, tmp_path):
     partial = run_dir / "checkpoints" / "step_0000003"
     partial.mkdir()
     (partial / "model.safetensors").write_bytes(b"truncated")
-    assert latest_checkpoint(run_dir).name == "step_0000002"
+    assert RunFolder(run_dir).latest_checkpoint().name == "step_0000002"
     train(cfg, _quiet())
     assert len(_losses(run_dir)) == 4
 
@@ -307,7 +308,7 @@ def test_a_signal_mid_run_checkpoints_that_step_hands_over_and_the_resumed_run_t
         train(cfg, _quiet(after_step=_warn_at(2), checkpoint_on=(signal.SIGUSR2,)))
     assert scheduler_handler == [signal.SIGUSR2] and signal.getsignal(signal.SIGUSR2) is installed
     run_dir = tmp_path / "b" / "run"
-    assert latest_checkpoint(run_dir).name == "step_0000003"  # the step the signal arrived in, not step 0
+    assert RunFolder(run_dir).latest_checkpoint().name == "step_0000003"  # the step the signal arrived in, not step 0
     train(cfg, _quiet(checkpoint_on=(signal.SIGUSR2,)))
     log = capfd.readouterr().err
     assert "train: SIGUSR2 at step 3: checkpoint saved there" in log and "resuming at step 3" in log
@@ -323,7 +324,7 @@ def test_a_second_trainer_on_a_leased_run_folder_exits_untouched_and_a_killed_ho
                               stderr=subprocess.DEVNULL)
     run_dir = tmp_path / "run"
     try:
-        wait_for(lambda: latest_checkpoint(run_dir), "the first trainer's checkpoint")
+        wait_for(lambda: RunFolder(run_dir).latest_checkpoint(), "the first trainer's checkpoint")
         lease = json.loads((run_dir / "lease.json").read_text())
         assert lease["holder"]["pid"] == holder.pid
         written = (run_dir / "config.yaml").stat().st_mtime_ns
@@ -336,14 +337,16 @@ def test_a_second_trainer_on_a_leased_run_folder_exits_untouched_and_a_killed_ho
         holder.kill()  # no chance to give the lease back
         holder.wait()
     assert (run_dir / "lease.json").is_file()
-    resumed_at = int(latest_checkpoint(run_dir).name.removeprefix("step_"))
+    resumed_at = RunFolder.step_of(RunFolder(run_dir).latest_checkpoint())
     train(compose(overrides), _quiet(until_step=resumed_at + 1))
-    assert latest_checkpoint(run_dir).name == f"step_{resumed_at + 1:07d}" and not (run_dir / "lease.json").exists()
+    assert RunFolder(run_dir).latest_checkpoint().name == f"step_{resumed_at + 1:07d}"
+    assert not (run_dir / "lease.json").exists()
 
 
 def test_a_signal_during_the_last_step_is_handed_over_before_the_evaluation(data_root, tmp_path, scheduler_handler):
     cfg = _cfg(data_root, tmp_path, "train.steps=3", "tracking.enabled=false")
     with pytest.raises(SystemExit):  # not swallowed while the evaluation would outlast the warning
         train(cfg, TrainOptions(progress=False, after_step=_warn_at(3), checkpoint_on=(signal.SIGUSR2,)))
-    assert scheduler_handler == [signal.SIGUSR2] and latest_checkpoint(tmp_path / "run").name == "step_0000003"
+    assert scheduler_handler == [signal.SIGUSR2]
+    assert RunFolder(tmp_path / "run").latest_checkpoint().name == "step_0000003"
     assert not (tmp_path / "run" / "eval.json").exists()

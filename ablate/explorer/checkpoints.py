@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from ablate.overview import rows
 from ablate.schema import StudyError
 from ablate.study import Run, Study
-from model.checkpoint import latest_checkpoint, load_masking, load_run
+from model.checkpoint import load_masking, load_run
 from model.config import Config
 from model.dataset import ModalitySpec
 from model.masking import MaskingStrategy
@@ -52,7 +52,7 @@ def best_runs(study: Study) -> dict[str, Choice]:
         value = row.record.metric(goal.metric) if row.record else None
         if row.state != "done" or value is None or not math.isfinite(value):
             continue
-        if latest_checkpoint(row.run.out_dir) is None:
+        if row.run.folder.latest_checkpoint() is None:
             continue
         masking = row.run.masking
         if masking not in best or goal.better(value, best[masking].value):

@@ -23,6 +23,7 @@ from ablate.explorer.explorer import Explorer
 from ablate.ledger import Ledger
 from ablate.schema import StudyError
 from ablate.study_file import load_study
+from model.run_folder import RunFolder
 
 FAMILIES = ["random", "block", "hard"]
 BASE = {"given": ["rgb"], "targets": ["semseg", "caption"], "strategies": FAMILIES}
@@ -73,7 +74,7 @@ def test_a_preset_speaks_under_its_own_name(data_root, tmp_path, monkeypatch):
     done = [SimpleNamespace(run=run, state="done", record=SimpleNamespace(metric=lambda _, v=loss[run.masking] +
                                                                           run.seed: v)) for run in study.runs]
     monkeypatch.setattr(checkpoints, "rows", lambda _: done)
-    monkeypatch.setattr(checkpoints, "latest_checkpoint", lambda folder: folder)
+    monkeypatch.setattr(RunFolder, "latest_checkpoint", lambda folder: folder.path)  # no training: none to find
     chosen = best_runs(study)
     assert list(chosen) == grid["masking"]
     assert [(c.run.family, c.run.seed, c.value) for c in chosen.values()] == [("random", 0, 3.0), ("random", 0, 2.0),

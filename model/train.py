@@ -141,7 +141,7 @@ class Held:
 
 
 @dataclass
-class Run:
+class Prepared:
     """A prepared run (``_prepare``): what the step loop and the final evaluation work on."""
 
     cfg: Config
@@ -246,7 +246,7 @@ def _acquire(accelerator: Accelerator, lease: Lease | None) -> None:
         raise refused[0]
 
 
-def _prepare(cfg: Config, setup: Setup, accelerator: Accelerator) -> Run:
+def _prepare(cfg: Config, setup: Setup, accelerator: Accelerator) -> Prepared:
     """The model, its optimizer and schedule, the training state: new, or resumed from the latest checkpoint."""
     t = cfg.train
     set_seed(t.seed + INIT_STREAM)
@@ -261,7 +261,7 @@ def _prepare(cfg: Config, setup: Setup, accelerator: Accelerator) -> Run:
     if t.compile:
         network.compile_trunk()
     state = TrainState(torch.Generator().manual_seed(t.seed + MASK_STREAM))
-    run = Run(cfg, setup, accelerator, model, network, optimizer, scheduler, state, MaskStats(setup.specs))
+    run = Prepared(cfg, setup, accelerator, model, network, optimizer, scheduler, state, MaskStats(setup.specs))
     resume_from = run.folder.latest_checkpoint()
     if resume_from is not None:
         load_checkpoint(accelerator, resume_from, run.states)
@@ -269,7 +269,7 @@ def _prepare(cfg: Config, setup: Setup, accelerator: Accelerator) -> Run:
     return run
 
 
-def _loop(run: Run, held: Held, options: TrainOptions) -> dict[str, float]:
+def _loop(run: Prepared, held: Held, options: TrainOptions) -> dict[str, float]:
     """Train from the run's step to ``until_step`` (or its last step); returns the last logged metrics. A caught
     signal is handed over at the checkpoint of the step it arrived in; the handlers are restored at the end."""
     state, t, accelerator, main = run.state, run.cfg.train, run.accelerator, run.accelerator.is_main_process
@@ -304,7 +304,7 @@ def _loop(run: Run, held: Held, options: TrainOptions) -> dict[str, float]:
     return last
 
 
-def _batches(run: Run, stop_at: int) -> Iterator[Fed]:
+def _batches(run: Prepared, stop_at: int) -> Iterator[Fed]:
     """The run's batches from its step to ``stop_at``. The data order is a pure function of the seed: on resume,
     the batches already seen are skipped."""
     t, accelerator, state = run.cfg.train, run.accelerator, run.state
@@ -317,7 +317,7 @@ def _batches(run: Run, stop_at: int) -> Iterator[Fed]:
     return training_batches(run.setup, stream, state.mask_generator, local, accelerator.device, steps, t)
 
 
-def _step(run: Run, fed: Iterator[Fed], throughput: Throughput) -> dict[str, torch.Tensor]:
+def _step(run: Prepared, fed: Iterator[Fed], throughput: Throughput) -> dict[str, torch.Tensor]:
     """One optimizer step over ``train.grad_accum`` batches; -> its losses (``loss`` and per modality), averaged
     over those batches and left on the device: a float() per step would wait for it."""
     accelerator, model, masking, t = run.accelerator, run.model, run.setup.masking, run.cfg.train
@@ -344,7 +344,7 @@ def _step(run: Run, fed: Iterator[Fed], throughput: Throughput) -> dict[str, tor
     return losses
 
 
-def _log(run: Run, losses: dict[str, torch.Tensor], throughput: Throughput, history: History | None,
+def _log(run: Prepared, losses: dict[str, torch.Tensor], throughput: Throughput, history: History | None,
          tracker: Tracker | None) -> dict[str, float]:
     """The metrics of a logging step (``logged_metrics`` lists their names), written to the history and, with
     the mask statistics, to the tracker; -> the history's."""
@@ -369,7 +369,7 @@ def _shown(metrics: dict[str, float]) -> dict[str, str]:
     return shown | ({"mfu": f"{metrics[Throughput.MFU]:.1%}"} if Throughput.MFU in metrics else {})
 
 
-def _checkpoint(run: Run, signals: StepSignals, stop_at: int) -> None:
+def _checkpoint(run: Prepared, signals: StepSignals, stop_at: int) -> None:
     """Save a checkpoint every ``train.checkpoint_every`` steps and at ``stop_at``; at the step a signal
     arrived in, save one (if not saved already) and hand the signal over."""
     step, t, accelerator = run.state.step, run.cfg.train, run.accelerator
@@ -384,7 +384,7 @@ def _checkpoint(run: Run, signals: StepSignals, stop_at: int) -> None:
         signals.hand_over()
 
 
-def _finish(run: Run, tracker: Tracker | None, evaluate: bool) -> dict[str, float] | None:
+def _finish(run: Prepared, tracker: Tracker | None, evaluate: bool) -> dict[str, float] | None:
     """The end of a run that trained its last step: the mask figures and (on the main process, if asked) the
     final evaluation, with their artifacts; -> the evaluation."""
     if tracker is not None:

@@ -44,4 +44,3 @@ def check(cfg: Config) -> Setup:
         raise ConfigError(f"train.feed=prefetch: the {name!r} masking learns from the last step's losses, so its "
                           f"batches cannot be made ahead; use train.feed=auto or inline")
     return Setup(spec.modalities, masking, input_budget, target_budget)
-

@@ -17,6 +17,8 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
+import networkx as nx
+
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("model", "ablate")
 
@@ -64,57 +66,18 @@ def violations(edges: Edges) -> list[str]:
 def cycles(edges: Edges) -> list[list[str]]:
     """Every group of modules that import each other (a strongly connected component), as the shortest circle
     through each of its modules (``[a, b, ..., a]``, each circle once)."""
-    index: dict[str, int] = {}
-    low: dict[str, int] = {}
-    stack: list[str] = []
-    groups: list[list[str]] = []
-
-    def visit(node: str) -> None:  # Tarjan's algorithm; the graph is small enough to recurse
-        index[node] = low[node] = len(index)
-        stack.append(node)
-        for dst in edges.get(node, {}):
-            if dst not in index:
-                visit(dst)
-                low[node] = min(low[node], low[dst])
-            elif dst in stack:
-                low[node] = min(low[node], index[dst])
-        if low[node] == index[node]:
-            group = []
-            while not group or group[-1] != node:
-                group.append(stack.pop())
-            if len(group) > 1 or node in edges.get(node, {}):
-                groups.append(sorted(group))
-
-    for node in sorted(edges):
-        if node not in index:
-            visit(node)
+    graph = nx.DiGraph([(src, dst) for src, dsts in edges.items() for dst in dsts])
     circles = {}
-    for group in sorted(groups):
+    for group in sorted(sorted(g) for g in nx.strongly_connected_components(graph)):
+        if len(group) == 1 and not graph.has_edge(group[0], group[0]):
+            continue
+        inside = graph.subgraph(group)
         for start in group:
-            circle = _shortest_circle(edges, start, set(group))[:-1]
+            back = min((nx.shortest_path(inside, after, start) for after in sorted(inside.successors(start))), key=len)
+            circle = [start, *back][:-1]
             first = circle.index(min(circle))
             circles.setdefault(tuple(circle[first:] + circle[:first]), None)
     return [[*circle, circle[0]] for circle in circles]
-
-
-def _shortest_circle(edges: Edges, start: str, members: set[str]) -> list[str]:
-    came_from: dict[str, str] = {}
-    frontier = [start]
-    while frontier:
-        following = []
-        for node in frontier:
-            for dst in sorted(edges.get(node, {})):
-                if dst not in members or dst in came_from:
-                    continue
-                came_from[dst] = node
-                if dst == start:
-                    path = [start]
-                    while path[-1] != start or len(path) == 1:
-                        path.append(came_from[path[-1]])
-                    return path[::-1]
-                following.append(dst)
-        frontier = following
-    raise AssertionError(f"no circle through {start}")
 
 
 def describe(edges: Edges, files: dict[str, Path], circle: list[str]) -> str:

@@ -29,7 +29,7 @@ from mlflow.tracking import MlflowClient
 from ablate.metric_names import current
 from ablate.schema import StudyError
 from ablate.study import Run, Study
-from ablate.tracking import EXPERIMENT_KIND, MODEL_TRAINING, artifact_root, ensure_experiment, store_uri
+from ablate.tracking import EXPERIMENT_KIND, MODEL_TRAINING, ensure_experiment
 
 _PAGE = 1000
 
@@ -66,18 +66,18 @@ class Ledger:
 
     def __init__(self, study: Study, create: bool = True):
         self.study = study
-        db = study.dir / "mlflow.db"
-        if not create and not db.is_file():
+        store = study.store
+        if not create and not store.exists():
             self.client, self.experiment_id = None, None
             return
-        self.client = MlflowClient(store_uri(study.store))
+        self.client = MlflowClient(store.client_uri)
         exp = self.client.get_experiment_by_name(study.name)
         if exp is not None and (moved := _moved(exp.artifact_location, study)):
             if create:
                 raise StudyError(moved)
             print(f"warning: {moved}", file=sys.stderr)
         if create:
-            self.experiment_id = ensure_experiment(study.store, study.name)
+            self.experiment_id = ensure_experiment(store.uri, study.name, store.artifacts)
             self._describe()
         else:
             self.experiment_id = exp.experiment_id if exp else None
@@ -152,8 +152,8 @@ class Ledger:
 
 def _moved(recorded: str, study: Study) -> str | None:
     """What to say when the store's artifact location is not this study folder's."""
-    here = artifact_root(study.store)
-    if here is None or recorded == here:
+    here = study.store.artifacts
+    if study.store.kind != "sqlite" or recorded == here:
         return None
     old = recorded.removeprefix("file://")
     return (f"{study.dir / 'mlflow.db'} keeps its artifacts at {old}, not in this study folder: the folder was "

@@ -32,17 +32,16 @@ def serve(study: Study, port: int, open_browser: bool, named: str) -> int:
     """Serve the study's store on ``port`` until Ctrl-C or SIGTERM (0) or until the server exits (its status);
     ``named``: the study as the user named it (the message when nothing is recorded says what to submit)."""
     nothing = f"{study.path}: study {study.name!r} has nothing recorded yet; `ablate submit {named}` first"
-    if not (study.dir / "mlflow.db").is_file():
+    if not study.store.exists():
         raise StudyError(nothing)
     _check_port_free(port)
     from ablate.ledger import Ledger  # MLflow takes seconds to import: a taken port is refused before
-    from ablate.tracking import store_uri
 
     ledger = Ledger(study, create=False)
     if ledger.experiment_id is None:
         raise StudyError(nothing)
     url = runs_url(port, ledger.experiment_id)
-    server = subprocess.Popen(ui_command(store_uri(study.store), port), start_new_session=True)
+    server = subprocess.Popen(ui_command(study.store.client_uri, port), start_new_session=True)
     signal.signal(signal.SIGTERM, _stop)
     try:
         if not _listening(port, server):

@@ -8,6 +8,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator, model_validator
 
+from ablate import store
 from ablate.executors import DEFAULT_KIND, EXECUTORS
 from ablate.executors.base import COMMON_KEYS
 from ablate.metric_names import current, mlflow_safe
@@ -170,6 +171,55 @@ class ReportSpec(Schema):
         return self
 
 
+class TrackingSpec(Schema):
+    """Where the study's MLflow records and a search's Optuna trials go (``ablate/store.py``). Credentials come
+    from the environment, never from this file."""
+
+    uri: str | None = Field(None, description="default: the study's SQLite file studies/<name>/mlflow.db (one "
+                            "machine); http(s)://host:port: an MLflow server (ablate server; for a cluster); "
+                            "postgresql://user@host:port/db: PostgreSQL used directly. No password: PGPASSWORD or "
+                            "PGPASSFILE, MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD")
+    artifacts: str | None = Field(None, description="an absolute path every node sees (a shared file system) for "
+                                  "the experiment's artifacts; default: beside the SQLite file, the server's own "
+                                  "(served), or studies/<name>/artifacts for postgresql://")
+    database: str | None = Field(None, description="postgresql://user@host:port/db: where a search keeps its Optuna "
+                                 "trials when uri is a server (default: uri itself when it is postgresql://; the "
+                                 "journal file studies/<name>/optuna.journal for SQLite)")
+    request_timeout: float = Field(10.0, gt=0, le=600, description="seconds one tracking request may block a "
+                                   "training step; what is not sent waits in the run folder and goes when the "
+                                   "store answers again")
+
+    @field_validator("uri", "database")
+    @classmethod
+    def _uri(cls, uri: str | None) -> str | None:
+        if uri is None:
+            return uri
+        try:
+            store_kind = store.kind(uri)
+        except store.StoreError as e:
+            raise ValueError(str(e)) from None
+        if store_kind == "sqlite":
+            raise ValueError("a SQLite store is the study's own file: leave uri unset")
+        if store.has_password(uri):
+            raise ValueError("the URI holds a password: leave it out and set PGPASSWORD (or PGPASSFILE) or "
+                             "MLFLOW_TRACKING_PASSWORD in the environment")
+        return uri
+
+    @field_validator("database")
+    @classmethod
+    def _postgresql(cls, uri: str | None) -> str | None:
+        if uri is not None and store.kind(uri) != "database":
+            raise ValueError("the search's database is a postgresql:// URI")
+        return uri
+
+    @field_validator("artifacts")
+    @classmethod
+    def _absolute(cls, path: str | None) -> str | None:
+        if path is not None and not path.startswith("/"):
+            raise ValueError(f"{path!r}: an absolute path that every node sees")
+        return path
+
+
 class StudySpec(Schema):
     """The study file."""
 
@@ -191,3 +241,5 @@ class StudySpec(Schema):
     evaluate: bool = Field(True, description="evaluate every run at its end (eval/... metrics)")
     executor: ExecutorSpec = Field(default_factory=ExecutorSpec, description="where runs go")
     report: ReportSpec = Field(default_factory=ReportSpec, description="the comparison printed at the end")
+    tracking: TrackingSpec = Field(default_factory=TrackingSpec, description="where MLflow records the study "
+                                   "and a search keeps its trials")

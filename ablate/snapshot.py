@@ -9,7 +9,8 @@
                      reused while the study file and the code are unchanged
     artifacts/       run artifacts a report shows (the realized-mask figures), downloaded once
 
-Nothing is read from MLflow while its SQLite files have not changed since the last refresh. Otherwise,
+Nothing is read from a SQLite store while its files have not changed since the last refresh (a server or a
+database has no such stamp: it is always asked). Otherwise,
 since a finished run never changes, a refresh reads again only the runs that were not finished when last
 seen (one ``get_run`` each) and the runs created since (one search on start time, with a margin for
 writers waiting on the database lock and for the clocks of other machines). A run deleted from MLflow
@@ -33,11 +34,12 @@ from tqdm import tqdm
 
 from ablate.ledger import Ledger, Record
 from ablate.schema import StudyError
+from ablate.store import sqlite_path
 from ablate.study import Study
 from ablate.study_file import load_study
 
 FORMAT = 2  # bump when the files' layout changes: older snapshots are then rebuilt (2: today's metric names)
-CLOCK_MARGIN_MS = 2 * 60 * 1000  # > tracking.BUSY_TIMEOUT_S, plus clock skew
+CLOCK_MARGIN_MS = 2 * 60 * 1000  # > store.SQLITE_BUSY_TIMEOUT_S, plus clock skew
 CODE = [Path(__file__).resolve().parents[1] / pkg for pkg in ("ablate", "model")]
 RUN_COLUMNS = ["run_id", "run_key", "config_hash", "seed", "status", "start_ms", "end_ms", "code_version"]
 
@@ -60,19 +62,19 @@ def folder(study: Study) -> Path:
 
 def refresh(study: Study, curves: list[str]) -> Snapshot:
     """The study's runs as they are in MLflow now; reads only what may have changed since the last refresh."""
-    db = study.dir / "mlflow.db"
     where = folder(study)
     state = _read_json(where / "state.json")
     current = state.get("format") == FORMAT and state.get("curves") == curves and (where / "runs.parquet").is_file()
     started_ms = int(time.time() * 1000)
-    stamp = _stamp(db)  # before reading: a write during the read shows next time
-    if current and state.get("stamp") == stamp:  # nothing written since, so no run created before now is missing
+    stamp = _stamp(study)  # before reading: a write during the read shows next time
+    # Nothing written since, so no run created before now is missing.
+    if current and stamp is not None and state.get("stamp") == stamp:
         _write(where, None, state | {"refreshed_ms": started_ms})
         return _read(where)
     ledger = Ledger(study, create=False)
     if ledger.experiment_id is None:
-        raise StudyError(f"{study.path}: study {study.name!r} has no runs recorded ({db} holds none); run "
-                         f"`ablate submit {study.path}` first")
+        raise StudyError(f"{study.path}: study {study.name!r} has no runs recorded ({study.store.redacted} holds "
+                         f"none); run `ablate submit {study.path}` first")
     old = _read(where) if current else Snapshot.empty()
 
     since = state["refreshed_ms"] - CLOCK_MARGIN_MS if current else None
@@ -124,8 +126,12 @@ def artifacts(study: Study, run_ids: list[str], path: str) -> dict[str, Path]:
     return {run_id: file for run_id, file in local.items() if file.is_file()}
 
 
-def _stamp(db: Path) -> list:
-    """Size and modification time of the SQLite store and its write-ahead log: any write changes one."""
+def _stamp(study: Study) -> list | None:
+    """Size and modification time of a SQLite store and its write-ahead log (any write changes one); None for a
+    server or a database."""
+    if study.store.kind != "sqlite":
+        return None
+    db = sqlite_path(study.store.uri)
     return [[f.stat().st_size, f.stat().st_mtime_ns] if f.is_file() else None
             for f in (db, db.with_name(db.name + "-wal"))]
 

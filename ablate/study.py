@@ -5,8 +5,9 @@ A run is ``(resolved config, seed)``. Its key, ``<config hash>-s<seed>``, names 
 whatever job ids the scheduler hands out. The hash covers the resolved config except the seed
 and the bookkeeping the study fills in itself (``BOOKKEEPING``).
 
-The study folder, ``studies/<name>/`` next to the YAML, holds ``mlflow.db`` (the study's MLflow
-store), ``runs/``, ``submitit/`` (job logs) and ``optuna.journal`` (a search's trials).
+The study folder, ``studies/<name>/`` next to the YAML, holds ``runs/``, ``submitit/`` (job logs) and,
+unless its ``tracking:`` section points elsewhere (``Study.store``), ``mlflow.db`` (the study's MLflow store,
+beside ``artifacts/``) and ``optuna.journal`` (a search's trials).
 
 A study file is read by ``ablate/study_file.py`` and checked by ``ablate/validate.py``.
 """
@@ -22,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from ablate.schema import StudySpec
+from ablate.store import Store
 from model.config import Config, compose, to_dict
 from model.fit_to_data import fit
 from model.run_folder import RunFolder
@@ -101,8 +103,16 @@ class Study:
         return self.path.parent.resolve() / self.spec.name
 
     @property
-    def store(self) -> str:
-        return f"sqlite:///{self.dir / 'mlflow.db'}"
+    def store(self) -> Store:
+        """Where its runs are recorded and a search's trials kept: the ``tracking:`` section, or its own files."""
+        tracking = self.spec.tracking
+        if tracking.uri is None:
+            return Store(f"sqlite:///{self.dir / 'mlflow.db'}", (self.dir / "artifacts").as_uri(),
+                         str(self.dir / "optuna.journal"))
+        shared = Path(tracking.artifacts).as_uri() if tracking.artifacts else None
+        if tracking.uri.startswith("postgresql"):
+            return Store(tracking.uri, shared or (self.dir / "artifacts").as_uri(), tracking.database or tracking.uri)
+        return Store(tracking.uri, shared, tracking.database)
 
     def make_run(self, overrides: dict[str, Any], seed: int, settings: dict[str, Any]) -> Run:
         """Compose and check one run; raises ``ConfigError``/``DataFormatError``."""
@@ -126,7 +136,8 @@ class Study:
             config = copy.deepcopy(resolved)
             config["train"].update(seed=seed, out_dir=str(self.dir / "runs" / key),
                                    threads=self.spec.executor.threads_per_run)
-            config["tracking"].update(uri=self.store, experiment=self.name, run_name=key, enabled=True)
+            config["tracking"].update(uri=self.store.uri, experiment=self.name, run_name=key, enabled=True,
+                                      request_timeout=self.spec.tracking.request_timeout)
             runs.append(Run(key, digest, seed, settings, dict(overrides), config))
         return runs
 

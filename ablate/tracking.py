@@ -7,7 +7,6 @@ is switched to WAL mode and every connection waits on a lock instead of failing 
 from __future__ import annotations
 
 import os
-import sqlite3
 import time
 from pathlib import Path
 from typing import Any
@@ -16,24 +15,13 @@ import mlflow
 from mlflow.tracking import MlflowClient
 
 from ablate.metric_names import mlflow_safe
+from ablate.store import driver_uri, kind, sqlite_path
 from model.config import Config, to_dict
 from model.run_folder import RunFolder
 
-BUSY_TIMEOUT_S = 60
 EXPERIMENT_KIND, MODEL_TRAINING = "mlflow.experimentKind", "custom_model_development"
 # MLflow prints a notice for every started and finished run and logs alembic migrations; runs print enough.
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-
-
-def store_uri(uri: str) -> str:
-    """Make a SQLite store usable by concurrent writers (WAL, busy timeout); other URIs pass through."""
-    if not uri.startswith("sqlite:///"):
-        return uri
-    path = Path(uri.removeprefix("sqlite:///").split("?")[0])
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with sqlite3.connect(path, timeout=BUSY_TIMEOUT_S) as db:
-        db.execute("PRAGMA journal_mode=WAL")
-    return f"sqlite:///{path}?timeout={BUSY_TIMEOUT_S}"
 
 
 def flatten(d: dict, prefix: str = "") -> dict[str, Any]:
@@ -49,24 +37,26 @@ def flatten(d: dict, prefix: str = "") -> dict[str, Any]:
 
 
 def artifact_root(uri: str) -> str | None:
-    """Artifacts of a SQLite store live beside the database (MLflow's default is ./mlruns in the cwd).
+    """Where a new experiment's artifacts go by default: beside a SQLite file (MLflow's default is ./mlruns in
+    the cwd), the server's own for a server, None (MLflow's default) for a database.
 
     MLflow records this location, and every run's artifact URI under it, as an absolute path: a store
     moved to another folder still points at the old one (the ledger says so, and how to fix it)."""
-    if not uri.startswith("sqlite:///"):
+    if kind(uri) != "sqlite":
         return None
-    return (Path(uri.removeprefix("sqlite:///").split("?")[0]).parent / "artifacts").resolve().as_uri()
+    return (sqlite_path(uri).parent / "artifacts").resolve().as_uri()
 
 
-def ensure_experiment(uri: str, name: str) -> str:
-    """Create the experiment if needed (before any job starts: concurrent creation races)."""
-    client = MlflowClient(store_uri(uri))
+def ensure_experiment(uri: str, name: str, artifacts: str | None = None) -> str:
+    """The experiment's id, created if needed at ``artifacts`` (default ``artifact_root``): get-or-create, so
+    any number of processes may call it at once."""
+    client = MlflowClient(driver_uri(uri))
     exp = client.get_experiment_by_name(name)
     if exp is not None:
         return exp.experiment_id
     try:
         # The runs table is the page MLflow 3's UI opens an experiment of this kind on (not its GenAI view).
-        return client.create_experiment(name, artifact_location=artifact_root(uri),
+        return client.create_experiment(name, artifact_location=artifacts or artifact_root(uri),
                                         tags={EXPERIMENT_KIND: MODEL_TRAINING})
     except mlflow.exceptions.MlflowException:  # another process created it first
         return client.get_experiment_by_name(name).experiment_id
@@ -81,7 +71,7 @@ class RunTracker:
     """
 
     def __init__(self, uri: str, experiment: str, run_id: str | None, run_name: str = "", tags: dict | None = None):
-        self.client = MlflowClient(store_uri(uri))
+        self.client = MlflowClient(driver_uri(uri))
         self.logged_until: dict[str, int] = {}  # metric -> last step already in MLflow
         if run_id is None:
             exp_id = ensure_experiment(uri, experiment)

@@ -22,6 +22,7 @@ import yaml
 from tqdm import tqdm
 
 from ablate.schema import SearchParam, StudySpec
+from ablate.store import kind
 from ablate.study import BOOKKEEPING, Study, fitted, matches, settings_keys
 from model.config import CONF_DIR, Config, ConfigError, DataConfig, group_options
 from model.dataset import DataFormatError, DatasetSpec
@@ -35,7 +36,7 @@ def first_round(study: Study) -> tuple[list[str], list[Fitted]]:
     the configurations the second round builds a strategy for (one per distinct masking setup)."""
     spec = study.spec
     problems, bad_choices = _check_keys(spec)
-    problems += layout_problems(spec)
+    problems += layout_problems(spec) + _tracking_problems(spec)
     expanded, configs = (_expand if spec.search is None else _check_search)(study, bad_choices)
     return problems + expanded, configs
 
@@ -72,6 +73,15 @@ def _sources(spec: StudySpec) -> list[tuple[str, str, list[Any]]]:
     if spec.report.baseline:
         out += [(f"report.baseline.{k}", k, [v]) for k, v in spec.report.baseline.items()]
     return out
+
+
+def _tracking_problems(spec: StudySpec) -> list[str]:
+    """A search tracked to a server needs the server's database for its trials (Optuna cannot go through MLflow)."""
+    tracking = spec.tracking
+    if spec.search and tracking.uri and kind(tracking.uri) == "server" and tracking.database is None:
+        return ["tracking.database: a search tracked to an MLflow server keeps its Optuna trials in the server's "
+                "PostgreSQL; name it (postgresql://user@host:port/db)"]
+    return []
 
 
 def _check_keys(spec: StudySpec) -> tuple[list[str], set[tuple[str, str]]]:

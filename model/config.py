@@ -180,12 +180,14 @@ class EvalConfig:
 
 @dataclass
 class TrackingConfig:
-    """MLflow: SQLite store by default; ``run_id`` is filled in when a run continues an existing one."""
+    """MLflow: SQLite store by default; a run continues the MLflow run its folder names. ``request_timeout``:
+    seconds one request may block a training step (what is not sent waits in the run folder)."""
 
     uri: str = "sqlite:///runs/mlflow.db"
     experiment: str = "nano4m"
     run_name: str = ""
     enabled: bool = True
+    request_timeout: float = 10.0
 
 
 @dataclass

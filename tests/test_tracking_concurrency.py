@@ -7,7 +7,8 @@ import multiprocessing
 
 from mlflow.tracking import MlflowClient
 
-from ablate.tracking import RunTracker, ensure_experiment, store_uri
+from ablate.store import driver_uri
+from ablate.tracking import RunTracker, ensure_experiment
 
 WRITERS, STEPS = 8, 100
 KEYS = [f"train/loss/m{i}" for i in range(16)] + ["train/loss", "train/lr", "masks/rgb/input_mean"]
@@ -41,7 +42,7 @@ def test_eight_concurrent_writers_lose_no_metric_and_never_see_a_locked_database
     assert [p.exitcode for p in writers] == [0] * WRITERS, err
     assert "database is locked" not in err
 
-    client = MlflowClient(store_uri(uri))
+    client = MlflowClient(driver_uri(uri))
     runs = client.search_runs([experiment])
     assert sorted(r.info.run_name for r in runs) == sorted(f"writer-{w}" for w in range(WRITERS))
     for run in runs:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from postgres import postgres, postgres_server  # noqa: F401  (fixtures)
 from study_files import write_study
 
 from ablate.dispatch import submit

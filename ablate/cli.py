@@ -84,9 +84,16 @@ def generate(args: argparse.Namespace) -> None:
 
 
 def _study(args: argparse.Namespace, expand: bool = True, strategies: bool = True):
+    """The study, checked, and its tracking store answering (a ``StoreError`` before anything is launched)."""
+    from ablate.store import StoreError
     from ablate.study_file import find_study_file, load_study
 
-    return load_study(find_study_file(args.study), expand=expand, strategies=strategies)
+    study = load_study(find_study_file(args.study), expand=expand, strategies=strategies)
+    try:
+        study.store.check(study.spec.tracking.request_timeout)
+    except StoreError as e:
+        raise StoreError(f"{study.path}: tracking: {e}") from None
+    return study
 
 
 def plan(args: argparse.Namespace) -> None:
@@ -332,13 +339,14 @@ def main(argv: list[str] | None = None) -> int:
         p.error(f"unrecognized arguments: {' '.join(extra)}")
     from ablate.mlflow_ui import ServerError
     from ablate.schema import StudyError
+    from ablate.store import StoreError
     from model.config import ConfigError
     from model.dataset import DataFormatError
     from model.lease import RunFolderLeased
 
     try:
         return args.func(args) or 0
-    except (ConfigError, DataFormatError, StudyError, ServerError, FileNotFoundError) as e:
+    except (ConfigError, DataFormatError, StudyError, StoreError, ServerError, FileNotFoundError) as e:
         print(f"ablate: error: {e}", file=sys.stderr)
         return 2
     except RunFolderLeased as e:  # not bad input: the run is being trained elsewhere

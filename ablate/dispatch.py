@@ -30,6 +30,7 @@ from ablate.executors import EXECUTORS
 from ablate.ledger import Ledger, Record
 from ablate.states import FOLLOWED_STATES, state
 from ablate.study import Run, Study
+from ablate.tracking import send_leftovers
 
 POLL_S = 1.0
 
@@ -123,6 +124,7 @@ class Dispatcher:
             if not self._ended(active):
                 continue
             del self.active[key]
+            send_leftovers(active.run.folder, self.study.store.uri)  # its end may wait in its outbox
             record = self.ledger.record(active.run_id)
             if record.status == "FINISHED":
                 ended.append((active.run, "done"))
@@ -264,6 +266,8 @@ def submit(study: Study, wait: bool = False, progress: bool = True) -> dict[str,
     """
     ledger = Ledger(study)
     dispatcher = Dispatcher(study, ledger)
+    for run in study.runs:  # what trainers could not send (their store was away) first: it may finish a run
+        send_leftovers(run.folder, study.store.uri)
     records = ledger.records()
     states = {run.key: state(records.get(run.key)) for run in study.runs}
     todo = []

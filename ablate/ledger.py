@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -32,6 +33,8 @@ from ablate.study import Run, Study
 from ablate.tracking import EXPERIMENT_KIND, MODEL_TRAINING, ensure_experiment
 
 _PAGE = 1000
+STUDY_RUN = "study_run_id"  # the experiment's tag naming its parent run
+PARENT_WAIT_S = 60.0  # how long a ledger waits for the experiment's creator to create the parent run
 
 
 @dataclass
@@ -76,8 +79,9 @@ class Ledger:
             if create:
                 raise StudyError(moved)
             print(f"warning: {moved}", file=sys.stderr)
+        self.created = False  # this ledger created the experiment: it alone creates the parent run
         if create:
-            self.experiment_id = ensure_experiment(store.uri, study.name, store.artifacts)
+            self.experiment_id, self.created = ensure_experiment(store.uri, study.name, store.artifacts)
             self._describe()
         else:
             self.experiment_id = exp.experiment_id if exp else None
@@ -109,21 +113,32 @@ class Ledger:
         return _record(self.client.get_run(run_id))
 
     def study_run(self) -> str | None:
-        """The id of the study's parent run, if it has one."""
+        """The id of the study's parent run, if it has one (named by the experiment's ``STUDY_RUN`` tag, or, in
+        a store written before that tag, the run tagged ``kind: study``)."""
         if self.experiment_id is None:
             return None
+        if named := self.client.get_experiment(self.experiment_id).tags.get(STUDY_RUN):
+            return named
         found = self.client.search_runs([self.experiment_id], "tags.kind = 'study'", max_results=1)
         return found[0].info.run_id if found else None
 
     def parent_id(self) -> str:
-        """The study's parent run (RUNNING while its runs are), created with the study file as artifact."""
-        if (found := self.study_run()) is not None:
+        """The study's parent run (RUNNING while its runs are), created once with the study file as artifact:
+        by the process that created the experiment (or, in an experiment without one, by the first to ask);
+        any other waits until the experiment names it. Many submitters or jobs may ask at once."""
+        found = self.study_run()
+        deadline = time.monotonic() + PARENT_WAIT_S
+        while found is None and not self.created and time.monotonic() < deadline:
+            time.sleep(0.2)
+            found = self.study_run()
+        if found is not None:
             self.client.update_run(found, status="RUNNING")
             return found
         run = self.client.create_run(self.experiment_id, run_name=self.study.name, tags={
             "kind": "study", "study": self.study.name, "code_version": code_version(),
             "mlflow.note.content": self.study.spec.description,
         })
+        self.client.set_experiment_tag(self.experiment_id, STUDY_RUN, run.info.run_id)
         self.client.log_artifact(run.info.run_id, str(self.study.path))
         return run.info.run_id
 

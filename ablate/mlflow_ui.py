@@ -1,4 +1,5 @@
-"""``ablate ui``: MLflow's UI server over a study's store, supervised until Ctrl-C or SIGTERM.
+"""``ablate ui``: MLflow's UI server over a study's store, supervised until Ctrl-C or SIGTERM; for a study tracked to
+an MLflow server, that server's own UI (nothing is started).
 
 The server runs in its own process group, bound to 127.0.0.1; a taken port is refused before anything starts,
 and stopping stops the whole group (MLflow's job workers too), so nothing it started outlives it.
@@ -34,6 +35,8 @@ def serve(study: Study, port: int, open_browser: bool, named: str) -> int:
     nothing = f"{study.path}: study {study.name!r} has nothing recorded yet; `ablate submit {named}` first"
     if not study.store.exists():
         raise StudyError(nothing)
+    if study.store.kind == "server":
+        return _open_server(study, open_browser, nothing)
     _check_port_free(port)
     from ablate.ledger import Ledger  # MLflow takes seconds to import: a taken port is refused before
 
@@ -57,9 +60,25 @@ def serve(study: Study, port: int, open_browser: bool, named: str) -> int:
         _stop_group(server)
 
 
-def runs_url(port: int, experiment_id: str) -> str:
-    """The study's runs table (MLflow 3 opens on its GenAI view unless asked for the machine-learning one)."""
-    return f"http://127.0.0.1:{port}/#/experiments/{experiment_id}/runs?workflowType=machine_learning"
+def runs_url(port: int | str, experiment_id: str) -> str:
+    """The study's runs table on a local port or a server's URL (MLflow 3 opens on its GenAI view unless asked
+    for the machine-learning one)."""
+    base = f"http://127.0.0.1:{port}" if isinstance(port, int) else port.rstrip("/")
+    return f"{base}/#/experiments/{experiment_id}/runs?workflowType=machine_learning"
+
+
+def _open_server(study: Study, open_browser: bool, nothing: str) -> int:
+    """The study's runs on the MLflow server it tracks to."""
+    from ablate.ledger import Ledger
+
+    ledger = Ledger(study, create=False)
+    if ledger.experiment_id is None:
+        raise StudyError(nothing)
+    url = runs_url(study.store.uri, ledger.experiment_id)
+    print(f"MLflow UI for {study.name}: {url} (served by its tracking server)", flush=True)
+    if open_browser and _graphical():
+        webbrowser.open(url)
+    return 0
 
 
 def ui_command(store: str, port: int) -> list[str]:

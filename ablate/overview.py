@@ -18,6 +18,7 @@ from tabulate import tabulate
 
 from ablate.executors import EXECUTORS
 from ablate.ledger import Ledger, Record, search_params
+from ablate.outbox import unsent_count
 from ablate.states import state
 from ablate.study import Run, Study, fitted
 from model.config import ConfigError
@@ -106,6 +107,7 @@ def status_table(study: Study) -> str:
     them (``load_study(strategies=False)``), and this builds none either, so it runs without torch."""
     table = rows(study, strategies=False)
     axes = _axes(table)
+    unsent = {row.run.key: unsent_count(row.run.folder) for row in table}
     body = []
     for row in table:
         step, loss = row.run.progress()
@@ -114,7 +116,7 @@ def status_table(study: Study) -> str:
         checkpoint = row.run.checkpoint_step()
         body.append([row.run.key, *(row.run.settings.get(a, "") for a in axes), row.run.seed, row.state,
                      f"{step}/{total}", "" if checkpoint is None else checkpoint,
-                     f"{loss:.3f}" if loss is not None else "", job])
+                     f"{loss:.3f}" if loss is not None else "", job, unsent[row.run.key] or ""])
     counts = Counter(row.state for row in table)
     footer = f"\n{len(table)} runs: " + ", ".join(f"{n} {s}" for s, n in counts.items())
     if study.spec.search:
@@ -122,8 +124,11 @@ def status_table(study: Study) -> str:
     if counts["unknown"]:
         footer += "\nunknown: the scheduler does not answer (a SLURM controller down?); such runs may be running, " \
                   "and nothing relaunches them until it answers"
+    if waiting := sum(n > 0 for n in unsent.values()):
+        footer += (f"\nunsent: {waiting} runs hold records their tracking store ({study.store.redacted}) has not "
+                   f"taken yet; they go when it answers (a running trainer sends its own, `ablate submit` the rest)")
     # checkpoint: where the run resumes (a requeued or interrupted run goes on from there, not from ``step``)
-    headers = ["run", *axes, "seed", "state", "step", "checkpoint", "train/loss", "job"]
+    headers = ["run", *axes, "seed", "state", "step", "checkpoint", "train/loss", "job", "unsent"]
     return tabulate(body, headers=headers, tablefmt="github") + footer
 
 

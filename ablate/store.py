@@ -14,6 +14,7 @@ environment (``PGPASSWORD`` or ``PGPASSFILE``), a server's from ``MLFLOW_TRACKIN
 
 from __future__ import annotations
 
+import os
 import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,12 +53,14 @@ def has_password(uri: str) -> bool:
     return urlsplit(uri).password is not None
 
 
-def driver_uri(uri: str) -> str:
+def driver_uri(uri: str, connect_timeout: float | None = None) -> str:
     """The URI SQLAlchemy (MLflow's and Optuna's stores) is given: ``postgresql://`` names psycopg 3, the driver
-    this project installs (SQLAlchemy's default for the bare scheme is psycopg2); a SQLite file is made ready
-    for many writers (``sqlite_uri``); others pass through."""
+    this project installs (SQLAlchemy's default for the bare scheme is psycopg2), with libpq's ``connect_timeout``
+    if given; a SQLite file is made ready for many writers (``sqlite_uri``); others pass through."""
     scheme, sep, rest = uri.partition("://")
     if scheme == "postgresql":
+        if connect_timeout is not None and "connect_timeout=" not in rest:
+            rest += f"{'&' if '?' in rest else '?'}connect_timeout={max(1, round(connect_timeout))}"
         return f"postgresql+{DRIVER}://{rest}"
     if scheme == "sqlite":
         return sqlite_uri(uri)
@@ -102,6 +105,54 @@ class Store:
         """What ``MlflowClient`` is given (``driver_uri``); touches the SQLite file (WAL mode)."""
         return driver_uri(self.uri)
 
+    def check(self, timeout: float = 10.0) -> None:
+        """Raise ``StoreError`` (one line) unless the store, and a search's database, answer within ``timeout``."""
+        reachable(self.uri, timeout)
+        if self.search is not None and self.search.startswith("postgresql") and self.search != self.uri:
+            reachable(self.search, timeout)
+
     def exists(self) -> bool:
         """Whether there is anything to read yet: a SQLite store is a file; a server or database is assumed to."""
         return self.kind != "sqlite" or sqlite_path(self.uri).is_file()
+
+
+def reachable(uri: str, timeout: float = 10.0) -> None:
+    """Raise ``StoreError`` (one line, the URI redacted) unless a server or a database at ``uri`` answers and
+    takes the credentials in the environment; a SQLite file always does."""
+    store_kind = kind(uri)
+    if store_kind == "database":
+        _database_answers(uri, timeout)
+    elif store_kind == "server":
+        _server_answers(uri, timeout)
+
+
+def _database_answers(uri: str, timeout: float) -> None:
+    try:
+        import psycopg
+    except ImportError:
+        raise StoreError(f"{redacted(uri)}: PostgreSQL needs its driver: pip install -e '.[server]'") from None
+    try:
+        psycopg.connect(uri, connect_timeout=max(1, round(timeout))).close()
+    except psycopg.Error as e:
+        said = [line.strip() for line in str(e).splitlines() if line.strip()]
+        # libpq's last line says why (FATAL: password authentication failed ..., database "x" does not exist)
+        raise StoreError(f"{redacted(uri)}: cannot connect: {said[-1] if said else type(e).__name__}") from None
+
+
+def _server_answers(uri: str, timeout: float) -> None:
+    import requests
+
+    user, password = os.environ.get("MLFLOW_TRACKING_USERNAME"), os.environ.get("MLFLOW_TRACKING_PASSWORD")
+    try:
+        answer = requests.get(f"{uri.rstrip('/')}/api/2.0/mlflow/experiments/search", params={"max_results": 1},
+                              auth=(user, password) if user else None, timeout=timeout)
+    except requests.RequestException as e:
+        raise StoreError(f"{redacted(uri)}: the MLflow server does not answer ({type(e).__name__}); is it "
+                         f"running (`ablate server`), and is this its host and port?") from None
+    if answer.status_code in (401, 403):
+        said = "refused the credentials in" if user else "asks for credentials: set"
+        raise StoreError(f"{redacted(uri)}: the MLflow server {said} MLFLOW_TRACKING_USERNAME and "
+                         f"MLFLOW_TRACKING_PASSWORD")
+    if answer.status_code != 200:
+        raise StoreError(f"{redacted(uri)}: not an MLflow tracking server (HTTP {answer.status_code} to the "
+                         f"experiments API)")

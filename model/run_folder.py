@@ -5,6 +5,9 @@
                         ``latest``, the name of the newest complete one
     history.jsonl       logged training metrics, one JSON object per logged step (``{"step": ..., metric: value}``)
     mlflow_run_id       the MLflow run it continues when resumed (written by the study's ledger or its first trainer)
+    tracking_outbox.jsonl, tracking_sent, tracking_outbox.lock
+                        what its tracker logged, the last record the MLflow store took, and the lock a sender
+                        holds (``ablate/outbox.py``)
     eval.json           the final evaluation
     generation.png      what the final evaluation generated (on a generated data set only)
     masks/              mask_budgets.png and mask_frequency.png: the masks the run realized (``model/mask_stats.py``)
@@ -38,6 +41,9 @@ class RunFolder:
     STEP_PREFIX = "step_"  # a checkpoint's folder: the prefix and the step in 7 digits
     HISTORY = "history.jsonl"
     MLFLOW_RUN_ID = "mlflow_run_id"
+    TRACKING_OUTBOX = "tracking_outbox.jsonl"
+    TRACKING_SENT = "tracking_sent"
+    TRACKING_LOCK = "tracking_outbox.lock"
     EVAL = "eval.json"
     GENERATION = "generation.png"
     MASKS = "masks"  # also the mask figures' folder among the run's MLflow artifacts
@@ -148,6 +154,18 @@ class RunFolder:
 
     def write_mlflow_run_id(self, run_id: str) -> None:
         self._write(self.path / self.MLFLOW_RUN_ID, run_id)
+
+    @property
+    def tracking_outbox(self) -> Path:
+        return self.path / self.TRACKING_OUTBOX
+
+    @property
+    def tracking_sent(self) -> Path:
+        return self.path / self.TRACKING_SENT
+
+    @property
+    def tracking_lock(self) -> Path:
+        return self.path / self.TRACKING_LOCK
 
     @property
     def eval(self) -> Path:

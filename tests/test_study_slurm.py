@@ -292,3 +292,22 @@ def test_a_second_job_on_a_leased_run_folder_exits_without_touching_it(
     assert steps == list(range(1, 101))  # one trainer wrote it
     key, metrics, history = uninterrupted
     assert _history(ledger, ledger.records()[run.key].run_id) == history
+
+
+def test_a_job_array_tracked_through_an_mlflow_server_reports_as_one_on_sqlite_does(
+        slurm_cluster, data_root, tmp_path, mlflow_server, capsys):  # noqa: F811
+    from ablate.cli import main
+
+    tables = {}
+    for name, tracking in (("on_sqlite", {}), ("on_server", {"uri": mlflow_server.uri})):
+        path = write_study(tmp_path, data_root, name=name, grid={"masking": ["random", "dirichlet"]}, seeds=[0, 1],
+                           executor=slurm_executor(slurm_cluster), tracking=tracking)
+        study = load_study(path)
+        assert set(submit(study, wait=True, progress=False).values()) == {"done"}
+        assert len(Ledger(study).records()) == 4
+        capsys.readouterr()
+        assert main(["report", str(path), "--out", str(tmp_path / "reports" / name)]) == 0
+        tables[name] = capsys.readouterr().out.replace(name, "NAME")
+    assert not (tmp_path / "on_server" / "mlflow.db").exists()
+    shape = {name: re.sub(r"\d", "#", table).splitlines() for name, table in tables.items()}
+    assert shape["on_server"] == shape["on_sqlite"] and len(shape["on_sqlite"]) > 4

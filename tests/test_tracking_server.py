@@ -1,0 +1,57 @@
+"""Training through a real MLflow server on PostgreSQL that goes away: the server is killed while a study's runs
+train and started again 30 s later; the runs finish without error, and every metric history equals that of the
+same study tracked through a server that never went away."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+from mlflow.tracking import MlflowClient
+from study_files import TINY, wait_for, write_study
+
+from ablate.dispatch import submit
+from ablate.ledger import Ledger
+from ablate.outbox import unsent_count
+from ablate.study_file import load_study
+
+OUTAGE_S = 30
+
+
+def _histories(study) -> dict[tuple[int, str], list[tuple[int, float]]]:
+    """(seed, metric) -> [(step, value)] of every metric of every run of the study."""
+    ledger = Ledger(study, create=False)
+    client: MlflowClient = ledger.client
+    out = {}
+    for run in study.runs:
+        record = ledger.records()[run.key]
+        assert record.status == "FINISHED"
+        for key in client.get_run(record.run_id).data.metrics:
+            out[run.seed, key] = sorted((m.step, m.value) for m in client.get_metric_history(record.run_id, key))
+    return out
+
+
+def test_runs_outlive_a_server_restart_and_end_with_the_history_of_runs_that_saw_none(tmp_path, data_root,
+                                                                                    mlflow_server, capfd):
+    base = {**TINY, "train.steps": 40, "train.checkpoint_every": 20, "data.root": str(data_root[0])}
+    calm, storm = (load_study(write_study(tmp_path, data_root, name=name, seeds=[0, 1], base=base,
+                                          tracking={"uri": mlflow_server.uri}))
+                   for name in ("calm", "storm"))
+    assert set(submit(calm, progress=False).values()) == {"done"}
+
+    outcome = {}
+    submitter = threading.Thread(target=lambda: outcome.update(submit(storm, progress=False)))
+    submitter.start()
+    wait_for(lambda: any((r.progress()[0] or 0) >= 2 for r in storm.runs), "training step 2", timeout_s=300)
+    mlflow_server.stop(kill=True)
+    time.sleep(OUTAGE_S)
+    assert any(unsent_count(run.folder) for run in storm.runs)  # the runs logged on, into their outboxes
+    mlflow_server.start()
+    submitter.join(timeout=600)
+
+    assert not submitter.is_alive() and set(outcome.values()) == {"done"}
+    assert all(unsent_count(run.folder) == 0 for run in storm.runs)
+    assert "does not answer" in capfd.readouterr().err
+    calm_history, storm_history = _histories(calm), _histories(storm)
+    assert {k for k, _ in calm_history} == {0, 1} and any(k[1] == "train/loss" for k in calm_history)
+    assert storm_history == calm_history

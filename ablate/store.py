@@ -14,14 +14,23 @@ environment (``PGPASSWORD`` or ``PGPASSFILE``), a server's from ``MLFLOW_TRACKIN
 
 from __future__ import annotations
 
+import base64
+import os
 import sqlite3
+import urllib.error
+import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit, urlunsplit
+
+if TYPE_CHECKING:
+    import psycopg
 
 SCHEMES = {"sqlite": "sqlite", "http": "server", "https": "server", "postgresql": "database"}
 DRIVER = "psycopg"  # SQLAlchemy's dialect name for psycopg 3
 SQLITE_BUSY_TIMEOUT_S = 60
+CONNECT_TIMEOUT_S = 5  # a database or server that does not answer within this is reported, not waited on
 
 
 class StoreError(ValueError):
@@ -50,6 +59,42 @@ def redacted(uri: str) -> str:
 
 def has_password(uri: str) -> bool:
     return urlsplit(uri).password is not None
+
+
+def connect(uri: str) -> psycopg.Connection:
+    """An open connection (autocommit) to the ``postgresql://`` database ``uri``, the password from libpq's
+    environment; a host that does not answer, a refused password or a missing database is a one-line
+    ``StoreError``."""
+    import psycopg
+
+    try:
+        return psycopg.connect(uri, connect_timeout=CONNECT_TIMEOUT_S, autocommit=True)
+    except psycopg.Error as e:
+        why = " ".join(str(e).split())
+        hint = "; libpq takes the password from PGPASSWORD or PGPASSFILE" if "password" in why else ""
+        raise StoreError(f"{redacted(uri)}: cannot connect: {why}{hint}") from None
+
+
+def check_server(url: str) -> None:
+    """An MLflow server answers at ``url`` (``http(s)://host:port``) and accepts the environment's credentials
+    (``MLFLOW_TRACKING_USERNAME``, ``MLFLOW_TRACKING_PASSWORD``), or a one-line ``StoreError`` says why not."""
+    request = urllib.request.Request(f"{url.rstrip('/')}/api/2.0/mlflow/experiments/search?max_results=1")
+    user = os.environ.get("MLFLOW_TRACKING_USERNAME")
+    if user is not None:
+        secret = f"{user}:{os.environ.get('MLFLOW_TRACKING_PASSWORD', '')}".encode()
+        request.add_header("Authorization", f"Basic {base64.b64encode(secret).decode()}")
+    try:
+        urllib.request.urlopen(request, timeout=CONNECT_TIMEOUT_S).close()
+    except urllib.error.HTTPError as e:
+        if e.code == 401:
+            who = f"refused user {user!r}" if user is not None else "needs a user: MLFLOW_TRACKING_USERNAME is unset"
+            raise StoreError(f"{redacted(url)}: the server {who} (401); set MLFLOW_TRACKING_USERNAME and "
+                             "MLFLOW_TRACKING_PASSWORD") from None
+        answer = " ".join(e.read(200).decode(errors="replace").split())
+        raise StoreError(f"{redacted(url)}: not usable as an MLflow server: {e.code} {e.reason}: {answer}") from None
+    except OSError as e:  # refused, unknown host, timed out (URLError is an OSError)
+        why = getattr(e, "reason", e)
+        raise StoreError(f"{redacted(url)}: no MLflow server answers ({why})") from None
 
 
 def driver_uri(uri: str) -> str:

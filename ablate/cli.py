@@ -90,7 +90,7 @@ def _study(args: argparse.Namespace, expand: bool = True, strategies: bool = Tru
 
     study = load_study(find_study_file(args.study), expand=expand, strategies=strategies)
     try:
-        study.store.check(study.spec.tracking.request_timeout)
+        study.store.check()
     except StoreError as e:
         raise StoreError(f"{study.path}: tracking: {e}") from None
     return study
@@ -190,6 +190,20 @@ def explore(args: argparse.Namespace) -> None:
     explorer = Explorer(_study(args), reports=args.reports)
     print(f"explorer for {explorer.study.name} on http://{args.host}:{args.port} (Ctrl-C to stop)")
     server(explorer, args.host, args.port).run()
+
+
+def server(args: argparse.Namespace) -> None:
+    from ablate.mlflow_ui import ServerError
+    from ablate.server import ServerSpec, start, stop
+
+    if args.stop:
+        stop(args.state, args.port)
+        return
+    if args.database is None or args.artifacts is None:
+        raise ServerError("ablate server needs a database URI and --artifacts PATH (or --stop)")
+    start(ServerSpec(args.database, args.artifacts, serve_artifacts=args.serve_artifacts, host=args.host,
+                     port=args.port, workers=args.workers, auth=args.auth, state=args.state,
+                     allowed_hosts=tuple(name for names in args.allowed_hosts for name in names.split(",") if name)))
 
 
 def parser() -> argparse.ArgumentParser:
@@ -326,6 +340,38 @@ def parser() -> argparse.ArgumentParser:
     ex.add_argument("--threads", type=int, default=1,
                     help="torch CPU threads (default 1: the page's forward passes are small; more threads contend)")
     ex.set_defaults(func=explore)
+    from ablate.server import STATE
+
+    sv = sub.add_parser(
+        "server", help="start or stop an MLflow tracking server over PostgreSQL for a lab or a cluster",
+        description="Start `mlflow server` over a PostgreSQL database, detached, and print the tracking.uri to "
+        "put in studies. First the database must answer (a host that does not answer, a refused password, a "
+        "missing database: one line, nothing started); one that already holds MLflow's tables is brought to this "
+        "MLflow's schema (mlflow db upgrade, said when done). The password never goes in the URI: libpq and the "
+        "server read PGPASSWORD or PGPASSFILE. One server per port: starting it again while it runs says so. Its "
+        f"pid file (server-PORT.json), log (server-PORT.log) and auth settings live in --state (default {STATE}).",
+        epilog="Example: PGPASSWORD=... ablate server postgresql://mlflow@db.lab:5432/mlflow --artifacts "
+        "/shared/mlflow-artifacts --host 0.0.0.0 --port 5000 --workers 4; then in the study: tracking: {uri: "
+        "http://THIS-HOST:5000}; and to stop it: ablate server --stop --port 5000. Cluster setup: slurm/README.md.")
+    sv.add_argument("database", nargs="?", help="postgresql://USER@HOST:PORT/DB, no password in it")
+    sv.add_argument("--artifacts", type=Path, help="artifact folder: served by the server (default), or with "
+                    "--no-serve-artifacts the path every client writes to itself (a shared file system)")
+    sv.add_argument("--no-serve-artifacts", dest="serve_artifacts", action="store_false",
+                    help="clients read and write --artifacts directly instead of through the server")
+    sv.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only; "
+                    "0.0.0.0: every interface, for the nodes of a cluster)")
+    sv.add_argument("--port", type=int, default=5000, help="port (default 5000)")
+    sv.add_argument("--workers", type=int, default=2, help="uvicorn worker processes (default 2); the connection "
+                    "pools are sized to them and to PostgreSQL's max_connections")
+    sv.add_argument("--allowed-hosts", action="append", default=[], metavar="NAMES",
+                    help="more Host names clients use, comma-separated (a name without :PORT gets --port); "
+                    "--host's own names are always allowed, MLflow refuses any other")
+    sv.add_argument("--auth", action="store_true", help="MLflow basic authentication (the .[server] extra): users "
+                    "in the same database, the first admin's password from MLFLOW_AUTH_ADMIN_PASSWORD; clients set "
+                    "MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD")
+    sv.add_argument("--state", type=Path, default=STATE, help=f"pid file, log and auth settings (default {STATE})")
+    sv.add_argument("--stop", action="store_true", help="stop the server on --port (all its processes) and wait")
+    sv.set_defaults(func=server)
     return p
 
 

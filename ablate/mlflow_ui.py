@@ -26,7 +26,7 @@ UI_START_S = 120  # how long to wait for MLflow's server to listen
 
 
 class ServerError(Exception):
-    """The UI server cannot serve; the message says why and what to do."""
+    """An MLflow server (``ablate ui``, ``ablate server``) cannot serve; the message says why and what to do."""
 
 
 def serve(study: Study, port: int, open_browser: bool, named: str) -> int:
@@ -37,7 +37,7 @@ def serve(study: Study, port: int, open_browser: bool, named: str) -> int:
         raise StudyError(nothing)
     if study.store.kind == "server":
         return _open_server(study, open_browser, nothing)
-    _check_port_free(port)
+    check_port_free(port)
     from ablate.ledger import Ledger  # MLflow takes seconds to import: a taken port is refused before
 
     ledger = Ledger(study, create=False)
@@ -87,13 +87,13 @@ def ui_command(store: str, port: int) -> list[str]:
             "--port", str(port), "--workers", "1"]
 
 
-def _check_port_free(port: int) -> None:
+def check_port_free(port: int, host: str = "127.0.0.1") -> None:
     with socket.socket() as probe:
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server binds: TIME_WAIT is no use
         try:
-            probe.bind(("127.0.0.1", port))
+            probe.bind((host, port))
         except OSError as e:
-            raise ServerError(f"port {port} on 127.0.0.1 is in use ({e.strerror}); choose another with --port"
+            raise ServerError(f"port {port} on {host} is in use ({e.strerror}); choose another with --port"
                               ) from None
 
 

@@ -14,15 +14,23 @@ environment (``PGPASSWORD`` or ``PGPASSFILE``), a server's from ``MLFLOW_TRACKIN
 
 from __future__ import annotations
 
+import base64
 import os
 import sqlite3
+import urllib.error
+import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit, urlunsplit
+
+if TYPE_CHECKING:
+    import psycopg
 
 SCHEMES = {"sqlite": "sqlite", "http": "server", "https": "server", "postgresql": "database"}
 DRIVER = "psycopg"  # SQLAlchemy's dialect name for psycopg 3
 SQLITE_BUSY_TIMEOUT_S = 60
+CONNECT_TIMEOUT_S = 5  # a database or server that does not answer within this is reported, not waited on
 
 
 class StoreError(ValueError):
@@ -51,6 +59,42 @@ def redacted(uri: str) -> str:
 
 def has_password(uri: str) -> bool:
     return urlsplit(uri).password is not None
+
+
+def connect(uri: str) -> psycopg.Connection:
+    """An open connection (autocommit) to the ``postgresql://`` database ``uri``, the password from libpq's
+    environment; a host that does not answer, a refused password or a missing database is a one-line
+    ``StoreError``."""
+    import psycopg
+
+    try:
+        return psycopg.connect(uri, connect_timeout=CONNECT_TIMEOUT_S, autocommit=True)
+    except psycopg.Error as e:
+        why = " ".join(str(e).split())
+        hint = "; libpq takes the password from PGPASSWORD or PGPASSFILE" if "password" in why else ""
+        raise StoreError(f"{redacted(uri)}: cannot connect: {why}{hint}") from None
+
+
+def check_server(url: str) -> None:
+    """An MLflow server answers at ``url`` (``http(s)://host:port``) and accepts the environment's credentials
+    (``MLFLOW_TRACKING_USERNAME``, ``MLFLOW_TRACKING_PASSWORD``), or a one-line ``StoreError`` says why not."""
+    request = urllib.request.Request(f"{url.rstrip('/')}/api/2.0/mlflow/experiments/search?max_results=1")
+    user = os.environ.get("MLFLOW_TRACKING_USERNAME")
+    if user is not None:
+        secret = f"{user}:{os.environ.get('MLFLOW_TRACKING_PASSWORD', '')}".encode()
+        request.add_header("Authorization", f"Basic {base64.b64encode(secret).decode()}")
+    try:
+        urllib.request.urlopen(request, timeout=CONNECT_TIMEOUT_S).close()
+    except urllib.error.HTTPError as e:
+        if e.code == 401:
+            who = f"refused user {user!r}" if user is not None else "needs a user: MLFLOW_TRACKING_USERNAME is unset"
+            raise StoreError(f"{redacted(url)}: the server {who} (401); set MLFLOW_TRACKING_USERNAME and "
+                             "MLFLOW_TRACKING_PASSWORD") from None
+        answer = " ".join(e.read(200).decode(errors="replace").split())
+        raise StoreError(f"{redacted(url)}: not usable as an MLflow server: {e.code} {e.reason}: {answer}") from None
+    except OSError as e:  # refused, unknown host, timed out (URLError is an OSError)
+        why = getattr(e, "reason", e)
+        raise StoreError(f"{redacted(url)}: no MLflow server answers ({why})") from None
 
 
 def driver_uri(uri: str, connect_timeout: float | None = None) -> str:
@@ -105,54 +149,22 @@ class Store:
         """What ``MlflowClient`` is given (``driver_uri``); touches the SQLite file (WAL mode)."""
         return driver_uri(self.uri)
 
-    def check(self, timeout: float = 10.0) -> None:
-        """Raise ``StoreError`` (one line) unless the store, and a search's database, answer within ``timeout``."""
-        reachable(self.uri, timeout)
+    def check(self) -> None:
+        """Raise ``StoreError`` (one line) unless the store, and a search's database, answer."""
+        reachable(self.uri)
         if self.search is not None and self.search.startswith("postgresql") and self.search != self.uri:
-            reachable(self.search, timeout)
+            reachable(self.search)
 
     def exists(self) -> bool:
         """Whether there is anything to read yet: a SQLite store is a file; a server or database is assumed to."""
         return self.kind != "sqlite" or sqlite_path(self.uri).is_file()
 
 
-def reachable(uri: str, timeout: float = 10.0) -> None:
+def reachable(uri: str) -> None:
     """Raise ``StoreError`` (one line, the URI redacted) unless a server or a database at ``uri`` answers and
     takes the credentials in the environment; a SQLite file always does."""
     store_kind = kind(uri)
     if store_kind == "database":
-        _database_answers(uri, timeout)
+        connect(uri).close()
     elif store_kind == "server":
-        _server_answers(uri, timeout)
-
-
-def _database_answers(uri: str, timeout: float) -> None:
-    try:
-        import psycopg
-    except ImportError:
-        raise StoreError(f"{redacted(uri)}: PostgreSQL needs its driver: pip install -e '.[server]'") from None
-    try:
-        psycopg.connect(uri, connect_timeout=max(1, round(timeout))).close()
-    except psycopg.Error as e:
-        said = [line.strip() for line in str(e).splitlines() if line.strip()]
-        # libpq's last line says why (FATAL: password authentication failed ..., database "x" does not exist)
-        raise StoreError(f"{redacted(uri)}: cannot connect: {said[-1] if said else type(e).__name__}") from None
-
-
-def _server_answers(uri: str, timeout: float) -> None:
-    import requests
-
-    user, password = os.environ.get("MLFLOW_TRACKING_USERNAME"), os.environ.get("MLFLOW_TRACKING_PASSWORD")
-    try:
-        answer = requests.get(f"{uri.rstrip('/')}/api/2.0/mlflow/experiments/search", params={"max_results": 1},
-                              auth=(user, password) if user else None, timeout=timeout)
-    except requests.RequestException as e:
-        raise StoreError(f"{redacted(uri)}: the MLflow server does not answer ({type(e).__name__}); is it "
-                         f"running (`ablate server`), and is this its host and port?") from None
-    if answer.status_code in (401, 403):
-        said = "refused the credentials in" if user else "asks for credentials: set"
-        raise StoreError(f"{redacted(uri)}: the MLflow server {said} MLFLOW_TRACKING_USERNAME and "
-                         f"MLFLOW_TRACKING_PASSWORD")
-    if answer.status_code != 200:
-        raise StoreError(f"{redacted(uri)}: not an MLflow tracking server (HTTP {answer.status_code} to the "
-                         f"experiments API)")
+        check_server(uri)

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 from postgres import postgres, postgres_server  # noqa: F401  (fixtures)
 from study_files import write_study
+from tracking_server import mlflow_server  # noqa: F401  (fixture)
 
 from ablate.dispatch import submit
 from ablate.study_file import load_study

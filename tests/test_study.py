@@ -19,6 +19,7 @@ import optuna
 import psutil
 import pytest
 from study_files import LOCAL, TINY, wait_for, write_study
+from tracking_server import free_port
 
 from ablate.cli import main
 from ablate.dispatch import submit
@@ -396,12 +397,6 @@ def test_a_pruned_search_survives_a_killed_submitter_and_ends_with_its_trial_cou
     assert len(list((tmp_path / "s" / "submitit").glob("*/*_submitted.pkl"))) == jobs
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def _http(url: str, body: dict | None = None) -> tuple[str, bytes]:
     data = json.dumps(body).encode() if body is not None else None
     request = urllib.request.Request(url, data, {"Content-Type": "application/json"})
@@ -421,7 +416,7 @@ def test_ui_serves_the_study_runs_opens_on_its_runs_table_and_stops_every_proces
     from playwright.sync_api import sync_playwright
 
     study = load_study(finished_study)
-    port, log = _free_port(), tmp_path / "ui.log"
+    port, log = free_port(), tmp_path / "ui.log"
     elsewhere = finished_study.with_name("finished_moved_data.yaml")  # the same study, its data folder gone
     elsewhere.write_text(finished_study.read_text().replace(str(study.runs[0].config["data"]["root"]), "/gone"))
     server = _start_ui(elsewhere, port, log)

@@ -89,7 +89,7 @@ def test_a_store_that_cannot_be_used_is_refused_in_one_line_before_anything_is_r
         assert "secret" not in done.stderr and "tracking" in said and ("127.0.0.1" in said or "mysql://" in said)
     assert {"unreachable": "cannot connect", "wrong password": "password authentication failed",
             "no such database": 'database "no_such_database" does not exist', "unknown scheme": "unknown scheme",
-            "server away": "does not answer"}[case] in said
+            "server away": "no MLflow server answers"}[case] in said
     assert not (tmp_path / "bad").exists()  # no store, no run folder, no job log
     client = MlflowClient(driver_uri(postgres))
     assert [e.name for e in client.search_experiments()] == ["Default"]

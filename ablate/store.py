@@ -15,6 +15,7 @@ environment (``PGPASSWORD`` or ``PGPASSFILE``), a server's from ``MLFLOW_TRACKIN
 from __future__ import annotations
 
 import base64
+import functools
 import os
 import sqlite3
 import urllib.error
@@ -30,6 +31,7 @@ if TYPE_CHECKING:
 SCHEMES = {"sqlite": "sqlite", "http": "server", "https": "server", "postgresql": "database"}
 DRIVER = "psycopg"  # SQLAlchemy's dialect name for psycopg 3
 SQLITE_BUSY_TIMEOUT_S = 60
+SCHEMA_LOCK = 0x6E616E6F34  # the advisory lock a process holds while MLflow creates its tables ("nano4")
 CONNECT_TIMEOUT_S = 5  # a database or server that does not answer within this is reported, not waited on
 
 
@@ -98,17 +100,43 @@ def check_server(url: str) -> None:
 
 
 def driver_uri(uri: str, connect_timeout: float | None = None) -> str:
-    """The URI SQLAlchemy (MLflow's and Optuna's stores) is given: ``postgresql://`` names psycopg 3, the driver
-    this project installs (SQLAlchemy's default for the bare scheme is psycopg2), with libpq's ``connect_timeout``
-    if given; a SQLite file is made ready for many writers (``sqlite_uri``); others pass through."""
-    scheme, sep, rest = uri.partition("://")
-    if scheme == "postgresql":
-        if connect_timeout is not None and "connect_timeout=" not in rest:
-            rest += f"{'&' if '?' in rest else '?'}connect_timeout={max(1, round(connect_timeout))}"
-        return f"postgresql+{DRIVER}://{rest}"
-    if scheme == "sqlite":
+    """The URI SQLAlchemy (MLflow's and Optuna's stores) is given for a ``postgresql://`` one: it names psycopg 3,
+    the driver this project installs (SQLAlchemy's default for the bare scheme is psycopg2), with libpq's
+    ``connect_timeout`` if given. Other URIs pass through."""
+    scheme, _, rest = uri.partition("://")
+    if scheme != "postgresql":
+        return uri
+    if connect_timeout is not None and "connect_timeout=" not in rest:
+        rest += f"{'&' if '?' in rest else '?'}connect_timeout={max(1, round(connect_timeout))}"
+    return f"postgresql+{DRIVER}://{rest}"
+
+
+def mlflow_uri(uri: str, connect_timeout: float | None = None) -> str:
+    """What ``MlflowClient`` is given for a tracking URI, the store made ready for many processes at once: a SQLite
+    file in WAL mode with a busy timeout (``sqlite_uri``); a PostgreSQL database with MLflow's tables, created
+    by one process at a time (``_mlflow_tables``); a server's URL as it is."""
+    store_kind = kind(uri)
+    if store_kind == "sqlite":
         return sqlite_uri(uri)
+    if store_kind == "database":
+        _mlflow_tables(uri)
+        return driver_uri(uri, connect_timeout)
     return uri
+
+
+@functools.cache
+def _mlflow_tables(uri: str) -> None:
+    """Create MLflow's tables in an empty database under a PostgreSQL advisory lock, once per process: MLflow
+    creates them on first use, and 32 processes doing so at once collide in PostgreSQL's catalog."""
+    from mlflow.tracking import MlflowClient
+
+    with connect(uri) as db:
+        db.execute("SELECT pg_advisory_lock(%s)", (SCHEMA_LOCK,))
+        try:  # the process that held the lock before made them whole
+            if db.execute("SELECT to_regclass('experiments')").fetchone()[0] is None:
+                MlflowClient(driver_uri(uri)).search_experiments(max_results=1)  # MLflow creates its tables
+        finally:
+            db.execute("SELECT pg_advisory_unlock(%s)", (SCHEMA_LOCK,))
 
 
 def sqlite_uri(uri: str) -> str:
@@ -146,8 +174,8 @@ class Store:
 
     @property
     def client_uri(self) -> str:
-        """What ``MlflowClient`` is given (``driver_uri``); touches the SQLite file (WAL mode)."""
-        return driver_uri(self.uri)
+        """What ``MlflowClient`` is given (``mlflow_uri``)."""
+        return mlflow_uri(self.uri)
 
     def check(self) -> None:
         """Raise ``StoreError`` (one line) unless the store, and a search's database, answer."""

@@ -30,7 +30,7 @@ from mlflow.tracking import MlflowClient
 
 from ablate.metric_names import mlflow_safe
 from ablate.outbox import Outbox, Record
-from ablate.store import driver_uri, kind, redacted, sqlite_path
+from ablate.store import kind, mlflow_uri, redacted, sqlite_path
 from model.config import Config, to_dict
 from model.run_folder import RunFolder
 
@@ -70,7 +70,7 @@ def artifact_root(uri: str) -> str | None:
 def ensure_experiment(uri: str, name: str, artifacts: str | None = None) -> tuple[str, bool]:
     """The experiment's id, created if needed at ``artifacts`` (default ``artifact_root``), and whether this call
     created it: get-or-create, so any number of processes may call it at once (the store's unique name decides)."""
-    client = MlflowClient(driver_uri(uri))
+    client = MlflowClient(mlflow_uri(uri))
     exp = client.get_experiment_by_name(name)
     if exp is not None:
         return exp.experiment_id, False
@@ -188,7 +188,7 @@ class RunTracker:
     @property
     def client(self) -> MlflowClient:
         if self._client is None:
-            self._client = MlflowClient(driver_uri(self.uri, connect_timeout=self.request_timeout))
+            self._client = MlflowClient(mlflow_uri(self.uri, connect_timeout=self.request_timeout))
         return self._client
 
     def _deliver(self, group: list[Record]) -> None:
@@ -248,7 +248,7 @@ def send_leftovers(folder: RunFolder, uri: str) -> bool:
     run_id = folder.read_mlflow_run_id()
     if run_id is None or outbox.sent() >= outbox.last_seq:  # nothing waits, or no run to send it to
         return True
-    client = MlflowClient(driver_uri(uri))
+    client = MlflowClient(mlflow_uri(uri))
     try:
         return outbox.send(lambda group: deliver(client, run_id, group))
     except UNREACHABLE:

@@ -8,7 +8,7 @@ import multiprocessing
 import pytest
 from mlflow.tracking import MlflowClient
 
-from ablate.store import driver_uri
+from ablate.store import mlflow_uri
 from ablate.tracking import RunTracker, ensure_experiment
 from model.run_folder import RunFolder
 
@@ -34,9 +34,10 @@ def _write(uri: str, folder: str, writer: int, start: multiprocessing.synchroniz
 def test_sixteen_concurrent_writers_lose_no_metric_and_never_see_a_locked_database(store, tmp_path, capfd, request):
     uri = f"sqlite:///{tmp_path}/mlflow.db" if store == "sqlite" else request.getfixturevalue("mlflow_server").uri
     experiment, _ = ensure_experiment(uri, "concurrency")  # as the submitter does before any job starts
-    spawn = multiprocessing.get_context("spawn")  # fresh interpreters, like the runs' processes
-    start = spawn.Barrier(WRITERS)
-    writers = [spawn.Process(target=_write, args=(uri, str(tmp_path / f"run{w}"), w, start)) for w in range(WRITERS)]
+    # Forked: what the runs import is imported once (the test is about the store, not start-up).
+    fork = multiprocessing.get_context("fork")
+    start = fork.Barrier(WRITERS)
+    writers = [fork.Process(target=_write, args=(uri, str(tmp_path / f"run{w}"), w, start)) for w in range(WRITERS)]
     for process in writers:
         process.start()
     for process in writers:
@@ -45,7 +46,7 @@ def test_sixteen_concurrent_writers_lose_no_metric_and_never_see_a_locked_databa
     assert [p.exitcode for p in writers] == [0] * WRITERS, err
     assert "database is locked" not in err and "does not answer" not in err  # every record went at once
 
-    client = MlflowClient(driver_uri(uri))
+    client = MlflowClient(mlflow_uri(uri))
     runs = client.search_runs([experiment])
     assert sorted(r.info.run_name for r in runs) == sorted(f"writer-{w}" for w in range(WRITERS))
     for run in runs:

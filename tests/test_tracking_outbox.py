@@ -12,7 +12,7 @@ import time
 from mlflow.tracking import MlflowClient
 
 from ablate.outbox import Outbox, unsent_count
-from ablate.store import driver_uri
+from ablate.store import mlflow_uri
 from ablate.tracking import RunTracker, send_leftovers
 from model.run_folder import RunFolder
 
@@ -44,7 +44,7 @@ def test_a_run_trains_on_while_its_store_is_away_and_everything_arrives_once_whe
     tracker.end()
     assert unsent_count(folder) == 0 and "answers again" in capfd.readouterr().err
 
-    client = MlflowClient(driver_uri(uri))
+    client = MlflowClient(mlflow_uri(uri))
     (run,) = client.search_runs([client.get_experiment_by_name("outage").experiment_id])
     assert run.info.run_id == tracker.run_id == folder.read_mlflow_run_id()  # created once, and the folder names it
     assert run.info.status == "FINISHED" and run.data.params == {"lr": "0.1", "model": "tiny"}
@@ -67,7 +67,7 @@ def test_a_resumed_run_logs_no_step_twice_and_keeps_its_first_params(tmp_path):
         again.log_metrics({"train/loss": float(step)}, step)
     again.end()
 
-    client = MlflowClient(driver_uri(uri))
+    client = MlflowClient(mlflow_uri(uri))
     assert again.run_id == first.run_id
     assert _history(client, first.run_id, "train/loss") == [(s, float(s)) for s in range(1, 16)]
     run = client.get_run(first.run_id)
@@ -83,7 +83,7 @@ def test_a_create_whose_answer_was_lost_finds_its_run_instead_of_making_a_ghost(
     (folder.path / RunFolder.MLFLOW_RUN_ID).unlink()
     again = RunTracker(uri, "ghost", folder, run_name="r")
     again.end()
-    client = MlflowClient(driver_uri(uri))
+    client = MlflowClient(mlflow_uri(uri))
     runs = client.search_runs([client.get_experiment_by_name("ghost").experiment_id])
     assert again.run_id == tracker.run_id and [r.info.run_id for r in runs] == [tracker.run_id]
 
@@ -99,7 +99,7 @@ def test_what_a_dead_trainer_left_is_sent_by_the_submitter_in_order(tmp_path):
     assert unsent_count(folder) == 4
     assert send_leftovers(folder, uri) and unsent_count(folder) == 0
     assert send_leftovers(folder, uri)  # nothing left: nothing sent again
-    client = MlflowClient(driver_uri(uri))
+    client = MlflowClient(mlflow_uri(uri))
     assert client.get_run(tracker.run_id).info.status == "FINISHED"
     assert _history(client, tracker.run_id, "train/loss") == [(1, 1.0), (2, 2.0), (3, 3.0)]
 

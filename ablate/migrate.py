@@ -4,20 +4,23 @@ server or a PostgreSQL database), so that the study can continue there.
 Copied: the experiment (name, tags, description), the study's parent run and every child run (the ledger's
 runs: ``kind`` study and run) with their params, tags, run names, statuses, start and end times, each
 metric's whole history (values, steps, timestamps) and their artifacts. MLflow gives every copy a new run
-id; a child's ``mlflow.parentRunId`` names its parent's copy. Nothing is written to the study's own store or
-folder.
+id; a child's ``mlflow.parentRunId`` and the experiment's ``STUDY_RUN`` tag name the parent's copy. Nothing
+is written to the study's own store or folder.
 
 Each copy is tagged ``migrated_from`` (its source run's id) and, until it is whole, ``migrating``: a copy left
 half made by an interrupted migrate is deleted and made again, a whole one is skipped, so running the
 command again copies nothing twice.
 
 Refused, before anything is copied: a URI the study file could not hold (``TrackingSpec``: a password in it),
-a store that does not answer, a run whose job may still run (``states.FOLLOWED_STATES``), and a run key the
-target already records in a run that is no copy of this store's run.
+a store that does not answer (``Store.check``), a run whose job may still run (``states.FOLLOWED_STATES``), a
+run whose folder holds records its store has not taken (``ablate/outbox.py``: they would miss the copy, and
+would later be sent to a run id the target does not know), and a run key the target already records in a
+run that is no copy of this store's run.
 
 The ledger finds runs by their ``run_key`` tag, so new run ids are no loss to it. A run folder's
 ``mlflow_run_id`` still names the old run: the next ``ablate submit`` rewrites it for every run it launches
-(``Ledger.prepare``), and a finished run's is never read again.
+(``Ledger.prepare``); a finished run's is read only to send what its outbox holds unsent, and a run with
+records unsent is not migrated.
 """
 
 from __future__ import annotations
@@ -34,7 +37,8 @@ from pydantic import ValidationError
 from tqdm import tqdm
 
 from ablate import store
-from ablate.ledger import Ledger, Record
+from ablate.ledger import STUDY_RUN, Ledger, Record
+from ablate.outbox import unsent_count
 from ablate.schema import StudyError, TrackingSpec
 from ablate.states import FOLLOWED_STATES, state
 from ablate.study import Study
@@ -83,14 +87,19 @@ def migrate(study: Study, to: str, progress: bool | None = None) -> Migration:
     if live := sorted(what for what, record in runs.items() if state(record) in FOLLOWED_STATES):
         raise StudyError(f"{study.path}: {len(live)} run(s) may still run ({', '.join(live)}); let them end or "
                          f"`ablate cancel {study.path}`, then migrate again; nothing was copied")
-    _check_answers(target.store)
+    if unsent := sorted(key for key in runs if key != PARENT_RUN and unsent_count(study.run_folder(key))):
+        raise StudyError(f"{study.path}: {len(unsent)} run(s) hold records {study.store.redacted} has not taken yet "
+                         f"({', '.join(unsent)}; `ablate status` counts them): `ablate submit {study.path}` sends "
+                         "them once it answers, then migrate again; nothing was copied")
+    target.store.check()
     there = Ledger(target, create=False)
     copies, half_made = _copies(named_runs(there), runs, target.store)
 
     migration = Migration(target, remade=len(half_made))
-    experiment_id = ensure_experiment(target.store.uri, study.name, target.store.artifacts)
+    experiment_id, _ = ensure_experiment(target.store.uri, study.name, target.store.artifacts)
     for key, value in source.client.get_experiment(source.experiment_id).tags.items():
-        there.client.set_experiment_tag(experiment_id, key, value)
+        if key != STUDY_RUN:  # names the source's parent run: set to its copy's once that is whole
+            there.client.set_experiment_tag(experiment_id, key, value)
     for run_id in half_made:
         there.client.delete_run(run_id)
     show = sys.stderr.isatty() if progress is None else progress
@@ -100,6 +109,8 @@ def migrate(study: Study, to: str, progress: bool | None = None) -> Migration:
             continue
         copies[record.run_id] = _copy(source.client, there.client, experiment_id, record.run_id, copies)
         migration.copied += 1
+    if PARENT_RUN in runs:
+        there.client.set_experiment_tag(experiment_id, STUDY_RUN, copies[runs[PARENT_RUN].run_id])
     return migration
 
 
@@ -115,14 +126,6 @@ def _retargeted(study: Study, to: str) -> Study:
     except ValidationError as e:
         raise store.StoreError(f"{store.redacted(to)}: {e.errors()[0]['ctx']['error']}") from None
     return dataclasses.replace(study, spec=study.spec.model_copy(update={"tracking": tracking}))
-
-
-def _check_answers(target: store.Store) -> None:
-    """The target answers and takes the environment's credentials, or a one-line ``StoreError`` says why not."""
-    if target.kind == "server":
-        store.check_server(target.uri)
-    else:
-        store.connect(target.uri).close()
 
 
 def named_runs(ledger: Ledger) -> dict[str, Record]:

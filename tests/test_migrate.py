@@ -5,15 +5,10 @@ in one line, before anything is copied."""
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
-import signal
-import socket
 import subprocess
 import sys
-import types
-import urllib.request
 from pathlib import Path
 
 import pandas as pd
@@ -21,12 +16,14 @@ import pytest
 import yaml
 from mlflow.entities import Metric
 from mlflow.tracking import MlflowClient
-from study_files import wait_for, write_study
+from study_files import write_study
+from tracking_server import free_port
 
 from ablate import snapshot, states
 from ablate.cli import main
-from ablate.ledger import Ledger
+from ablate.ledger import STUDY_RUN, Ledger
 from ablate.migrate import MIGRATED_FROM, MIGRATING, PARENT, PARENT_RUN, migrate, named_runs
+from ablate.outbox import Outbox
 from ablate.store import driver_uri, redacted
 from ablate.study_file import load_study
 
@@ -92,7 +89,10 @@ def test_a_migrated_study_reports_the_same_table_keeps_every_record_and_a_second
         assert sum(len(h) for h in _histories(here, old).values()) >= (4 if what != PARENT_RUN else 0)
         assert _artifacts(there, new, tmp_path / "new" / what) == _artifacts(here, old, tmp_path / "old" / what)
     experiment = there.get_experiment_by_name(local.name)
-    assert experiment.tags == here.get_experiment_by_name(local.name).tags
+    assert experiment.tags[STUDY_RUN] == after[PARENT_RUN].info.run_id  # the ledger's way to its parent run
+    assert Ledger(moved, create=False).study_run() == after[PARENT_RUN].info.run_id
+    assert ({k: v for k, v in experiment.tags.items() if k != STUDY_RUN}
+            == {k: v for k, v in here.get_experiment_by_name(local.name).tags.items() if k != STUDY_RUN})
 
     # The study file edited in place: the same folder, so the snapshot read from SQLite is there; it is read again.
     shutil.copytree(snapshot.folder(local), snapshot.folder(moved))
@@ -108,22 +108,29 @@ def test_a_migrated_study_reports_the_same_table_keeps_every_record_and_a_second
     assert all(_histories(there, again[w]) == _histories(there, after[w]) for w in after)
 
 
-@pytest.fixture
-def live_study(data_root, tmp_path):
-    """A study recorded the way the submitter records one: two finished runs and one whose local job runs (a
-    process with submitit in its command line). Yields (study, the running run's key, the job)."""
-    study = load_study(write_study(tmp_path, data_root, name="live", seeds=[0, 1, 2]))
-    job = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)", "submitit"])
+def _recorded(folder: Path, data_root, job_id: int = 0, running_seed: int | None = None):
+    """The study ``live`` (three seeds) recorded the way the submitter and its trainers record one, every run
+    finished but the one of ``running_seed``, left RUNNING with the local job ``job_id``."""
+    study = load_study(write_study(folder, data_root, name="live", seeds=[0, 1, 2]))
     ledger = Ledger(study)
     parent = ledger.parent_id()
     for run in study.runs:
-        run_id = ledger.prepare(run, None, parent, {"executor": "local", "job_id": str(job.pid)}).run_id
+        run_id = ledger.prepare(run, None, parent, {"executor": "local", "job_id": str(job_id)}).run_id
         ledger.client.log_batch(run_id, metrics=[Metric("train/loss", 5.0 - s, 1000 + s, s) for s in range(5)],
                                 synchronous=True)
         ledger.client.update_run(run_id, status="RUNNING")
-        if run.seed != 1:
+        if run.seed != running_seed:
             ledger.client.set_terminated(run_id, "FINISHED")
     ledger.end(parent, "FINISHED")
+    return study
+
+
+@pytest.fixture
+def live_study(data_root, tmp_path):
+    """``_recorded`` with seed 1 running: its job a process with submitit in its command line, as a local job's
+    controller has. Yields (study, the running run's key, the job)."""
+    job = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)", "submitit"])
+    study = _recorded(tmp_path, data_root, job.pid, running_seed=1)
     yield study, study.runs[1].key, job
     job.kill()
     job.wait()
@@ -170,12 +177,6 @@ def test_a_run_that_may_still_run_is_refused_and_an_interrupted_migrate_is_finis
     assert len(target.search_runs([experiment_id])) == 4
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.mark.parametrize("to, why", [
     ("postgresql://nano4m:secret@127.0.0.1:5433/nano4m", "holds a password"),
     ("ftp://127.0.0.1/x", "unknown scheme"),
@@ -187,7 +188,7 @@ def _free_port() -> int:
 ])
 def test_a_store_that_cannot_be_used_is_refused_in_one_line_naming_it_without_its_password(
         finished_study, postgres_server, to, why, monkeypatch, capsys):
-    to = to.format(port=_free_port())
+    to = to.format(port=free_port())
     if "5433/nano4m" in to and "secret" not in to:
         monkeypatch.setenv("PGPASSWORD", "wrong")
     before = {w: r.info.run_id for w, r in _runs(load_study(finished_study, expand=False)).items()}
@@ -198,23 +199,23 @@ def test_a_store_that_cannot_be_used_is_refused_in_one_line_naming_it_without_it
     assert {w: r.info.run_id for w, r in _runs(load_study(finished_study, expand=False)).items()} == before
 
 
-# Until tests/tracking_server.py is on this branch: a real `mlflow server` over a fresh database.
-@pytest.fixture
-def mlflow_server(postgres, tmp_path):
-    port = _free_port()
-    server = subprocess.Popen([sys.executable, "-m", "mlflow", "server", "--backend-store-uri", driver_uri(postgres),
-                               "--serve-artifacts", "--artifacts-destination", str(tmp_path / "served"),
-                               "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    uri = f"http://127.0.0.1:{port}"
-    wait_for(lambda: _answers(uri), "mlflow server", timeout_s=180)
-    yield types.SimpleNamespace(uri=uri)
-    os.killpg(server.pid, signal.SIGTERM)
-    server.wait(timeout=30)
+def test_records_a_run_folder_has_not_sent_and_runs_the_target_holds_otherwise_are_refused(data_root, postgres,
+                                                                                          tmp_path, capsys):
+    study = _recorded(tmp_path / "a", data_root)
+    unsent = study.runs[2]
+    Outbox(unsent.folder).put("tags", tags={"late": "1"})  # its trainer's store was away when it ended
+    capsys.readouterr()
+    assert main(["migrate", str(study.path), "--to", postgres]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and unsent.key in err and "ablate submit" in err and "nothing was copied" in err
+    target = MlflowClient(driver_uri(postgres))
+    assert target.get_experiment_by_name("live") is None
 
-
-def _answers(uri: str) -> bool:
-    try:
-        return urllib.request.urlopen(f"{uri}/health", timeout=2).status == 200
-    except OSError:
-        return False
+    unsent.folder.tracking_outbox.unlink()
+    assert migrate(study, postgres).copied == 4
+    elsewhere = _recorded(tmp_path / "b", data_root)  # the same study recorded again in another store: same keys
+    capsys.readouterr()
+    assert main(["migrate", str(elsewhere.path), "--to", postgres]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and all(run.key in err for run in study.runs) and PARENT_RUN in err
+    assert len(target.search_runs([target.get_experiment_by_name("live").experiment_id])) == 4

@@ -38,7 +38,7 @@ from tqdm import tqdm
 
 from ablate import store
 from ablate.ledger import STUDY_RUN, Ledger, Record
-from ablate.outbox import unsent_count
+from ablate.outbox import METRICS_PER_BATCH, unsent_count
 from ablate.schema import StudyError, TrackingSpec
 from ablate.states import FOLLOWED_STATES, state
 from ablate.study import Study
@@ -49,7 +49,7 @@ MIGRATING = "migrating"  # on a copy still being made; removed once it is whole
 PARENT = "mlflow.parentRunId"
 PARENT_RUN = "the study's parent run"  # how messages name it beside run keys
 TERMINAL = ("FINISHED", "FAILED", "KILLED")  # set_terminated's statuses; others are set as they are
-METRICS_PER_BATCH, PARAMS_PER_BATCH = 1000, 100  # MLflow's limits for one log_batch
+PARAMS_PER_BATCH = 100  # MLflow's cap on one log_batch (its metrics cap: outbox.METRICS_PER_BATCH)
 # The client prints a link for every run it ends on a server: one per copied run.
 os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
 

@@ -173,6 +173,13 @@ def cancel(args: argparse.Namespace) -> None:
     print(f"{study.name}: cancelled {stopped} queued or running runs; `ablate submit {args.study}` resumes them")
 
 
+def migrate(args: argparse.Namespace) -> None:
+    study = _study(args, expand=False)  # its store and name are all it needs
+    from ablate.migrate import migrate as copy_records
+
+    print(copy_records(study, args.to))
+
+
 def ui(args: argparse.Namespace) -> int:
     from ablate.mlflow_ui import serve
 
@@ -317,6 +324,21 @@ def parser() -> argparse.ArgumentParser:
     ca = sub.add_parser("cancel", help="stop a study's queued and running jobs (they resume on the next submit)")
     ca.add_argument("study", help=study_help)
     ca.set_defaults(func=cancel)
+    mi = sub.add_parser(
+        "migrate", help="copy a study's MLflow records into an MLflow server or a PostgreSQL database",
+        description="Copy the study's experiment, its parent run and every run (params, tags, names, statuses, "
+        "start and end times, every metric's history with its steps and timestamps, artifacts) from its store "
+        "into the one at --to, then print the tracking: section that makes the study use it. The copies get new "
+        "run ids (the ledger finds runs by their run key); the study's own store and folder are left as they "
+        "are. Running it again copies only what is missing. Refused before anything is copied: a run that may "
+        "still run, a URI with a password, a store that does not answer or refuses the credentials.",
+        epilog="Example: PGPASSWORD=... ablate migrate budgets --to http://login1:5000 (see docs/studies.md, "
+        "Moving a study to a server)")
+    mi.add_argument("study", help=study_help)
+    mi.add_argument("--to", required=True, metavar="URI", help="http(s)://HOST:PORT of an MLflow server, or "
+                    "postgresql://USER@HOST:PORT/DB; no password in it: MLFLOW_TRACKING_USERNAME and "
+                    "MLFLOW_TRACKING_PASSWORD, PGPASSWORD or PGPASSFILE")
+    mi.set_defaults(func=migrate)
     u = sub.add_parser("ui", help="open the MLflow UI on a study's store (bound to 127.0.0.1)",
                        description="Serve MLflow's UI over the study's store and print the address of the study's "
                        "runs table (opened in a browser where there is a display). Ctrl-C or SIGTERM stops it.")

@@ -130,7 +130,8 @@ def _log_to_study_run(study: Study, files: list[Path]) -> None:
     ledger = Ledger(study, create=False)
     if (run_id := ledger.study_run()) is None:
         return
-    repository = get_artifact_repository(ledger.client.get_run(run_id).info.artifact_uri)
+    # A server's mlflow-artifacts: URIs are resolved against the tracking URI.
+    repository = get_artifact_repository(ledger.client.get_run(run_id).info.artifact_uri, ledger.client.tracking_uri)
     try:
         repository.delete_artifacts("report")
     except (MlflowException, NotImplementedError, OSError):  # a store that cannot: new files replace old ones

@@ -4,7 +4,9 @@
                      code_version
     metrics.parquet  run_id, metric, value: each metric's last logged value (today's names, ablate/metric_names.py)
     curves.parquet   run_id, metric, step, value: the whole history of the ``report.curves`` metrics
-    state.json       when the snapshot was last refreshed, the store's size and time then, the curves it holds
+    state.json       when the snapshot was last refreshed, the store's size and time then, the curves it holds,
+                     the store it was read from (a study moved to another store, ``ablate migrate``, is read
+                     again whole: its runs have other ids there)
     study.pkl        the expanded study (expanding composes every configuration, about 0.2 s each),
                      reused while the study file and the code are unchanged
     artifacts/       run artifacts a report shows (the realized-mask figures), downloaded once
@@ -64,7 +66,8 @@ def refresh(study: Study, curves: list[str]) -> Snapshot:
     """The study's runs as they are in MLflow now; reads only what may have changed since the last refresh."""
     where = folder(study)
     state = _read_json(where / "state.json")
-    current = state.get("format") == FORMAT and state.get("curves") == curves and (where / "runs.parquet").is_file()
+    current = (state.get("format") == FORMAT and state.get("curves") == curves and state.get("store") == study.store.uri
+               and (where / "runs.parquet").is_file())
     started_ms = int(time.time() * 1000)
     stamp = _stamp(study)  # before reading: a write during the read shows next time
     # Nothing written since, so no run created before now is missing.
@@ -94,7 +97,7 @@ def refresh(study: Study, curves: list[str]) -> Snapshot:
         _concat(_keep(old.curves, ids), *histories),
     )
     _write(where, new if fetched or not current else None,
-           {"format": FORMAT, "curves": curves, "refreshed_ms": started_ms, "stamp": stamp})
+           {"format": FORMAT, "curves": curves, "refreshed_ms": started_ms, "stamp": stamp, "store": study.store.uri})
     return new
 
 

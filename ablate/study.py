@@ -114,6 +114,10 @@ class Study:
             return Store(tracking.uri, shared or (self.dir / "artifacts").as_uri(), tracking.database or tracking.uri)
         return Store(tracking.uri, shared, tracking.database)
 
+    def run_folder(self, key: str) -> RunFolder:
+        """The folder of the run ``key`` (its ``train.out_dir``), known without expanding the study."""
+        return RunFolder(self.dir / "runs" / key)
+
     def make_run(self, overrides: dict[str, Any], seed: int, settings: dict[str, Any]) -> Run:
         """Compose and check one run; raises ``ConfigError``/``DataFormatError``."""
         return self.make_runs(overrides, [seed], settings)[0]
@@ -134,7 +138,7 @@ class Study:
         for seed in seeds:
             key = f"{digest}-s{seed}"
             config = copy.deepcopy(resolved)
-            config["train"].update(seed=seed, out_dir=str(self.dir / "runs" / key),
+            config["train"].update(seed=seed, out_dir=str(self.run_folder(key).path),
                                    threads=self.spec.executor.threads_per_run)
             config["tracking"].update(uri=self.store.uri, experiment=self.name, run_name=key, enabled=True,
                                       request_timeout=self.spec.tracking.request_timeout)

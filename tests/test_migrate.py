@@ -24,7 +24,7 @@ from ablate.cli import main
 from ablate.ledger import STUDY_RUN, Ledger
 from ablate.migrate import MIGRATED_FROM, MIGRATING, PARENT, PARENT_RUN, migrate, named_runs
 from ablate.outbox import Outbox
-from ablate.store import driver_uri, redacted
+from ablate.store import mlflow_uri, redacted
 from ablate.study_file import load_study
 
 
@@ -142,7 +142,7 @@ def test_a_run_that_may_still_run_is_refused_and_an_interrupted_migrate_is_finis
     assert main(["migrate", str(study.path), "--to", postgres]) == 2
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and key in err and "nothing was copied" in err
-    target = MlflowClient(driver_uri(postgres))
+    target = MlflowClient(mlflow_uri(postgres))
     assert target.get_experiment_by_name("live") is None
 
     job.kill()
@@ -208,7 +208,7 @@ def test_records_a_run_folder_has_not_sent_and_runs_the_target_holds_otherwise_a
     assert main(["migrate", str(study.path), "--to", postgres]) == 2
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and unsent.key in err and "ablate submit" in err and "nothing was copied" in err
-    target = MlflowClient(driver_uri(postgres))
+    target = MlflowClient(mlflow_uri(postgres))
     assert target.get_experiment_by_name("live") is None
 
     unsent.folder.tracking_outbox.unlink()

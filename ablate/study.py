@@ -33,7 +33,7 @@ BOOKKEEPING = {
     "train.seed": "list seeds under 'seeds'",
     "train.out_dir": "runs live in the study folder",
     "train.threads": "use executor.threads_per_run",
-    "tracking": "every run is tracked in the study's own MLflow store",
+    "tracking": "the study's tracking: section says where its runs are recorded",
 }
 # Config keys that say how a run is executed, not what it trains: left out of its identity, so that setting
 # one (train.compile on a GPU) or a new one arriving with its default keeps the keys of runs already recorded.

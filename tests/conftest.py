@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 from postgres import postgres, postgres_server  # noqa: F401  (fixtures)
-from study_files import write_study
+from study_files import stop_afterwards, write_study  # noqa: F401  (stop_afterwards: a fixture)
 from tracking_server import mlflow_server  # noqa: F401  (fixture)
 
 from ablate.dispatch import submit

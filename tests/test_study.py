@@ -18,7 +18,7 @@ from pathlib import Path
 import optuna
 import psutil
 import pytest
-from study_files import LOCAL, TINY, wait_for, write_study
+from study_files import IN_BACKGROUND, LOCAL, TINY, children, wait_for, write_study
 from tracking_server import free_port
 
 from ablate.cli import main
@@ -27,7 +27,7 @@ from ablate.ledger import Ledger, Record
 from ablate.overview import plan_table, status_table
 from ablate.schema import StudyError
 from ablate.search import Search, open_search
-from ablate.states import cancel_live_jobs, state
+from ablate.states import state
 from ablate.study import config_hash
 from ablate.study_file import load_study
 from ablate.tracking import run_tracker
@@ -220,28 +220,6 @@ def test_submit_resumes_interrupted_runs_and_resubmission_skips_finished_ones(da
     assert len(list((tmp_path / "s" / "submitit").glob("*/*_submitted.pkl"))) == 4  # nothing launched again
 
 
-def _children(pid: int) -> list[int]:
-    return [p.pid for p in psutil.Process(pid).children()]
-
-
-# A submitter started as a shell without job control (a script, CI) starts a background command
-# (`ablate submit ... &`): with SIGINT ignored, which the processes it starts would inherit, while submitit
-# cancels a local job with SIGINT.
-IN_BACKGROUND = {"preexec_fn": lambda: signal.signal(signal.SIGINT, signal.SIG_IGN)}
-
-
-@pytest.fixture
-def stop_afterwards():
-    """Register (study file, submitter): at teardown, after a failure too, the submitter is killed and the
-    study's live jobs are cancelled, so no training outlives its test."""
-    started = []
-    yield lambda path, submitter: started.append((path, submitter))
-    for path, submitter in started:
-        submitter.kill()
-        submitter.wait()
-        cancel_live_jobs(list(Ledger(load_study(path), create=False).records().values()))
-
-
 def test_a_sigkilled_run_resumes_on_resubmission_with_every_metric_step_logged_once(data_root, tmp_path, capsys,
                                                                                     stop_afterwards):
     steps, log_every = 120, 2
@@ -266,7 +244,7 @@ def test_a_sigkilled_run_resumes_on_resubmission_with_every_metric_step_logged_o
     submitter.kill()  # first, so that no submitter sees the run fail and retries it
     submitter.wait()
     controller = int(Ledger(study).records()[victim.key].tags["job_id"])  # submitit's local job controller
-    (trainer,) = _children(controller)
+    (trainer,) = children(controller)
     os.kill(trainer, signal.SIGKILL)
     wait_for(lambda: not psutil.pid_exists(controller) or psutil.Process(controller).status() == "zombie",
               "end of the killed run's job")

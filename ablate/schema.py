@@ -73,7 +73,8 @@ class SearchSpec(Schema):
     """Optuna search over config keys; each trial is one run with the study's seed."""
 
     params: dict[str, SearchParam] = Field(min_length=1, description="config key -> how a trial draws it")
-    trials: Positive = Field(description="trials in all (complete, pruned or failed), across restarts")
+    trials: Positive = Field(description="trials in all (complete, pruned or failed), across restarts; a trial "
+                             "whose job was cancelled is asked again, not counted")
     metric: str = Field("eval/loss/mean", description="the objective: a metric every run logs (eval/...: at its end, "
                         "needs evaluate: true)")
     direction: Literal["minimize", "maximize"] = Field("minimize", description="of metric")

@@ -1,12 +1,22 @@
 """Optuna search driven by the submitter: ask a trial whenever a slot is free, tell it when its run ends.
 
 No batch barrier: up to ``executor.max_parallel`` trials run at once and a new one starts as soon
-as one ends. Trials live in ``<study dir>/optuna.journal`` (``JournalStorage``, file backend), so a
-killed submitter loses nothing: on restart, trials it left RUNNING get their run back (told at
-once if the run finished meanwhile, followed if its job still runs, resumed from its checkpoint
-otherwise), and finished runs in MLflow that the journal does not know are added back as trials.
-A trial whose parameters give a run that already finished is told that run's result, not re-run.
-Pruned runs come back as pruned trials; a cancelled run's trial stays RUNNING until the next submit.
+as one ends. Trials live in the study's search storage (``Store.search``): ``<study dir>/optuna.journal``
+(``JournalStorage``, file backend) beside the default SQLite store, or Optuna's tables (``RDBStorage``) in
+the schema ``optuna`` of the study's PostgreSQL database (beside MLflow's tables, whose names, the Alembic
+version table among them, Optuna's would clash with). A killed submitter loses nothing: on restart, trials
+it left RUNNING get their run back (told at once if the run finished meanwhile, followed if its job still
+runs, resumed from its checkpoint otherwise), and finished runs in MLflow that the storage does not know
+are added back as trials. A trial whose parameters give a run that already finished is told that run's
+result, not re-run.
+
+Optuna's heartbeat works only inside ``study.optimize``, not with ask/tell, so the submitter ends every trial
+itself from what the executor says of its run's job (``Dispatcher.poll``): a run that finished is told its
+metric; one that failed is relaunched while it has retries and told FAIL once it has none; a run whose job
+was stopped from outside (``ablate cancel``, ``scancel``) is told FAIL and marked ``interrupted``, and its
+parameters are asked again (enqueued) so that the next submit resumes the same run from its checkpoint; an
+interrupted trial does not count toward ``search.trials``. No trial is left RUNNING by a submitter that ends.
+Pruned runs come back as pruned trials.
 
 The pruner reads ``search.intermediate`` (default ``train/loss``) from MLflow while a run trains;
 a pruned trial's job is cancelled and, once it has stopped, its MLflow run is tagged ``pruned`` (a run
@@ -18,10 +28,11 @@ from __future__ import annotations
 import json
 import sys
 from collections import Counter
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import optuna
 from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
-from optuna.storages import JournalStorage
+from optuna.storages import BaseStorage, JournalStorage, RDBStorage
 from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState
 from tqdm import tqdm
@@ -30,9 +41,13 @@ from ablate.dispatch import Dispatcher
 from ablate.ledger import Ledger, Record, search_params
 from ablate.schema import SearchParam, StudyError
 from ablate.states import FOLLOWED_STATES, state
+from ablate.store import connect, driver_uri, kind, redacted
 from ablate.study import Run, Study
 from model.config import ConfigError
 from model.dataset import DataFormatError
+
+SCHEMA = "optuna"  # PostgreSQL schema of Optuna's tables: MLflow's and Optuna's each have an alembic_version table
+INTERRUPTED = "interrupted"  # user attribute of a FAIL trial whose run stopped without an outcome; not counted
 
 
 def distribution(param: SearchParam) -> BaseDistribution:
@@ -43,12 +58,32 @@ def distribution(param: SearchParam) -> BaseDistribution:
     return FloatDistribution(param.low, param.high, log=param.log, step=param.step)
 
 
+def storage_url(uri: str) -> str:
+    """The SQLAlchemy URL of a search's trials in PostgreSQL database ``uri``: psycopg 3, and Optuna's tables in
+    the schema ``SCHEMA`` (libpq's ``options``), which ``optuna`` commands take as ``--storage`` too."""
+    parts = urlsplit(driver_uri(uri))
+    query = dict(parse_qsl(parts.query))
+    query["options"] = f"{query.get('options', '')} -csearch_path={SCHEMA}".strip()
+    return urlunsplit(parts._replace(query=urlencode(query)))
+
+
+def search_storage(location: str) -> BaseStorage:
+    """The Optuna storage at ``Store.search``: a journal file, or a PostgreSQL database (``storage_url``) whose
+    schema ``SCHEMA`` is created on first use (``StoreError`` when the database does not answer)."""
+    if not _is_database(location):
+        return JournalStorage(JournalFileBackend(location))
+    with connect(location) as db:
+        db.execute(f"CREATE SCHEMA IF NOT EXISTS {SCHEMA}")
+    # pool_pre_ping: a connection the server dropped (a restart) is replaced instead of failing the next tell.
+    return RDBStorage(storage_url(location), engine_kwargs={"pool_pre_ping": True})
+
+
 def open_search(study: Study) -> optuna.Study:
     """The study's Optuna study, created on first use."""
     spec = study.spec.search
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study.dir.mkdir(parents=True, exist_ok=True)
-    storage = JournalStorage(JournalFileBackend(str(study.dir / "optuna.journal")))
+    storage = search_storage(study.store.search)
     # Seeded by how many trials exist, so a restarted random sampler does not replay its first picks.
     seed = spec.seed + len(_existing_trials(storage, study.name))
     sampler = optuna.samplers.TPESampler(seed=seed) if spec.sampler == "tpe" else optuna.samplers.RandomSampler(seed)
@@ -60,11 +95,30 @@ def open_search(study: Study) -> optuna.Study:
                                pruner=pruner, load_if_exists=True)
 
 
-def _existing_trials(storage: JournalStorage, name: str) -> list:
+def start_over(study: Study) -> str:
+    """How to drop a search's trials to start a new search in the same storage."""
+    location = study.store.search
+    if not _is_database(location):
+        return f"move {location} away"
+    return (f"delete them with `optuna delete-study --study-name {study.name} "
+            f"--storage '{redacted(storage_url(location))}'`")
+
+
+def _is_database(location: str) -> bool:
+    """Whether ``Store.search`` is a database URI (the schema allows PostgreSQL only) rather than a journal path."""
+    return "://" in location and kind(location) == "database"
+
+
+def _existing_trials(storage: BaseStorage, name: str) -> list:
     try:
         return storage.get_all_trials(storage.get_study_id_from_name(name), deepcopy=False)
     except KeyError:
         return []
+
+
+def counted(trials: list[optuna.trial.FrozenTrial]) -> list[optuna.trial.FrozenTrial]:
+    """The trials that count toward ``search.trials``: all but the interrupted ones, which are asked again."""
+    return [t for t in trials if not t.user_attrs.get(INTERRUPTED)]
 
 
 class Search:
@@ -82,28 +136,33 @@ class Search:
         self.cancelled = False  # a run's job was cancelled: the search is being stopped, ask no more trials
 
     def run(self) -> optuna.Study:
+        self._check_space()
         self._recover()
-        trials = self.optuna.get_trials(deepcopy=False)
-        finished = sum(t.state.is_finished() for t in trials)
+
+        def finished() -> int:
+            return sum(t.state.is_finished() for t in counted(self.optuna.get_trials(deepcopy=False)))
 
         def polled() -> None:  # after the runs that ended: a run that finished is complete, not pruned
             self._report()
-            bar.n = sum(t.state.is_finished() for t in self.optuna.get_trials(deepcopy=False))
+            bar.n = finished()
             bar.refresh()
 
-        with tqdm(total=self.spec.trials, initial=finished, desc=self.study.name, unit="trial",
+        with tqdm(total=self.spec.trials, initial=finished(), desc=self.study.name, unit="trial",
                   disable=not self.progress) as bar:
             # One trial per launch: whether it takes a slot is known only once its run is (it may have run before).
             self.dispatcher.drive(self.study.spec.executor.max_parallel, more=self._more,
-                                  launch=lambda free: self._start(self._ask()), ended=self._ended, polled=polled,
-                                  progress=self.progress)
+                                  launch=lambda free: self._start(self.optuna.ask(self.distributions)),
+                                  ended=self._ended, polled=polled, progress=self.progress)
         return self.optuna
 
     def _ended(self, run: Run, outcome: str) -> None:
         """Tell the trials waiting for a run how it ended."""
         trials = self.waiting.pop(run.key)
-        if outcome == "interrupted":  # cancelled: its trials stay RUNNING, the next submit resumes them
+        if outcome == "interrupted":  # stopped from outside: the search is being stopped; the next submit resumes it
             self.cancelled = True
+            for trial in trials:
+                self._interrupt(trial)
+                self.optuna.enqueue_trial(trial.params, user_attrs={"run_key": run.key})
             return
         record = self.records[run.key] = self.ledger.record(self.records[run.key].run_id)
         if outcome == "cancelled":  # pruned, and its job has stopped
@@ -112,23 +171,32 @@ class Search:
             self._tell(trial, record if outcome == "done" else None, pruned=outcome == "cancelled")
 
     def _more(self) -> bool:
-        return not self.cancelled and len(self.optuna.get_trials(deepcopy=False)) < self.spec.trials
+        """Whether to ask: trials are missing, or some are waiting (an interrupted one's, asked again)."""
+        trials = self.optuna.get_trials(deepcopy=False)
+        missing = len(counted(trials)) < self.spec.trials
+        return not self.cancelled and (missing or any(t.state == TrialState.WAITING for t in trials))
 
-    def _ask(self) -> optuna.Trial:
-        try:
-            return self.optuna.ask(self.distributions)
-        except ValueError as e:  # e.g. categorical choices changed: Optuna keeps one value space per study
-            journal = self.study.dir / "optuna.journal"
-            raise StudyError(f"{self.study.path}: search.params no longer fit the trials in {journal} ({e}); "
-                             f"move that file away to start a new search (finished runs come back as trials)") from None
+    def _check_space(self) -> None:
+        """Refuse, before any trial is asked (an ask that fails would leave its trial RUNNING), a search space
+        the stored trials do not fit: Optuna keeps one value space per parameter (e.g. categorical choices)."""
+        for trial in self.optuna.get_trials(deepcopy=False):
+            for name in trial.distributions.keys() & self.distributions.keys():
+                try:
+                    optuna.distributions.check_distribution_compatibility(trial.distributions[name],
+                                                                          self.distributions[name])
+                except ValueError as e:
+                    raise StudyError(f"{self.study.path}: search.params.{name} no longer fits the trials of "
+                                     f"search {self.study.name!r} in {redacted(self.study.store.search)} ({e}); "
+                                     f"{start_over(self.study)} to start a new search (finished runs come back "
+                                     f"as trials)") from None
 
     def _recover(self) -> None:
-        """Re-attach trials a killed submitter left RUNNING; add back finished runs the journal lacks."""
+        """Re-attach trials a killed submitter left RUNNING; add back finished runs the storage lacks."""
         known = set()
         for frozen in self.optuna.get_trials(deepcopy=False):
             known.add(frozen.user_attrs.get("run_key"))
             if frozen.state == TrialState.RUNNING and frozen.params.keys() != self.distributions.keys():
-                self.optuna.tell(frozen.number, state=TrialState.FAIL)  # killed before its parameters were drawn
+                self._interrupt(optuna.Trial(self.optuna, frozen._trial_id))  # killed before its parameters were drawn
             elif frozen.state == TrialState.RUNNING:
                 key = self._start(optuna.Trial(self.optuna, frozen._trial_id))
                 self.reported[key] = max(frozen.intermediate_values, default=0)
@@ -191,6 +259,11 @@ class Search:
             if all(trial.should_prune() for trial in trials):
                 self.dispatcher.cancel(key)  # told pruned once its job has stopped, complete if it finished first
 
+    def _interrupt(self, trial: optuna.Trial) -> None:
+        """End a trial whose run stopped without an outcome: FAIL, not counted toward ``search.trials``."""
+        trial.set_user_attr(INTERRUPTED, True)
+        self.optuna.tell(trial, state=TrialState.FAIL)
+
     def _tell(self, trial: optuna.Trial, record: Record | None, pruned: bool = False) -> None:
         value = record.metric(self.spec.metric) if record else None
         if pruned:
@@ -204,9 +277,9 @@ class Search:
 
 
 def summary(search: optuna.Study) -> str:
-    """Trials by state and the best one so far (a later report module goes further)."""
+    """Trials by state (an interrupted trial's, asked again, as ``interrupted``) and the best one so far."""
     trials = search.get_trials(deepcopy=False)
-    counts = Counter(t.state.name.lower() for t in trials)
+    counts = Counter(INTERRUPTED if t.user_attrs.get(INTERRUPTED) else t.state.name.lower() for t in trials)
     line = f"{len(trials)} trials: " + ", ".join(f"{n} {s}" for s, n in counts.items())
     if not counts["complete"]:
         return line

@@ -28,7 +28,6 @@ from __future__ import annotations
 import json
 import sys
 from collections import Counter
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import optuna
 from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
@@ -41,12 +40,11 @@ from ablate.dispatch import Dispatcher
 from ablate.ledger import Ledger, Record, search_params
 from ablate.schema import SearchParam, StudyError
 from ablate.states import FOLLOWED_STATES, state
-from ablate.store import connect, driver_uri, kind, redacted
+from ablate.store import OPTUNA_SCHEMA, connect, kind, optuna_url, redacted
 from ablate.study import Run, Study
 from model.config import ConfigError
 from model.dataset import DataFormatError
 
-SCHEMA = "optuna"  # PostgreSQL schema of Optuna's tables: MLflow's and Optuna's each have an alembic_version table
 INTERRUPTED = "interrupted"  # user attribute of a FAIL trial whose run stopped without an outcome; not counted
 
 
@@ -58,24 +56,15 @@ def distribution(param: SearchParam) -> BaseDistribution:
     return FloatDistribution(param.low, param.high, log=param.log, step=param.step)
 
 
-def storage_url(uri: str) -> str:
-    """The SQLAlchemy URL of a search's trials in PostgreSQL database ``uri``: psycopg 3, and Optuna's tables in
-    the schema ``SCHEMA`` (libpq's ``options``), which ``optuna`` commands take as ``--storage`` too."""
-    parts = urlsplit(driver_uri(uri))
-    query = dict(parse_qsl(parts.query))
-    query["options"] = f"{query.get('options', '')} -csearch_path={SCHEMA}".strip()
-    return urlunsplit(parts._replace(query=urlencode(query)))
-
-
 def search_storage(location: str) -> BaseStorage:
-    """The Optuna storage at ``Store.search``: a journal file, or a PostgreSQL database (``storage_url``) whose
-    schema ``SCHEMA`` is created on first use (``StoreError`` when the database does not answer)."""
+    """The Optuna storage at ``Store.search``: a journal file, or a PostgreSQL database (``optuna_url``) whose
+    schema ``OPTUNA_SCHEMA`` is created on first use (``StoreError`` when the database does not answer)."""
     if not _is_database(location):
         return JournalStorage(JournalFileBackend(location))
     with connect(location) as db:
-        db.execute(f"CREATE SCHEMA IF NOT EXISTS {SCHEMA}")
+        db.execute(f"CREATE SCHEMA IF NOT EXISTS {OPTUNA_SCHEMA}")
     # pool_pre_ping: a connection the server dropped (a restart) is replaced instead of failing the next tell.
-    return RDBStorage(storage_url(location), engine_kwargs={"pool_pre_ping": True})
+    return RDBStorage(optuna_url(location), engine_kwargs={"pool_pre_ping": True})
 
 
 def open_search(study: Study) -> optuna.Study:
@@ -101,7 +90,7 @@ def start_over(study: Study) -> str:
     if not _is_database(location):
         return f"move {location} away"
     return (f"delete them with `optuna delete-study --study-name {study.name} "
-            f"--storage '{redacted(storage_url(location))}'`")
+            f"--storage '{redacted(optuna_url(location))}'`")
 
 
 def _is_database(location: str) -> bool:

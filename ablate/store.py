@@ -23,7 +23,7 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 if TYPE_CHECKING:
     import psycopg
@@ -33,6 +33,7 @@ DRIVER = "psycopg"  # SQLAlchemy's dialect name for psycopg 3
 SQLITE_BUSY_TIMEOUT_S = 60
 SCHEMA_LOCK = 0x6E616E6F34  # the advisory lock a process holds while MLflow creates its tables ("nano4")
 CONNECT_TIMEOUT_S = 5  # a database or server that does not answer within this is reported, not waited on
+OPTUNA_SCHEMA = "optuna"  # Optuna's tables, apart from MLflow's (in public): each has an alembic_version table
 
 
 class StoreError(ValueError):
@@ -122,6 +123,15 @@ def mlflow_uri(uri: str, connect_timeout: float | None = None) -> str:
         _mlflow_tables(uri)
         return driver_uri(uri, connect_timeout)
     return uri
+
+
+def optuna_url(uri: str) -> str:
+    """What Optuna's ``RDBStorage`` (and an ``optuna`` command's ``--storage``) is given for the PostgreSQL database
+    ``uri``: psycopg 3 (``driver_uri``), and Optuna's tables in the schema ``OPTUNA_SCHEMA`` (libpq's ``options``)."""
+    parts = urlsplit(driver_uri(uri))
+    query = dict(parse_qsl(parts.query))
+    query["options"] = f"{query.get('options', '')} -csearch_path={OPTUNA_SCHEMA}".strip()
+    return urlunsplit(parts._replace(query=urlencode(query)))
 
 
 @functools.cache

@@ -21,9 +21,9 @@ from study_files import IN_BACKGROUND, LOCAL, TINY, children, wait_for, write_st
 from ablate.cli import main
 from ablate.executors import EXECUTORS
 from ablate.ledger import Ledger
-from ablate.search import INTERRUPTED, SCHEMA, Search, counted, open_search, storage_url, summary
+from ablate.search import INTERRUPTED, Search, counted, open_search, summary
+from ablate.store import OPTUNA_SCHEMA, optuna_url
 from ablate.study_file import load_study
-from model.run_folder import RunFolder
 
 LR = {"train.lr": {"type": "float", "low": 1e-4, "high": 3e-2, "log": True}}
 
@@ -39,22 +39,22 @@ def _study(tmp_path: Path, data_root, postgres: str, trials: int, base: dict | N
 def _trials(path: Path) -> list[optuna.trial.FrozenTrial]:
     """The search's trials, read as anyone would: Optuna's own loader on the storage URL."""
     study = load_study(path)
-    return optuna.load_study(study_name=study.name, storage=storage_url(study.store.search)).get_trials()
+    return optuna.load_study(study_name=study.name, storage=optuna_url(study.store.search)).get_trials()
 
 
 def _started(uri: str) -> bool:
     """Whether a search has made its Optuna study in database ``uri`` (read without Optuna, which would make its
     tables itself, racing the submitter's)."""
-    if "studies" not in _tables(uri).get(SCHEMA, set()):
+    if "studies" not in _tables(uri).get(OPTUNA_SCHEMA, set()):
         return False
     with psycopg.connect(uri) as db:
-        return db.execute(f"SELECT count(*) FROM {SCHEMA}.studies").fetchone()[0] > 0
+        return db.execute(f"SELECT count(*) FROM {OPTUNA_SCHEMA}.studies").fetchone()[0] > 0
 
 
 def _tables(uri: str) -> dict[str, set[str]]:
     with psycopg.connect(uri) as db:
         rows = db.execute("SELECT table_schema, table_name FROM information_schema.tables "
-                          "WHERE table_schema IN ('public', %s)", (SCHEMA,)).fetchall()
+                          "WHERE table_schema IN ('public', %s)", (OPTUNA_SCHEMA,)).fetchall()
     tables: dict[str, set[str]] = {}
     for schema, table in rows:
         tables.setdefault(schema, set()).add(table)
@@ -86,7 +86,7 @@ def test_a_search_keeps_its_trials_in_the_database_beside_mlflow_s_tables(data_r
     assert not (tmp_path / "s" / "optuna.journal").exists()
     # MLflow's and Optuna's tables share a database, each in its schema: both keep an alembic_version table.
     tables = _tables(postgres)
-    assert {"trials", "studies", "alembic_version"} <= tables[SCHEMA] and "runs" not in tables[SCHEMA]
+    assert {"trials", "studies", "alembic_version"} <= tables[OPTUNA_SCHEMA] and "runs" not in tables[OPTUNA_SCHEMA]
     assert {"runs", "experiments", "alembic_version"} <= tables["public"] and "trials" not in tables["public"]
 
     # A search space the stored trials do not fit is refused before any trial is asked, and the way to start
@@ -102,7 +102,7 @@ def test_a_search_keeps_its_trials_in_the_database_beside_mlflow_s_tables(data_r
     command = re.search(r"`(optuna delete-study [^`]+)`", said).group(1)
     optuna_cli = Path(sys.executable).parent / "optuna"
     subprocess.run([str(optuna_cli), *shlex.split(command)[1:]], check=True, capture_output=True, timeout=120)
-    assert study.name not in optuna.get_all_study_names(storage_url(postgres))
+    assert study.name not in optuna.get_all_study_names(optuna_url(postgres))
 
 
 def test_a_submitter_killed_mid_search_and_restarted_loses_no_trial_and_asks_none_twice(data_root, tmp_path,
@@ -146,7 +146,7 @@ def test_a_submitter_killed_mid_search_and_restarted_loses_no_trial_and_asks_non
 
 def _checkpointed(path: Path, key: str) -> bool:
     """Whether run ``key`` has a checkpoint (so that a relaunch resumes it)."""
-    return RunFolder(path.parent / load_study(path).name / "runs" / key).latest_step() is not None
+    return load_study(path).run_folder(key).latest_step() is not None
 
 
 def test_a_killed_job_s_trial_is_rerun_and_a_cancelled_one_is_asked_again_none_left_running(data_root, tmp_path,

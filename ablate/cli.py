@@ -85,10 +85,15 @@ def generate(args: argparse.Namespace) -> None:
 
 def _study(args: argparse.Namespace, expand: bool = True, strategies: bool = True):
     """The study, checked, and its tracking store answering (a ``StoreError`` before anything is launched)."""
-    from ablate.store import StoreError
     from ablate.study_file import find_study_file, load_study
 
-    study = load_study(find_study_file(args.study), expand=expand, strategies=strategies)
+    return _answering(load_study(find_study_file(args.study), expand=expand, strategies=strategies))
+
+
+def _answering(study):
+    """The study, once its store (and a search's database) answer; else a one-line ``StoreError``."""
+    from ablate.store import StoreError
+
     try:
         study.store.check()
     except StoreError as e:
@@ -137,9 +142,11 @@ def _submit(study, args: argparse.Namespace) -> int | None:
 def report(args: argparse.Namespace) -> None:
     from ablate import snapshot
     from ablate.report import make_report, report_spec
-    from ablate.study_file import find_study_file
+    from ablate.study_file import find_study_file, load_study
 
-    study = snapshot.load(find_study_file(args.study))
+    path = find_study_file(args.study)
+    _answering(load_study(path, expand=False))  # before the snapshot writes its cached study
+    study = snapshot.load(path)
     options = {"metrics": args.metrics, "rows": args.rows, "columns": args.columns, "precision": args.precision,
                "caption": args.caption, "label": args.label, "correction": args.correction, "alpha": args.alpha,
                "baseline": dict(args.baseline) if args.baseline else None}

@@ -81,7 +81,8 @@ def test_a_store_that_cannot_be_used_is_refused_in_one_line_before_anything_is_r
            "unknown scheme": "mysql://nano4m:secret@127.0.0.1/nano4m", "server away": "http://127.0.0.1:1"}[case]
     path = write_study(tmp_path, data_root, name="bad", tracking={"uri": uri})
     env = {"PGPASSWORD": "wrong"} if case == "wrong password" else {}
-    for command in ("plan", "submit", "status", "report"):
+    # every command checks the store; each case is seen through submit, one through them all
+    for command in ("plan", "submit", "status", "report") if case == "wrong password" else ("submit",):
         done = _ablate(command, str(path), env=env)
         lines = done.stderr.strip().splitlines()
         # a URI the schema refuses is a study problem: the file's header line, then the one problem

@@ -37,6 +37,8 @@ from model.run_folder import RunFolder
 EXPERIMENT_KIND, MODEL_TRAINING = "mlflow.experimentKind", "custom_model_development"
 # MLflow prints a notice for every started and finished run and logs alembic migrations; runs print enough.
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+# MLflow's usage telemetry sends requests of its own from every training process (one failed inside its client).
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 RETRY_MAX_S = 30.0  # a store that is away is asked again after 1, 2, 4, ... seconds, at most this
 DRAIN_S = 120.0  # how long a run that has ended waits for its store to take what it has not sent yet
 CREATE_KEY = "tracker_key"  # tags a run a tracker created: it is looked up by it before it is created again

@@ -123,15 +123,23 @@ def _submit(study, args: argparse.Namespace) -> int | None:
 
         print(summary(Search(study).run()))
         return
-    from ablate.dispatch import submit as submit_runs
     from ablate.report import report_once_ended
 
-    states = submit_runs(study, wait=args.wait)
+    if study.spec.race is not None:
+        from ablate.race import submit_race
+
+        states, race = submit_race(study, wait=args.wait, progress=True)
+        over = race.status != "racing"
+    else:
+        from ablate.dispatch import submit as submit_runs
+
+        states = submit_runs(study, wait=args.wait)
+        over = all(s in ("done", "failed") for s in states.values())
     if unknown := sum(s == "unknown" for s in states.values()):
         print(f"{unknown} run(s) unknown: their scheduler does not answer (squeue failed); left alone, neither "
               f"relaunched nor failed: `ablate submit {args.study}` again once it answers", file=sys.stderr)
         return 1
-    if all(s in ("done", "failed") for s in states.values()):
+    if over:
         print(report_once_ended(study, REPORTS / study.name, args.study))
     elif "interrupted" in states.values():
         print(f"cancelled; `ablate submit {args.study}` resumes the interrupted runs and launches the rest")

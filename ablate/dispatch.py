@@ -266,12 +266,23 @@ def submit(study: Study, wait: bool = False, progress: bool = True) -> dict[str,
     """
     ledger = Ledger(study)
     dispatcher = Dispatcher(study, ledger)
-    for run in study.runs:  # what trainers could not send (their store was away) first: it may finish a run
+    states = follow_and_launch(study, dispatcher, ledger, study.runs, wait, progress)
+    if all(s in ("done", "failed") for s in states.values()):
+        ledger.end(dispatcher.parent_id, "FINISHED" if all(s == "done" for s in states.values()) else "FAILED")
+    return states
+
+
+def follow_and_launch(study: Study, dispatcher: Dispatcher, ledger: Ledger, runs: list[Run], wait: bool,
+                      progress: bool, what: str = "") -> dict[str, str]:
+    """``submit`` for some of the study's runs (a race's round: ``what`` names it on the first line): follow
+    those still running, launch the missing and interrupted ones, retry the failed ones; returns run key ->
+    state once all have ended (local, or with ``wait``), else once launched."""
+    for run in runs:  # what trainers could not send (their store was away) first: it may finish a run
         send_leftovers(run.folder, study.store.uri)
     records = ledger.records()
-    states = {run.key: state(records.get(run.key)) for run in study.runs}
+    states = {run.key: state(records.get(run.key)) for run in runs}
     todo = []
-    for run in study.runs:
+    for run in runs:
         s, record = states[run.key], records.get(run.key)
         if s in FOLLOWED_STATES:
             dispatcher.follow(run, record)
@@ -280,8 +291,8 @@ def submit(study: Study, wait: bool = False, progress: bool = True) -> dict[str,
         elif s == "failed" and dispatcher.retry(run, record):
             states[run.key] = "queued"
     counts = Counter(states.values())
-    print(f"{study.name}: {len(study.runs)} runs ({', '.join(f'{n} {s}' for s, n in counts.items())}); "
-          f"launching {len(todo)}", file=sys.stderr)
+    print(f"{study.name}{' ' + what if what else ''}: {len(runs)} runs "
+          f"({', '.join(f'{n} {s}' for s, n in counts.items())}); launching {len(todo)}", file=sys.stderr)
     if dispatcher.kind.detached:
         dispatcher.launch(todo, records)
         todo.clear()
@@ -303,8 +314,7 @@ def submit(study: Study, wait: bool = False, progress: bool = True) -> dict[str,
         bar.set_postfix(active=len(dispatcher.active), failed=list(states.values()).count("failed"))
 
     slots = 1 if dispatcher.kind.foreground else study.spec.executor.max_parallel
-    with tqdm(total=len(study.runs), initial=done, desc=study.name, unit="run", disable=not progress) as bar:
+    with tqdm(total=len(runs), initial=done, desc=f"{study.name}{' ' + what if what else ''}", unit="run",
+              disable=not progress) as bar:
         dispatcher.drive(slots, more=lambda: bool(todo), launch=launch, ended=ended, polled=polled, progress=progress)
-    if all(s in ("done", "failed") for s in states.values()):
-        ledger.end(dispatcher.parent_id, "FINISHED" if all(s == "done" for s in states.values()) else "FAILED")
     return states

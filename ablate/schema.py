@@ -38,6 +38,20 @@ def _metric(name: str) -> str:
     return name
 
 
+def _with_direction(metrics: list[str]) -> list[str]:
+    """Metric names MLflow keeps as they are, each with a known direction (lower or higher is better)."""
+    for m in metrics:
+        _metric(m)
+    from model.tasks import METRICS, direction  # the scorers' scipy only where metrics are named
+
+    unknown = [m for m in metrics if direction(m) is None]
+    if unknown:
+        known = ", ".join(f"{m!r} ({d})" for m, d in METRICS.items())
+        raise ValueError(f"{unknown}: no known direction (lower or higher is better); a metric name must "
+                         f"contain one of model/tasks.py's metrics: {known}")
+    return metrics
+
+
 class SearchParam(Schema):
     """How one config key is drawn for a trial."""
 
@@ -100,6 +114,41 @@ class SearchSpec(Schema):
         return self
 
 
+class RaceSpec(Schema):
+    """Racing: configurations run in rounds on shared seeds; one significantly worse than another gets no more
+    seeds (``ablate/race_rule.py``: alpha spending across looks, Holm over pairs within a look)."""
+
+    metric: str = Field(description="what the race compares: a metric every run logs (eval/...: at its end, needs "
+                        "evaluate: true); better is lower or higher as model/tasks.py says")
+    min_seeds: int = Field(3, ge=2, description="seeds every configuration runs before the first look")
+    max_seeds: int = Field(10, ge=2, description="seeds a configuration runs at most (the last look); the race "
+                           "takes its seeds from the study's seeds in order (default 0 .. max_seeds - 1)")
+    every: Positive = Field(1, description="seeds added per round after the first look")
+    alpha: float = Field(0.05, gt=0, lt=0.5, description="family-wise error rate over the whole race: the chance "
+                         "that any configuration as good as the best is eliminated")
+    spending: Literal["pocock", "obrien_fleming"] = Field(
+        "pocock", description="how alpha is spread over the looks: pocock spends early (a clearly worse "
+        "configuration goes at the first look), obrien_fleming keeps most for the last")
+    test: Literal["paired", "pooled"] = Field(
+        "paired", description="paired: a t-test per pair over its shared seeds (holds when the configurations' "
+        "noise differs); pooled: one residual variance over all configurations racing (more power at few seeds, "
+        "wrong when some are noisier than others)")
+    margin: float = Field(0.0, ge=0, description="practical equivalence, in the metric's units: a difference below "
+                          "it is a tie (never eliminates), and the race ends once every other configuration is "
+                          "shown within it of the best")
+
+    @field_validator("metric")
+    @classmethod
+    def _metric_direction(cls, metric: str) -> str:
+        return _with_direction([metric])[0]
+
+    @model_validator(mode="after")
+    def _seed_range(self) -> RaceSpec:
+        if self.min_seeds > self.max_seeds:
+            raise ValueError(f"min_seeds={self.min_seeds} is above max_seeds={self.max_seeds}")
+        return self
+
+
 class _ExecutorSection(Schema):
     """Where runs go: ``kind``, the keys every kind reads, and each kind's own (``ablate/executors/``). A kind
     ignores the keys of another, so a study can switch kinds and keep them."""
@@ -149,16 +198,7 @@ class ReportSpec(Schema):
     @field_validator("metrics")
     @classmethod
     def _known_direction(cls, metrics: list[str]) -> list[str]:
-        for m in metrics:
-            _metric(m)
-        from model.tasks import METRICS, direction  # the scorers' scipy only where metrics are named
-
-        unknown = [m for m in metrics if direction(m) is None]
-        if unknown:
-            known = ", ".join(f"{m!r} ({d})" for m, d in METRICS.items())
-            raise ValueError(f"{unknown}: no known direction (lower or higher is better); a metric name must "
-                             f"contain one of model/tasks.py's metrics: {known}")
-        return metrics
+        return _with_direction(metrics)
 
     @field_validator("curves")
     @classmethod
@@ -230,12 +270,15 @@ class StudySpec(Schema):
     base: dict[str, Any] = Field(default_factory=dict, description="config key -> value for every run: any key of "
                                  "model/conf/ or a group choice (model: tiny, nano or base; masking: a strategy)")
     seeds: list[Seed] = Field(default_factory=lambda: [0], min_length=1, description="every configuration runs once "
-                              "per seed (distinct; a search takes one)")
+                              "per seed (distinct; a search takes one; a race takes them in order, race.max_seeds "
+                              "of them)")
     grid: dict[str, Annotated[list[Any], Field(min_length=1)]] = Field(
         default_factory=dict, description="config key -> list of values: every combination is a configuration")
     variants: dict[str, dict[str, Any]] = Field(default_factory=dict, description="name -> overrides: named "
                                                 "configurations, each crossed with the grid, not with each other")
     search: SearchSpec | None = Field(None, description="an Optuna search instead of grid/variants")
+    race: RaceSpec | None = Field(None, description="race the configurations: rounds of seeds, dropping what is "
+                                  "significantly worse, until one is left, the rest tie, or max_seeds")
     max_configurations: Positive = Field(10_000, description="a grid of more configurations (variants x grid "
                                          "points, before seeds) is refused before it is expanded; raise it to "
                                          "expand a larger one")
@@ -244,3 +287,10 @@ class StudySpec(Schema):
     report: ReportSpec = Field(default_factory=ReportSpec, description="the comparison printed at the end")
     tracking: TrackingSpec = Field(default_factory=TrackingSpec, description="where MLflow records the study "
                                    "and a search keeps its trials")
+
+    @model_validator(mode="after")
+    def _race_seeds(self) -> StudySpec:
+        """A race without a seeds list takes 0 .. max_seeds - 1."""
+        if self.race is not None and "seeds" not in self.model_fields_set:
+            self.seeds = list(range(self.race.max_seeds))
+        return self

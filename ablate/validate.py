@@ -117,7 +117,14 @@ def _check_keys(spec: StudySpec) -> tuple[list[str], set[tuple[str, str]]]:
             problems.append(f"variants.{name}: sets {shared}, which are also grid axes; set each key in one place")
     if spec.search and (spec.grid or spec.variants):
         problems.append("search: a study is either a grid (grid/variants) or a search, not both")
-    if spec.search and len(spec.seeds) > 1:
+    if spec.race and spec.search:
+        problems.append("race: races a grid's configurations over seeds; a search runs each trial once (race the "
+                        "best trials as a grid study)")
+    elif spec.race and len(spec.seeds) != spec.race.max_seeds:
+        problems.append(f"seeds: {abbreviated(spec.seeds)}: a race takes its seeds from this list in order; list "
+                        f"race.max_seeds={spec.race.max_seeds} seeds, or leave seeds out (0 .. "
+                        f"{spec.race.max_seeds - 1})")
+    if spec.search and not spec.race and len(spec.seeds) > 1:
         problems.append(f"seeds: {spec.seeds}: a search runs each trial with one seed; list one "
                         "(re-run the best configuration over seeds as a grid study)")
     return problems, bad_choices
@@ -175,6 +182,9 @@ def _expand(study: Study, skip: set[tuple[str, str]]) -> tuple[list[str], list[F
         first[runs[0].config_hash] = runs[0].label
         study.runs += runs
         done.setdefault(_strategy_key(cfg), (cfg, origin, settings))
+    if spec.race and len(first) == 1:
+        problems.append(f"race: the study has one configuration ({next(iter(first.values()))}); a race compares "
+                        "two or more (add grid values or variants)")
     if spec.report.baseline and study.runs and not any(matches(r, spec.report.baseline) for r in study.runs):
         choices = sorted({r.label for r in study.runs})
         problems.append(f"report.baseline: {abbreviated(spec.report.baseline)} matches no configuration; "
@@ -234,6 +244,7 @@ def _check_metrics(spec: StudySpec) -> list[str]:
     wanted = [(f"report.metrics.{i}", m) for i, m in enumerate(spec.report.metrics)
               if "metrics" in spec.report.model_fields_set]  # default columns a study cannot fill stay empty
     wanted += [("search.metric", spec.search.metric)] if spec.search else []
+    wanted += [("race.metric", spec.race.metric)] if spec.race else []
     problems = []
     for where, metric in wanted:
         if metric in final and not spec.evaluate:

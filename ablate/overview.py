@@ -13,6 +13,7 @@ import statistics
 import tempfile
 from collections import Counter
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from tabulate import tabulate
 
@@ -23,6 +24,9 @@ from ablate.states import state
 from ablate.study import Run, Study, fitted
 from model.config import ConfigError
 from model.dataset import DataFormatError
+
+if TYPE_CHECKING:
+    from ablate.race_rule import RaceState
 
 MEASURE_STEPS = 5
 
@@ -65,6 +69,8 @@ def plan_table(study: Study) -> str:
     speeds = _throughputs(study, table)
     axes = _axes(table)
     body, remaining, longest, max_retries = [], 0.0, 0.0, study.spec.executor.max_retries
+    race = _race_state(study, table)
+    raced = _raced(study, table, race) if race else {}
     for row in table:
         seconds = row.record.seconds if row.state == "done" and row.record else None
         if seconds is not None:
@@ -76,8 +82,8 @@ def plan_table(study: Study) -> str:
             longest = max(longest, 0 if gave_up else seconds)
             cost = f"≈{_duration(seconds)}"
         retries = f"{row.record.retries}/{max_retries}" if row.record else ""
-        body.append([row.run.key, *(row.run.settings.get(a, "") for a in axes), row.run.seed, row.state, retries,
-                     cost])
+        shown = raced.get(row.run.key, row.state) if row.state == "missing" else row.state
+        body.append([row.run.key, *(row.run.settings.get(a, "") for a in axes), row.run.seed, shown, retries, cost])
     lines = [tabulate(body, headers=["run", *axes, "seed", "state", "retries", "time"], tablefmt="github")]
     ex = study.spec.executor
     if study.spec.search:
@@ -91,15 +97,57 @@ def plan_table(study: Study) -> str:
                      f"a trial ≈{_duration(per_trial)}")
     kind, settings = EXECUTORS[ex.kind], ex.model_dump()
     at_once, knob = kind.at_once(settings)
+    if race:
+        remaining, longest = _race_lines(study, table, speeds, race, lines)
     wall = max(remaining / at_once, longest)  # no sooner than its longest run
     lines.append(f"\nremaining: ≈{_duration(remaining)} of training, ≈{_duration(wall)} wall with {knob}={at_once} "
-                 f"({ex.kind} executor)")
+                 f"({ex.kind} executor)" + (" for the race's next round" if study.spec.race else ""))
     lines += kind.plan_notes(settings)
     for key, (speed, source) in speeds.items():
         lines.append(f"tokens/s {speed:,.0f} for model {key}: {source}")
     lines.append("time ≈ steps x batch x (input + target budget) / tokens/s, training steps only (each run also "
                  "starts up and evaluates); done runs: MLflow run start to end (start-up and evaluation included)")
     return "\n".join(lines)
+
+
+def _race_state(study: Study, table: list[Row]) -> RaceState | None:
+    """Where a race stands by the plan's records (None: not a race)."""
+    if not study.spec.race:
+        return None
+    from ablate.race import race_state
+
+    return race_state(study, {row.run.key: row.record for row in table if row.record})
+
+
+def _raced(study: Study, table: list[Row], state: RaceState) -> dict[str, str]:
+    """A race's runs it has not reached: run key -> ``later`` (a configuration still racing) or ``not needed``
+    (eliminated, or the race is over)."""
+    from ablate.race import wanted_runs
+
+    wanted = {run.key for run in wanted_runs(study, state)}
+    racing = set(state.racing) if state.status == "racing" else set()
+    return {row.run.key: "later" if row.run.config_hash in racing else "not needed"
+            for row in table if row.run.key not in wanted}
+
+
+def _race_lines(study: Study, table: list[Row], speeds: dict[str, tuple[float, str]], state: RaceState,
+                lines: list[str]) -> tuple[float, float]:
+    """Add where the race stands and what its next round launches; returns that round's training seconds and
+    its longest run (a race never runs what it has not reached, so the rest of the plan is an upper bound)."""
+    from ablate.race import summary, wanted_runs
+
+    lines.append("\n" + summary(study, state))
+    by_key = {row.run.key: row for row in table}
+    todo = [by_key[run.key] for run in wanted_runs(study, state) if by_key[run.key].state not in ("done", "failed")]
+    seconds = [_tokens(row.run) / speeds[_model_key(row.run)][0] for row in todo if row.state != "pruned"]
+    if state.status != "racing":
+        lines.append("the race is over: nothing more to launch")
+    elif todo:
+        seeds = sorted({row.run.seed for row in todo})
+        lines.append(f"look {state.round} waits for {len(todo)} runs (seeds {', '.join(map(str, seeds))} of the "
+                     f"{len(state.racing)} configurations racing); the full grid is {len(table)} runs, a race runs "
+                     "fewer unless no configuration is ever eliminated")
+    return sum(seconds), max(seconds, default=0.0)
 
 
 def status_table(study: Study) -> str:

@@ -40,6 +40,11 @@ def search(**changes) -> dict:
     return {**SEARCH, **changes}
 
 
+def race(**changes) -> dict:
+    """A valid race of two learning rates, with changes (the race's own keys)."""
+    return {"grid": {"train.lr": [1e-3, 2e-3]}, "seeds": None, "race": {"metric": "train/loss", **changes}}
+
+
 def lr(**param) -> dict:
     return search(params={"train.lr": param})
 
@@ -132,6 +137,31 @@ CATALOGUE = [  # (id, the study: sections or raw YAML text, what the message mus
     ("search over seeds", sections(search=SEARCH, seeds=[0, 1]),
      ["seeds: [0, 1]: a search runs each trial with one seed"]),
     ("no trials", sections(search=search(trials=0)), ["search.trials: 0: should be greater than or equal to 1"]),
+    # race
+    ("race seeds out of order", sections(**race(min_seeds=5, max_seeds=3)),
+     ["race: min_seeds=5 is above max_seeds=3"]),
+    ("race of one seed", sections(**race(min_seeds=1)),
+     ["race.min_seeds: 1: should be greater than or equal to 2"]),
+    ("race alpha too large", sections(**race(alpha=0.7)), ["race.alpha: 0.7: should be less than 0.5"]),
+    ("race without a metric", sections(**{**race(), "race": {"min_seeds": 3}}), ["race.metric: required key"]),
+    ("race metric without direction", sections(**race(metric="train/grad_norm")),
+     ["race.metric: ['train/grad_norm']: no known direction (lower or higher is better)"]),
+    ("race metric nobody logs", sections(**race(metric="eval/loss/meen"), evaluate=True),
+     ["race.metric: 'eval/loss/meen': no run logs it; allowed: eval/acc/boxes"]),
+    ("race metric needs evaluation", sections(**race(metric="eval/loss/mean")),
+     ["race.metric: 'eval/loss/mean' needs evaluate: true"]),
+    ("race unknown test", sections(**race(test="friedman")),
+     ["race.test: 'friedman': should be 'paired' or 'pooled'"]),
+    ("race unknown spending", sections(**race(spending="bonferroni")),
+     ["race.spending: 'bonferroni': should be 'pocock' or 'obrien_fleming'"]),
+    ("race negative margin", sections(**race(margin=-0.1)), ["race.margin: -0.1: should be greater than or equal"]),
+    ("race unknown key", sections(**race(max_seed=4)), ["race.max_seed: unknown key; allowed keys here: metric"]),
+    ("race seeds not matching", sections(**{**race(max_seeds=4), "seeds": [0, 1, 2]}),
+     ["seeds: [0, 1, 2]: a race takes its seeds from this list in order; list race.max_seeds=4 seeds"]),
+    ("race of a search", sections(search=SEARCH, race={"metric": "train/loss"}),
+     ["race: races a grid's configurations over seeds; a search runs each trial once"]),
+    ("race of one configuration", sections(race={"metric": "train/loss"}, seeds=None),
+     ["race: the study has one configuration"]),
     # objective
     ("objective nobody logs", sections(search=search(metric="eval/loss/meen"), evaluate=True),
      ["search.metric: 'eval/loss/meen': no run logs it; allowed: eval/acc/boxes", "eval/rgb_to_semseg/miou",

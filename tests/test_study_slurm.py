@@ -313,3 +313,29 @@ def test_a_job_array_tracked_through_an_mlflow_server_reports_as_one_on_sqlite_d
     shape = {name: re.sub(r"\d", "#", re.sub(r"\b[0-9a-f]{7,}\b", "HASH", table)).splitlines()
              for name, table in tables.items()}
     assert shape["on_server"] == shape["on_sqlite"] and len(shape["on_sqlite"]) > 4
+
+
+def test_each_round_of_a_race_is_one_job_array(slurm_cluster, data_root, tmp_path):  # noqa: F811
+    from ablate.race import submit_race
+
+    variants = {"slow": {"train.lr": 1e-7, "train.min_lr": 1e-8}, "fast": {"train.lr": 3e-3},
+                "faster": {"train.lr": 3.3e-3}}
+    base = {**TINY, "data.root": str(data_root[0]), "train.steps": 60, "train.log_every": 10,
+            "train.checkpoint_every": 30}
+    path = write_study(tmp_path, data_root, base=base, variants=variants, executor=slurm_executor(slurm_cluster),
+                       race={"metric": "train/loss", "min_seeds": 3, "max_seeds": 4})
+    study = load_study(path)
+    states, race = submit_race(study, wait=True, progress=False)
+    slow = next(run.config_hash for run in study.runs if run.settings["variant"] == "slow")
+    assert race.status != "racing" and race.eliminated[slow].round == 1
+    records = Ledger(study).records()
+    arrays = {}  # array id -> seeds of its tasks
+    for run in study.runs:
+        if run.key in records:
+            array, task = records[run.key].tags["job_id"].split("_")
+            arrays.setdefault(array, []).append((run.seed, int(task)))
+    first, second = sorted(arrays, key=int)
+    assert sorted(task for _, task in arrays[first]) == list(range(9))  # 3 configurations x seeds 0-2
+    assert {seed for seed, _ in arrays[first]} == {0, 1, 2}
+    assert sorted(arrays[second]) == [(3, 0), (3, 1)]  # the two left, seed 3, one array
+    assert set(states.values()) == {"done"} and len(states) == 11

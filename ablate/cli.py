@@ -294,7 +294,9 @@ def parser() -> argparse.ArgumentParser:
     pl = sub.add_parser("plan", help="list a study's runs: settings, state, estimated cost",
                         description="Validate a study and list every run it has: what varies, its seed, its state "
                         "(done, running, queued, failed, interrupted, pruned, missing; unknown while a SLURM "
-                        "controller does not answer) and an estimated cost.")
+                        "controller does not answer) and an estimated cost. For a race: where it stands (each "
+                        "configuration racing, eliminated at which look, or the winner) and what its next look "
+                        "waits for.")
     pl.add_argument("study", help=study_help)
     pl.set_defaults(func=plan)
     su = sub.add_parser("submit", help="run what a study is missing (resume interrupted runs, retry failed ones)",
@@ -302,9 +304,13 @@ def parser() -> argparse.ArgumentParser:
                         "checkpoints and retry failed ones up to executor.max_retries. Finished runs are skipped. "
                         "Local and debug executors (and searches) run in the foreground until all runs end; "
                         "a SLURM study returns once submitted unless --wait. While waiting it shows the study's "
-                        "progress and one bar per active run (step, speed, time left, loss).")
+                        "progress and one bar per active run (step, speed, time left, loss). A race (race: in the "
+                        "study) runs in rounds: every configuration on the first race.min_seeds seeds, then one "
+                        "more seed per round for those not significantly worse than another, until one is left; "
+                        "on SLURM each round is one job array, and without --wait submit launches the round the "
+                        "race is at and returns.")
     su.add_argument("study", help=study_help)
-    su.add_argument("--wait", action="store_true", help="SLURM: wait for the runs, then write and print the report")
+    su.add_argument("--wait", action="store_true", help="SLURM: wait for the runs (a race: run its rounds until it ends), then write and print the report")
     su.set_defaults(func=submit)
     r = sub.add_parser(
         "report", help="a study's table (Markdown, LaTeX), statistics and figures, written to reports/STUDY/",

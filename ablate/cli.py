@@ -310,7 +310,9 @@ def parser() -> argparse.ArgumentParser:
                         "on SLURM each round is one job array, and without --wait submit launches the round the "
                         "race is at and returns.")
     su.add_argument("study", help=study_help)
-    su.add_argument("--wait", action="store_true", help="SLURM: wait for the runs (a race: run its rounds until it ends), then write and print the report")
+    su.add_argument("--wait", action="store_true",
+                    help="SLURM: wait for the runs (a race: run its rounds until it ends), then write and print the "
+                    "report")
     su.set_defaults(func=submit)
     r = sub.add_parser(
         "report", help="a study's table (Markdown, LaTeX), statistics and figures, written to reports/STUDY/",

@@ -8,10 +8,14 @@
                rows: two Dirichlet alphas are two rows), one row each, titled with its settings
     deltas     configurations x metrics: the difference from the baseline, coloured by the relative
                improvement in the metric's direction, * where significant after correction
+    race       a race only (``race:``): the race's metric at each look (x: the seeds it had) per configuration,
+               mean and 95% t-interval over the look's seeds; x where one was eliminated (its line stops),
+               the winner's line thicker
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -142,10 +146,49 @@ def deltas_figure(long: pd.DataFrame, metrics: list[str], precision: int, baseli
     return figure
 
 
+@dataclass(frozen=True)
+class RaceFigure:
+    """What the race figure shows: ``points`` one row per look, configuration racing at it and seed it used:
+    name (the configuration and its outcome), look, seeds (at that look), value, winner, eliminated (at that
+    look); the race's metric; a title (the rule)."""
+
+    points: pd.DataFrame
+    metric: str
+    title: str
+
+
+def race_figure(race: RaceFigure) -> plt.Figure:
+    """One line per configuration through the looks it raced at (module docstring)."""
+    names = list(dict.fromkeys(race.points["name"]))
+    winners = set(race.points.loc[race.points["winner"], "name"])
+    # side by side at a look, within 0.3 seeds (looks are a seed apart at least)
+    offset = dict(zip(names, 0.3 / len(names) * (np.arange(len(names)) - (len(names) - 1) / 2)))
+    points = race.points.assign(x=race.points["seeds"] + race.points["name"].map(offset))
+    colors = dict(zip(names, sns.color_palette(n_colors=len(names))))
+    widths = {n: 3.2 if n in winners else 1.4 for n in names}
+    figure, ax = plt.subplots(figsize=(7.5, 4.6), layout="constrained")
+    sns.lineplot(points, x="x", y="value", hue="name", palette=colors, size="name", sizes=widths, err_style="bars",
+                 errorbar=t_interval, marker="o", err_kws={"capsize": 4}, legend=False, ax=ax)
+    gone = points[points["eliminated"]].groupby(["name", "x"], sort=False)["value"].mean().reset_index()
+    ax.scatter(gone["x"], gone["value"], marker="x", s=140, linewidths=2.5, c=gone["name"].map(colors), zorder=3)
+    looks = points.drop_duplicates("look").sort_values("look")
+    ax.set_xticks(looks["seeds"], [f"{k}\n(look {look})" for k, look in zip(looks["seeds"], looks["look"])])
+    ax.set_xlabel("seeds")
+    ax.set_ylabel(metric_label(race.metric, MARKDOWN))
+    handles = [plt.Line2D([], [], color=colors[n], marker="o", linewidth=widths[n], label=n) for n in names]
+    handles.append(plt.Line2D([], [], color="0.25", marker="x", markersize=9, markeredgewidth=2.5, linestyle="none",
+                              label="eliminated at this look"))
+    figure.legend(handles=handles, loc="outside lower center", fontsize=8, title="configuration: outcome")
+    ax.set_title(f"{race.title}\nmean and 95% t-interval over each look's seeds (the race tests their paired "
+                 "differences)", fontsize=10)
+    return figure
+
+
 def draw_all(per_seed: pd.DataFrame, curves: pd.DataFrame, masks: dict[str, Path], long: pd.DataFrame,
-             keys: list[str], metrics: list[str], precision: int, baseline: str, out: Path) -> list[Path]:
-    """Every figure the data allow (no curves logged, no mask maps, or no configuration but the baseline:
-    that figure is left out)."""
+             keys: list[str], metrics: list[str], precision: int, baseline: str, out: Path,
+             race: RaceFigure | None = None) -> list[Path]:
+    """Every figure the data allow (no curves logged, no mask maps, no configuration but the baseline, or no
+    race or no look taken: that figure is left out)."""
     todo = {"metrics": lambda: metrics_figure(per_seed, metrics, keys)}
     if len(curves):
         todo["curves"] = lambda: curves_figure(curves, keys)
@@ -153,6 +196,8 @@ def draw_all(per_seed: pd.DataFrame, curves: pd.DataFrame, masks: dict[str, Path
         todo["masks"] = lambda: mask_frequency_figure(masks)
     if (~long["baseline"]).any():
         todo["deltas"] = lambda: deltas_figure(long, metrics, precision, baseline)
+    if race is not None and len(race.points):
+        todo["race"] = lambda: race_figure(race)
     paths = []
     with sns.axes_style("whitegrid"), sns.plotting_context("paper", font_scale=1.15):
         for name, make in tqdm(todo.items(), desc="figures", unit="figure", leave=False):

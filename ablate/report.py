@@ -11,6 +11,10 @@ The same files are logged to the study's parent run in MLflow (``report/``). Und
 what the marks cannot: a metric that has one value in every run (nothing is marked best there), and, when
 no difference is significant, how many seeds the largest effect seen would need to be.
 
+A race (a study with ``race:``) is replayed from the same snapshot (``ablate/race_report.py``): the table gets a
+race column (each configuration's seeds and outcome), the race's metric its bold and ties from the race, the
+legend what a race's table may claim, the provenance line the run-hours of the full grid, and a race figure.
+
 Numbers come from finished runs only (MLflow status FINISHED): a failed or missing seed lowers n, which
 the table shows against the planned count. Runs of configurations the study file no longer has are left out.
 """
@@ -29,8 +33,9 @@ from mlflow.exceptions import MlflowException
 from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
 from pydantic import ValidationError
 
-from ablate import snapshot
+from ablate import race_report, snapshot
 from ablate.ledger import Ledger
+from ablate.race_report import RaceReport
 from ablate.schema import ReportSpec, StudyError
 from ablate.stats import aggregate, compare, seeds_needed
 from ablate.study import Study, matches, settings_keys
@@ -78,13 +83,18 @@ def make_report(study: Study, spec: ReportSpec, out: Path, figures: bool = True)
                      spec.alpha, column_groups)
     long = result.reset_index().join(configs, on="config")
     long["baseline"] = long["config"].map(baselines) == long["config"]  # a baseline itself
+    race = None
+    if study.spec.race is not None:
+        race = race_report.replay(study, snap.runs[["run_id", "run_key", "status"]].merge(
+            plan, left_on="run_key", right_on="key"), snap.metrics)
+        long = race.mark(long)
     constant = _constant(values)
     long.loc[long["metric"].isin(constant), ["best", "tied"]] = False  # equal everywhere: nothing is best
 
     out.mkdir(parents=True, exist_ok=True)
     provenance = _provenance(study, snap.runs, finished)
     notes = _notes(spec, long, baselines, constant)
-    markdown, files = _write_tables(study, spec, long, baseline, notes, provenance, out)
+    markdown, files = _write_tables(study, spec, long, baseline, notes, provenance, out, race)
     if figures:
         from ablate.figures import draw_all
 
@@ -92,7 +102,8 @@ def make_report(study: Study, spec: ReportSpec, out: Path, figures: bool = True)
         found = snapshot.artifacts(study, list(first["run_id"]), RunFolder.MASK_FREQUENCY_ARTIFACT)
         masks = {str(label): found[r] for label, r in zip(first["label"], first["run_id"]) if r in found}
         files += draw_all(values.join(configs, on="config"), snap.curves.merge(finished, on="run_id"), masks, long,
-                          settings_keys(study.spec), spec.metrics, spec.precision, baseline, out)
+                          settings_keys(study.spec), spec.metrics, spec.precision, baseline, out,
+                          race.figure() if race else None)
     files.append(out / OPTIONS)
     files[-1].write_text(json.dumps(spec.model_dump(), indent=2))
     _log_to_study_run(study, files)
@@ -168,19 +179,24 @@ def _notes(spec: ReportSpec, long: pd.DataFrame, baselines: dict[str, str], cons
 
 
 def _write_tables(study: Study, spec: ReportSpec, long: pd.DataFrame, baseline: str, notes: list[str],
-                  provenance: str, out: Path) -> tuple[str, list[Path]]:
-    """table.md, table.tex and summary.csv (notes between the legend and the provenance line); returns the
-    Markdown and the paths."""
+                  provenance: str, out: Path, race: RaceReport | None = None) -> tuple[str, list[Path]]:
+    """table.md, table.tex and summary.csv (a race's legend after the legend, notes between it and the
+    provenance line); returns the Markdown and the paths."""
     keys = settings_keys(study.spec)
     layout = Layout(spec.rows if spec.rows is not None else [k for k in keys if k not in spec.columns],
-                    spec.columns, spec.metrics, spec.precision)
+                    spec.columns, spec.metrics, spec.precision, race is not None)
     caption = spec.caption or study.spec.description or study.name
     tests = int(np.isfinite(long["p"]).sum())
+
+    def legends(markup: Markup) -> list[str]:
+        legend = _legend(spec, baseline, tests, markup)
+        return [legend] if race is None else [legend, race.legend(markup)]
+
     markdown = f"**{caption}**\n\n" + to_markdown(wide(long, layout, MARKDOWN), "\n\n".join(
-        [_legend(spec, baseline, tests, MARKDOWN), *(f"Note: {n}" for n in notes), provenance]))
+        [*legends(MARKDOWN), *(f"Note: {n}" for n in notes), provenance]))
     latex = to_latex(wide(long, layout, LATEX), LATEX.escape(caption), spec.label or f"tab:{study.name}",
-                     r" \\ ".join([_legend(spec, baseline, tests, LATEX),
-                                   *(LATEX.escape(f"Note: {n}") for n in notes), LATEX.escape(provenance)]))
+                     r" \\ ".join([*legends(LATEX), *(LATEX.escape(f"Note: {n}") for n in notes),
+                                   LATEX.escape(provenance)]))
     files = [out / "table.md", out / "table.tex", out / "summary.csv"]
     files[0].write_text(markdown)
     files[1].write_text(latex)
@@ -273,5 +289,6 @@ def _provenance(study: Study, runs: pd.DataFrame, finished: pd.DataFrame) -> str
     hours = float((done["end_ms"] - done["start_ms"]).sum()) / 3.6e6
     code = ", ".join(sorted(set(done["code_version"]))) or "none"
     study_hash = hashlib.sha256(study.path.read_bytes()).hexdigest()[:12]
+    race = race_report.cost(study, hours, len(done)) if study.spec.race is not None else ""
     return (f"Code {code}; study {study.name} {study_hash}; seeds {', '.join(map(str, study.spec.seeds))}; "
-            f"{len(done)} finished runs, {hours:.2f} run-hours (MLflow start to end).")
+            f"{len(done)} finished runs, {hours:.2f} run-hours (MLflow start to end).{race}")

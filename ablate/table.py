@@ -5,7 +5,8 @@ The input is long, one row per (configuration, metric) with ``stats.compare``'s 
 configuration's settings; the row keys and column keys of ``Layout`` pivot it wide. A cell reads
 ``mean ± sd (delta*, n=k/m)``: the delta against the baseline (``*``: significant after correction),
 ``n=k/m`` when only k of the m planned seeds finished; bold is the best of its column, † a value
-not significantly different from the best.
+not significantly different from the best. A race's table has a ``race`` column before the metrics (in each
+column group): a configuration's seeds and outcome, ``3 seeds, eliminated at look 1 (p=0.013 < 0.035)``.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import pandas as pd
 from model.tasks import EVAL_PREFIX, direction
 
 HEADER = "header"  # the level of the column index that holds the metric names
+RACE = "race"  # the race column's header
 
 
 @dataclass(frozen=True)
@@ -27,6 +29,7 @@ class Layout:
     columns: list[str]  # settings keys, one header level each above the metrics
     metrics: list[str]
     precision: int = 3
+    race: bool = False  # a race column (``long`` has ``ablate/race_report.py``'s columns)
 
 
 _LATEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
@@ -85,14 +88,27 @@ def cell(row: pd.Series, markup: Markup, precision: int) -> str:
     return value + (" " + markup.small.format(f"({', '.join(notes)})") if notes else "")
 
 
+def race_words(row: pd.Series) -> str:
+    """A configuration's race outcome: ``winner``, ``eliminated at look 1 (p=0.013 < 0.035)``, ..."""
+    if row["race_outcome"] != "eliminated":
+        return row["race_outcome"]
+    return f"eliminated at look {row['race_look']} (p={row['race_p']:.2g} < {row['race_alpha']:.2g})"
+
+
 def wide(long: pd.DataFrame, layout: Layout, markup: Markup) -> pd.DataFrame:
     """Cells as text: rows by ``layout.rows`` values, columns by ``layout.columns`` values, then metric.
 
     ``long`` needs the settings columns (categorical, in the study's order), ``metric``, and ``compare``'s;
     with no row keys the table has one row."""
     labels = [metric_label(m, markup) for m in layout.metrics]
-    long = long.assign(**{HEADER: pd.Categorical(long["metric"].map(dict(zip(layout.metrics, labels))), labels),
+    long = long.assign(**{HEADER: long["metric"].map(dict(zip(layout.metrics, labels))),
                           "text": [cell(row, markup, layout.precision) for _, row in long.iterrows()]})
+    if layout.race:
+        race = long.drop_duplicates("config")
+        long = pd.concat([race.assign(**{HEADER: RACE, "text": [
+            markup.escape(f"{row['race_seeds']} seeds, {race_words(row)}") for _, row in race.iterrows()]}), long])
+        labels = [RACE, *labels]
+    long[HEADER] = pd.Categorical(long[HEADER], labels)
     rows = layout.rows or ["_"]
     if not layout.rows:
         long["_"] = ""

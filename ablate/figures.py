@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -166,22 +167,33 @@ def race_figure(race: RaceFigure) -> plt.Figure:
     points = race.points.assign(x=race.points["seeds"] + race.points["name"].map(offset))
     colors = dict(zip(names, sns.color_palette(n_colors=len(names))))
     widths = {n: 3.2 if n in winners else 1.4 for n in names}
-    figure, ax = plt.subplots(figsize=(7.5, 4.6), layout="constrained")
-    sns.lineplot(points, x="x", y="value", hue="name", palette=colors, size="name", sizes=widths, err_style="bars",
-                 errorbar=t_interval, marker="o", err_kws={"capsize": 4}, legend=False, ax=ax)
-    gone = points[points["eliminated"]].groupby(["name", "x"], sort=False)["value"].mean().reset_index()
-    ax.scatter(gone["x"], gone["value"], marker="x", s=140, linewidths=2.5, c=gone["name"].map(colors), zorder=3)
+    kept = [n for n in names if not points.loc[points["name"] == n, "eliminated"].any()]
+    # The survivors again on their own scale: a clearly worse configuration squeezes the close ones flat.
+    panels = [names, kept] if kept and len(kept) < len(names) else [names]
+    figure, axes = plt.subplots(1, len(panels), figsize=(7.5 * (1 + 0.6 * (len(panels) - 1)), 4.6),
+                                layout="constrained", squeeze=False, sharex=True)
     looks = points.drop_duplicates("look").sort_values("look")
-    ax.set_xticks(looks["seeds"], [f"{k}\n(look {look})" for k, look in zip(looks["seeds"], looks["look"])])
-    ax.set_xlabel("seeds")
-    ax.set_ylabel(metric_label(race.metric, MARKDOWN))
+    for ax, shown in zip(axes[0], panels):
+        _race_lines(ax, points[points["name"].isin(shown)], colors, widths)
+        ax.set_xticks(looks["seeds"], [f"{k}\n(look {look})" for k, look in zip(looks["seeds"], looks["look"])])
+        ax.set_xlabel("seeds")
+        ax.set_ylabel(metric_label(race.metric, MARKDOWN))
+    if len(panels) > 1:
+        axes[0][1].set_title("those not eliminated", fontsize=10)
     handles = [plt.Line2D([], [], color=colors[n], marker="o", linewidth=widths[n], label=n) for n in names]
     handles.append(plt.Line2D([], [], color="0.25", marker="x", markersize=9, markeredgewidth=2.5, linestyle="none",
                               label="eliminated at this look"))
     figure.legend(handles=handles, loc="outside lower center", fontsize=8, title="configuration: outcome")
-    ax.set_title(f"{race.title}\nmean and 95% t-interval over each look's seeds (the race tests their paired "
-                 "differences)", fontsize=10)
+    figure.suptitle(f"{race.title}\nmean and 95% t-interval over each look's seeds (the race tests their paired "
+                    "differences)", fontsize=10)
     return figure
+
+
+def _race_lines(ax: plt.Axes, points: pd.DataFrame, colors: dict[str, Any], widths: dict[str, float]) -> None:
+    sns.lineplot(points, x="x", y="value", hue="name", palette=colors, size="name", sizes=widths, err_style="bars",
+                 errorbar=t_interval, marker="o", err_kws={"capsize": 4}, legend=False, ax=ax)
+    gone = points[points["eliminated"]].groupby(["name", "x"], sort=False)["value"].mean().reset_index()
+    ax.scatter(gone["x"], gone["value"], marker="x", s=140, linewidths=2.5, c=gone["name"].map(colors), zorder=3)
 
 
 def draw_all(per_seed: pd.DataFrame, curves: pd.DataFrame, masks: dict[str, Path], long: pd.DataFrame,

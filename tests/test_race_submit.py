@@ -22,7 +22,8 @@ RACE = {"metric": "train/loss", "min_seeds": 3, "max_seeds": 4}
 
 
 def test_a_killed_race_resumes_with_the_same_decisions_and_launches_nothing_twice(data_root, tmp_path, capsys,
-                                                                                  stop_afterwards):
+                                                                                  monkeypatch, stop_afterwards):
+    monkeypatch.chdir(tmp_path)  # the report the ended race writes goes to reports/ here
     base = {**TINY, "data.root": str(data_root[0]), "train.steps": 60, "train.log_every": 10,
             "train.checkpoint_every": 30}
     path = write_study(tmp_path, data_root, base=base, variants=VARIANTS, race=RACE)

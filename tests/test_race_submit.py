@@ -38,7 +38,7 @@ def test_a_killed_race_resumes_with_the_same_decisions_and_launches_nothing_twic
         assert submitter.poll() is None, "the race ended before it could be killed"
         return any(r.seed == 3 for r in _runs(study, ledger))
 
-    wait_for(second_round, "a run of the second round", timeout_s=300)
+    wait_for(second_round, "a run of the second round", timeout_s=900)  # 9 runs: ~1 min quiet
     submitter.kill()
     submitter.wait()
     first = race_state(study, ledger.records())

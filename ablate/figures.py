@@ -1,8 +1,9 @@
 """A report's figures (seaborn), each written as PDF (for the paper) and PNG (for a look):
 
     metrics    each report metric against the study's numeric setting (alpha, mask ratio, budget) or its
-               configurations, per masking (the study's choice, ``Run.masking``): per-seed points, mean, 95%
-               Student-t confidence interval
+               configurations, per masking (the study's choice, ``Run.masking``; no legend where the x axis
+               already names them): per-seed points, mean, 95% Student-t confidence interval clipped to the
+               metric's range (``model/tasks.py``), the number of seeds n in the title
     curves     training curves (``report.curves``) per masking: mean over seeds, ± sd band
     masks      the realized-mask frequency maps (``model/mask_stats.py``) of one run per configuration (the table's
                rows: two Dirichlet alphas are two rows), one row each, titled with its settings
@@ -11,10 +12,15 @@
     race       a race only (``race:``): the race's metric at each look (x: the seeds it had) per configuration,
                mean and 95% t-interval over the look's seeds; x where one was eliminated (its line stops),
                the winner's line thicker
+
+Axes name metrics as the task table does (``model/tasks.py``'s ``paper_label``). The same data give the same
+files: the strip plot's jitter is seeded and no date or software version is written into them.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,19 +33,47 @@ from tqdm import tqdm
 
 from ablate.stats import t_interval
 from ablate.table import MARKDOWN, metric_label, short
-from model.tasks import direction
+from model.tasks import direction, metric_of
 
 MAX_ANNOTATED_ROWS = 40
 PNG_DPI = 100
+# What would differ between two drawings of the same data: the date (PDF) and the software's version (both).
+UNDATED = {"pdf": {"CreationDate": None, "Producer": None, "Creator": None}, "png": {"Software": None}}
 
 
 def draw(name: str, figure: plt.Figure, out: Path) -> list[Path]:
     """``name``.pdf (vector, for the paper) and ``name``.png (for a look)."""
     paths = [out / f"{name}.pdf", out / f"{name}.png"]
     for path in paths:
-        figure.savefig(path, dpi=PNG_DPI)
+        figure.savefig(path, dpi=PNG_DPI, metadata=UNDATED[path.suffix[1:]])
     plt.close(figure)
     return paths
+
+
+@contextmanager
+def seeded(seed: int = 0) -> Iterator[None]:
+    """seaborn's strip-plot jitter draws from NumPy's global generator: seeded while a figure is drawn, so the same
+    data give the same picture, and restored after."""
+    state = np.random.get_state()
+    np.random.seed(seed)
+    try:
+        yield
+    finally:
+        np.random.set_state(state)
+
+
+def clipped_interval(metric: str):
+    """``t_interval``, clipped to the values ``metric`` can take (an accuracy's interval ends at 1)."""
+    spec = metric_of(metric)
+    low, high = (spec.low, spec.high) if spec else (-np.inf, np.inf)
+    return lambda values: tuple(float(np.clip(end, low, high)) for end in t_interval(values))
+
+
+def seeds_text(per_seed: pd.DataFrame, group: str) -> str:
+    """``n=2 seeds`` (every configuration and metric had 2), or ``n=1-3 seeds``."""
+    counts = per_seed.groupby([group, "metric"], observed=True)["value"].size()
+    low, high = int(counts.min()), int(counts.max())
+    return f"n={low} seed{'s' * (high > 1)}" if low == high else f"n={low}-{high} seeds"
 
 
 def x_axis(per_seed: pd.DataFrame, keys: list[str]) -> tuple[str, bool]:
@@ -62,15 +96,21 @@ def metrics_figure(per_seed: pd.DataFrame, metrics: list[str], keys: list[str]) 
         ax.set_axis_off()
     order = None if numeric else [str(v) for v in per_seed[x].cat.categories if v in set(per_seed[x])]
     data = per_seed.assign(**{x: per_seed[x].astype(float if numeric else str)})
+    # Colour by masking along a numeric setting, or where it groups several configurations; where each x value is
+    # one masking the axis already names them: no legend.
+    legend = numeric or bool((data.groupby("masking", observed=True)[x].nunique() > 1).any())
+    hue = "masking" if legend else x
     for ax, metric in zip(axes.flat, metrics):
         part = data[data["metric"] == metric]
+        interval = clipped_interval(metric)
         if numeric:
-            sns.lineplot(part, x=x, y="value", hue="masking", errorbar=t_interval, marker="o", ax=ax)
-            sns.scatterplot(part, x=x, y="value", hue="masking", alpha=0.45, s=18, legend=False, ax=ax)
+            sns.lineplot(part, x=x, y="value", hue=hue, errorbar=interval, marker="o", legend=legend, ax=ax)
+            sns.scatterplot(part, x=x, y="value", hue=hue, alpha=0.45, s=18, legend=False, ax=ax)
         else:
-            sns.stripplot(part, x=x, y="value", hue="masking", order=order, alpha=0.6, size=5, legend=False, ax=ax)
-            sns.pointplot(part, x=x, y="value", hue="masking", order=order, errorbar=t_interval, linestyle="none",
-                          marker="D", capsize=0.15, ax=ax)
+            with seeded():
+                sns.stripplot(part, x=x, y="value", hue=hue, order=order, alpha=0.6, size=5, legend=False, ax=ax)
+            sns.pointplot(part, x=x, y="value", hue=hue, order=order, errorbar=interval, linestyle="none",
+                          marker="D", capsize=0.15, legend=legend, ax=ax)
             if sum(map(len, order)) > 30:  # about what fits side by side under a 4.2-inch axis
                 plt.setp(ax.get_xticklabels(), rotation=30, ha="right", rotation_mode="anchor")
         ax.set_xlabel(short(x) if x in keys else "configuration")
@@ -79,9 +119,10 @@ def metrics_figure(per_seed: pd.DataFrame, metrics: list[str], keys: list[str]) 
     for ax in axes.flat[: len(metrics)]:
         if ax.get_legend() is not None:
             ax.get_legend().remove()
-    if handles:
+    if legend and handles:
         figure.legend(handles, labels, title="masking", loc="outside right upper")  # once, clear of the data
-    figure.suptitle("Per-seed values (points), mean and 95% t-interval over seeds")
+    figure.suptitle(f"Per-seed values (points), mean and 95% t-interval over seeds ({seeds_text(per_seed, 'label')}"
+                    " per configuration), clipped to the metric's range")
     return figure
 
 

@@ -7,6 +7,11 @@
     *.pdf, *.png          the figures (``ablate/figures.py``)
     report.json           the options it was made with (``ablate submit`` leaves a report made with others alone)
 
+A report of unchanged results is the same files, left untouched: a file is written only where its content changed,
+the figures are drawn again only where their inputs or the code changed, and the files are logged to MLflow again
+only where one changed (``.digests.json`` in the folder records both; ``ablate/figures.py`` draws the same bytes
+from the same data).
+
 The same files are logged to the study's parent run in MLflow (``report/``). Under the legend, notes say
 what the marks cannot: a metric that has one value in every run (nothing is marked best there), and, when
 no difference is significant, how many seeds the largest effect seen would need to be.
@@ -21,21 +26,19 @@ the table shows against the planned count. Runs of configurations the study file
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from dataclasses import dataclass
+from importlib.metadata import version
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
-from mlflow.exceptions import MlflowException
-from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
 from pydantic import ValidationError
 
-from ablate import race_report, snapshot
-from ablate.ledger import Ledger
-from ablate.race_report import RaceReport
+from ablate import snapshot
 from ablate.schema import ReportSpec, StudyError
 from ablate.stats import aggregate, compare, seeds_needed
 from ablate.study import Study, matches, settings_keys
@@ -43,6 +46,9 @@ from ablate.table import LATEX, MARKDOWN, Layout, Markup, short, to_latex, to_ma
 from ablate.validate import layout_problems
 from model.run_folder import RunFolder
 from model.tasks import direction
+
+if TYPE_CHECKING:
+    from ablate.race_report import RaceReport
 
 CORRECTIONS = {"holm": "Holm", "bh": "Benjamini-Hochberg"}
 
@@ -85,6 +91,8 @@ def make_report(study: Study, spec: ReportSpec, out: Path, figures: bool = True)
     long["baseline"] = long["config"].map(baselines) == long["config"]  # a baseline itself
     race = None
     if study.spec.race is not None:
+        from ablate import race_report  # a race's own: it reads the store (MLflow) where a race is replayed
+
         race = race_report.replay(study, snap.runs[["run_id", "run_key", "status"]].merge(
             plan, left_on="run_key", right_on="key"), snap.metrics)
         long = race.mark(long)
@@ -96,21 +104,82 @@ def make_report(study: Study, spec: ReportSpec, out: Path, figures: bool = True)
     notes = _notes(spec, long, baselines, constant)
     markdown, files = _write_tables(study, spec, long, baseline, notes, provenance, out, race)
     if figures:
-        from ablate.figures import draw_all
-
         first = finished.sort_values(["label", "seed"]).drop_duplicates("label")  # one run per configuration
         found = snapshot.artifacts(study, list(first["run_id"]), RunFolder.MASK_FREQUENCY_ARTIFACT)
         masks = {str(label): found[r] for label, r in zip(first["label"], first["run_id"]) if r in found}
-        files += draw_all(values.join(configs, on="config"), snap.curves.merge(finished, on="run_id"), masks, long,
-                          settings_keys(study.spec), spec.metrics, spec.precision, baseline, out,
+        files += _figures(out, values.join(configs, on="config"), snap.curves.merge(finished, on="run_id"), masks,
+                          long, settings_keys(study.spec), spec.metrics, spec.precision, baseline,
                           race.figure() if race else None)
     files.append(out / OPTIONS)
-    files[-1].write_text(json.dumps(spec.model_dump(), indent=2))
+    _write(files[-1], json.dumps(spec.model_dump(), indent=2))
     _log_to_study_run(study, files)
     return Report(out, markdown, files)
 
 
 OPTIONS = "report.json"
+DIGESTS = ".digests.json"  # what the folder's figures were drawn from and which files were last logged (docstring)
+
+
+def _write(path: Path, text: str) -> None:
+    """``text`` into ``path``, unless it holds that already (an unchanged report leaves its files untouched)."""
+    data = text.encode()
+    if not path.is_file() or path.read_bytes() != data:
+        path.write_bytes(data)
+
+
+def _digests(out: Path) -> dict[str, Any]:
+    try:
+        return json.loads((out / DIGESTS).read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def _note_digest(out: Path, **digests: Any) -> None:
+    _write(out / DIGESTS, json.dumps(_digests(out) | digests, indent=1))
+
+
+def _figures(out: Path, per_seed: pd.DataFrame, curves: pd.DataFrame, masks: dict[str, Path], long: pd.DataFrame,
+             keys: list[str], metrics: list[str], precision: int, baseline: str, race: Any) -> list[Path]:
+    """``ablate.figures.draw_all``'s files, drawn again only when its inputs or the code changed (matplotlib and
+    seaborn are not even imported otherwise)."""
+    inputs = (per_seed, curves, masks, long, keys, metrics, precision, baseline, race)
+    digest = _digest(snapshot.code_digest(), version("matplotlib"), version("seaborn"), *inputs)
+    made = _digests(out)
+    drawn = [out / name for name in made.get("figure_files", [])]
+    if made.get("figures") == digest and all(path.is_file() for path in drawn):
+        return drawn
+    from ablate.figures import draw_all
+
+    drawn = draw_all(*inputs[:-1], out, race)
+    _note_digest(out, figures=digest, figure_files=[path.name for path in drawn])
+    return drawn
+
+
+def _digest(*items: Any) -> str:
+    """A digest of tables (their values, columns and types), files (their bytes), mappings, sequences, dataclasses
+    and plain values."""
+    digest = hashlib.sha256()
+
+    def feed(item: Any) -> None:
+        if isinstance(item, pd.DataFrame):
+            digest.update(repr(list(zip(item.columns, map(str, item.dtypes)))).encode())
+            digest.update(pd.util.hash_pandas_object(item, index=False).to_numpy().tobytes())
+        elif isinstance(item, Path):
+            digest.update(item.read_bytes())
+        elif isinstance(item, dict):
+            for pair in item.items():
+                feed(pair)
+        elif isinstance(item, (list, tuple)):
+            digest.update(f"[{len(item)}".encode())
+            for part in item:
+                feed(part)
+        elif dataclasses.is_dataclass(item):
+            feed([getattr(item, f.name) for f in dataclasses.fields(item)])
+        else:
+            digest.update(repr(item).encode())
+
+    feed(items)
+    return digest.hexdigest()
 
 
 def other_options(out: Path, spec: ReportSpec) -> dict[str, Any]:
@@ -137,7 +206,18 @@ def report_once_ended(study: Study, out: Path, named: str) -> str:
 
 def _log_to_study_run(study: Study, files: list[Path]) -> None:
     """The report's files as artifacts of the study's parent run (``report/``), in place of an earlier report's
-    (where the artifact store can delete: a local one can)."""
+    (where the artifact store can delete: a local one can); nothing when these files were logged to this store
+    last time."""
+    out = files[0].parent
+    logged = _digest(study.store.uri, {path.name: path for path in files})
+    if _digests(out).get("logged") == logged:
+        return
+    # MLflow imported only here: a report of unchanged results does without it.
+    from mlflow.exceptions import MlflowException
+    from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
+
+    from ablate.ledger import Ledger
+
     ledger = Ledger(study, create=False)
     if (run_id := ledger.study_run()) is None:
         return
@@ -149,6 +229,7 @@ def _log_to_study_run(study: Study, files: list[Path]) -> None:
         pass
     for path in files:
         ledger.client.log_artifact(run_id, str(path), "report")
+    _note_digest(out, logged=logged)
 
 
 def _constant(values: pd.DataFrame) -> dict[str, float]:
@@ -198,9 +279,8 @@ def _write_tables(study: Study, spec: ReportSpec, long: pd.DataFrame, baseline: 
                      r" \\ ".join([*legends(LATEX), *(LATEX.escape(f"Note: {n}") for n in notes),
                                    LATEX.escape(provenance)]))
     files = [out / "table.md", out / "table.tex", out / "summary.csv"]
-    files[0].write_text(markdown)
-    files[1].write_text(latex)
-    long.to_csv(files[2], index=False)
+    for path, text in zip(files, (markdown, latex, long.to_csv(index=False))):
+        _write(path, text)
     return markdown, files
 
 
@@ -289,6 +369,10 @@ def _provenance(study: Study, runs: pd.DataFrame, finished: pd.DataFrame) -> str
     hours = float((done["end_ms"] - done["start_ms"]).sum()) / 3.6e6
     code = ", ".join(sorted(set(done["code_version"]))) or "none"
     study_hash = hashlib.sha256(study.path.read_bytes()).hexdigest()[:12]
-    race = race_report.cost(study, hours, len(done)) if study.spec.race is not None else ""
+    race = ""
+    if study.spec.race is not None:
+        from ablate import race_report
+
+        race = race_report.cost(study, hours, len(done))
     return (f"Code {code}; study {study.name} {study_hash}; seeds {', '.join(map(str, study.spec.seeds))}; "
             f"{len(done)} finished runs, {hours:.2f} run-hours (MLflow start to end).{race}")

@@ -29,16 +29,18 @@ import pickle
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pandas as pd
-from mlflow.exceptions import MlflowException
 from tqdm import tqdm
 
-from ablate.ledger import Ledger, Record
 from ablate.schema import StudyError
 from ablate.store import sqlite_path
 from ablate.study import Study
 from ablate.study_file import load_study
+
+if TYPE_CHECKING:
+    from ablate.ledger import Ledger, Record
 
 FORMAT = 2  # bump when the files' layout changes: older snapshots are then rebuilt (2: today's metric names)
 CLOCK_MARGIN_MS = 2 * 60 * 1000  # > store.SQLITE_BUSY_TIMEOUT_S, plus clock skew
@@ -71,9 +73,11 @@ def refresh(study: Study, curves: list[str]) -> Snapshot:
     started_ms = int(time.time() * 1000)
     stamp = _stamp(study)  # before reading: a write during the read shows next time
     # Nothing written since, so no run created before now is missing.
+    # The state is left as it was (not even the time of this refresh: the next one then reads a little more).
     if current and stamp is not None and state.get("stamp") == stamp:
-        _write(where, None, state | {"refreshed_ms": started_ms})
         return _read(where)
+    from ablate.ledger import Ledger  # MLflow imported only where the store is read
+
     ledger = Ledger(study, create=False)
     if ledger.experiment_id is None:
         raise StudyError(f"{study.path}: study {study.name!r} has no runs recorded ({study.store.redacted} holds "
@@ -105,7 +109,7 @@ def load(path: str | Path) -> Study:
     """``load_study``, reused from ``study.pkl`` while the study file and the code are unchanged."""
     path = Path(path)
     cache = folder(load_study(path, expand=False)) / "study.pkl"  # the file and its schema checked: a valid name
-    key = hashlib.sha256(path.read_bytes() + str(path.resolve()).encode() + _code_digest()).hexdigest()
+    key = hashlib.sha256(path.read_bytes() + str(path.resolve()).encode() + code_digest()).hexdigest()
     if cache.is_file():
         cached_key, study = pickle.loads(cache.read_bytes())
         if cached_key == key:
@@ -119,7 +123,13 @@ def artifacts(study: Study, run_ids: list[str], path: str) -> dict[str, Path]:
     """Each run's artifact ``path``, downloaded into the snapshot once; runs that have none are left out."""
     local = {run_id: folder(study) / "artifacts" / run_id / path for run_id in run_ids}
     missing = [run_id for run_id, file in local.items() if not file.is_file()]
-    client = Ledger(study, create=False).client if missing else None
+    if not missing:
+        return local
+    from mlflow.exceptions import MlflowException
+
+    from ablate.ledger import Ledger
+
+    client = Ledger(study, create=False).client
     for run_id in missing:
         local[run_id].parent.mkdir(parents=True, exist_ok=True)
         try:  # a file lands in the given folder under its own name
@@ -186,8 +196,9 @@ def _read_json(path: Path) -> dict:
         return {}
 
 
-def _code_digest() -> bytes:
-    """Of the sources a study's expansion depends on (configs, masking strategies, the study schema)."""
+def code_digest() -> bytes:
+    """Of the code: the sources a study's expansion (configs, masking strategies, the study schema) and a report's
+    figures depend on."""
     digest = hashlib.sha256()
     for root in CODE:
         for file in sorted(f for f in root.rglob("*") if f.suffix in (".py", ".yaml")):

@@ -1,6 +1,9 @@
 """One table, two renderings: Markdown (tabulate) and LaTeX (pandas ``Styler.to_latex``, booktabs rules,
 multi-level headers for grouped columns).
 
+Headers are the task table's labels (``model/tasks.py``'s ``paper_label``): in LaTeX a metric's task over its name
+(``RGB→semseg`` over ``mIoU ↑``), tasks grouping their metrics; in Markdown one header row, ' · ' between the levels.
+
 The input is long, one row per (configuration, metric) with ``stats.compare``'s columns and the
 configuration's settings; the row keys and column keys of ``Layout`` pivot it wide. A cell reads
 ``mean ± sd (delta*, n=k/m)``: the delta against the baseline (``*``: significant after correction),
@@ -17,8 +20,9 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from model.tasks import EVAL_PREFIX, direction
+from model.tasks import direction, paper_label
 
+GROUP = "group"  # the level of the column index that holds the metrics' tasks (their groups)
 HEADER = "header"  # the level of the column index that holds the metric names
 RACE = "race"  # the race column's header
 
@@ -34,7 +38,7 @@ class Layout:
 
 _LATEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
                   "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
-                  "<": r"\textless{}", ">": r"\textgreater{}"}
+                  "<": r"\textless{}", ">": r"\textgreater{}", "→": r"$\to$", "δ": r"$\delta$"}
 
 
 def latex_escape(text: str) -> str:
@@ -60,8 +64,15 @@ LATEX = Markup(pm=r" $\pm$ ", bold=r"\textbf{{{}}}", tie=r"$^\dagger$", small=r"
 
 
 def metric_label(metric: str, markup: Markup) -> str:
-    """``eval/rgb->semseg/miou`` -> ``rgb->semseg/miou ↑`` (the final evaluation is implied)."""
-    return f"{markup.escape(metric.removeprefix(EVAL_PREFIX))} {markup.arrows[direction(metric)]}"
+    """On one line (an axis): ``eval/rgb_to_semseg/miou`` -> ``RGB→semseg mIoU ↑``, ``eval/loss/mean`` ->
+    ``loss (mean) ↓``."""
+    return f"{markup.escape(paper_label(metric).line)} {markup.arrows[direction(metric)]}"
+
+
+def metric_header(metric: str, markup: Markup) -> tuple[str, str]:
+    """Over two header levels: ``eval/rgb_to_semseg/miou`` -> (``RGB→semseg``, ``mIoU ↑``)."""
+    label = paper_label(metric)
+    return markup.escape(label.group), f"{markup.escape(label.name)} {markup.arrows[direction(metric)]}"
 
 
 def short(key: str) -> str:
@@ -96,27 +107,30 @@ def race_words(row: pd.Series) -> str:
 
 
 def wide(long: pd.DataFrame, layout: Layout, markup: Markup) -> pd.DataFrame:
-    """Cells as text: rows by ``layout.rows`` values, columns by ``layout.columns`` values, then metric.
+    """Cells as text: rows by ``layout.rows`` values, columns by ``layout.columns`` values, then the metrics' tasks
+    (in the order of their first metric), then the metrics.
 
     ``long`` needs the settings columns (categorical, in the study's order), ``metric``, and ``compare``'s;
     with no row keys the table has one row."""
-    labels = [metric_label(m, markup) for m in layout.metrics]
-    long = long.assign(**{HEADER: long["metric"].map(dict(zip(layout.metrics, labels))),
+    headers = {m: metric_header(m, markup) for m in layout.metrics}
+    long = long.assign(**{GROUP: long["metric"].map(lambda m: headers[m][0]),
+                          HEADER: long["metric"].map(lambda m: headers[m][1]),
                           "text": [cell(row, markup, layout.precision) for _, row in long.iterrows()]})
     if layout.race:
         race = long.drop_duplicates("config")
-        long = pd.concat([race.assign(**{HEADER: RACE, "text": [
+        long = pd.concat([race.assign(**{GROUP: "", HEADER: RACE, "text": [
             markup.escape(f"{row['race_seeds']} seeds, {race_words(row)}") for _, row in race.iterrows()]}), long])
-        labels = [RACE, *labels]
-    long[HEADER] = pd.Categorical(long[HEADER], labels)
+        headers = {RACE: ("", RACE), **headers}
+    for level, i in ((GROUP, 0), (HEADER, 1)):
+        long[level] = pd.Categorical(long[level], list(dict.fromkeys(h[i] for h in headers.values())))
     rows = layout.rows or ["_"]
     if not layout.rows:
         long["_"] = ""
-    table = long.pivot(index=rows, columns=[*layout.columns, HEADER], values="text").fillna("")
+    table = long.pivot(index=rows, columns=[*layout.columns, GROUP, HEADER], values="text").fillna("")
     table.index = _index([tuple(markup.escape(str(v)) for v in _tuple(i)) for i in table.index],
                          [markup.escape(short(key)) for key in layout.rows] or [None])
-    table.columns = _index([(*(markup.escape(f"{short(k)}={v}") for k, v in zip(layout.columns, c[:-1])), c[-1])
-                            for c in map(_tuple, table.columns)], [None] * (len(layout.columns) + 1))
+    table.columns = _index([(*(markup.escape(f"{short(k)}={v}") for k, v in zip(layout.columns, c[:-2])), *c[-2:])
+                            for c in map(_tuple, table.columns)], [None] * (len(layout.columns) + 2))
     return table
 
 

@@ -1,13 +1,14 @@
 """What the evaluation measures: the one table a new task or metric extends.
 
 A ``Task`` is a cross-modal generation (``given`` -> ``target``) scored on native predictions
-against exact ground truth re-rendered from the generator: its metrics (name -> which way is
-better), the function that scores them, the constant prediction that is its trivial baseline,
-and whether it is dense (scored per pixel from the predicted distribution in one pass, see
-``model/evaluate.py``). Everything else follows from ``TASKS``: what ``evaluate`` runs and
+against exact ground truth re-rendered from the generator: its metrics (name -> ``Metric``: which way is
+better, how a paper names it, the values it can take), the function that scores them, the constant
+prediction that is its trivial baseline, and whether it is dense (scored per pixel from the predicted
+distribution in one pass, see ``model/evaluate.py``). Everything else follows from ``TASKS``: what ``evaluate`` runs and
 returns, what a study may name as an objective or report column, which way is better
-(``direction``: the arrows and the best values of report tables), the trivial baselines and
-token ceilings (``model/evaluate.py``), and the docs' metric table (a test checks ``docs/studies.md``).
+(``direction``: the arrows and the best values of report tables), how tables and figures name a metric
+key (``paper_label``: "RGB→semseg" / "mIoU") and the range its intervals stay in (``metric_of``), the trivial
+baselines and token ceilings (``model/evaluate.py``), and the docs' metric table (a test checks ``docs/studies.md``).
 
 Metric keys are ``<task>/<metric>`` (``rgb_to_depth/abs_rel``), ``loss/<m>`` and ``acc/<m>`` (per
 modality and ``mean``), and ``probe/count_acc``, each made by ``metric_key``; a run logs them under
@@ -19,6 +20,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
+from math import inf
 from pathlib import Path
 from typing import Any, Literal
 
@@ -50,6 +52,30 @@ def metric_key(group: str, metric: str) -> str:
 def eval_metric(key: str) -> str:
     """The name a run logs an evaluation key under: ``rgb_to_depth/abs_rel`` -> ``eval/rgb_to_depth/abs_rel``."""
     return EVAL_PREFIX + key
+
+
+@dataclass(frozen=True)
+class Metric:
+    """A score: which way is better, how a paper names it, and the values it can take (``low`` to ``high``)."""
+
+    better: Direction
+    label: str
+    low: float = 0.0
+    high: float = 1.0
+
+
+# How a paper writes a modality where that differs from its name (an acronym); the others keep their names.
+MODALITY_LABELS = {"rgb": "RGB"}
+
+
+@dataclass(frozen=True)
+class Label:
+    """How a paper names a metric key: ``group`` (a task, ``loss``, ...) over ``name`` in a two-level header, and
+    ``line`` where it takes one line (an axis)."""
+
+    group: str
+    name: str
+    line: str
 
 
 @dataclass
@@ -84,7 +110,7 @@ class Task:
 
     given: str
     target: str
-    metrics: dict[str, Direction]
+    metrics: dict[str, Metric]
     score: Callable[[Any, Truth], dict[str, float]]
     trivial: Callable[[Truth, Truth], Any]
     dense: bool = False  # an image nearly determined by its input: the distribution decoded per pixel, one pass
@@ -92,6 +118,11 @@ class Task:
     @property
     def name(self) -> str:
         return f"{self.given}_to_{self.target}"
+
+    @property
+    def label(self) -> str:
+        """``rgb_to_semseg`` -> ``RGB→semseg``."""
+        return "→".join(MODALITY_LABELS.get(m, m) for m in (self.given, self.target))
 
 
 def _most_common(values: Any) -> Any:
@@ -113,39 +144,63 @@ def _typical_boxes(val: Truth, train: Truth) -> list[list[str]]:
 
 
 TASKS: dict[str, Task] = {task.name: task for task in [
-    Task("rgb", "semseg", {"miou": "higher"}, dense=True,
+    Task("rgb", "semseg", {"miou": Metric("higher", "mIoU")}, dense=True,
          score=lambda pred, t: {"miou": semseg_miou(pred, t.scenes.semseg, t.cfg.num_classes)},
          trivial=lambda val, train: np.full_like(val.scenes.semseg, np.bincount(train.scenes.semseg.ravel()).argmax())),
-    Task("rgb", "depth", {"delta1": "higher", "abs_rel": "lower"}, dense=True,
+    Task("rgb", "depth", {"delta1": Metric("higher", "δ1"), "abs_rel": Metric("lower", "abs rel", high=inf)},
+         dense=True,
          score=lambda pred, t: depth_metrics(pred, t.scenes.depth),
          trivial=lambda val, train: np.broadcast_to(train.scenes.depth.mean(0), val.scenes.depth.shape)),
-    Task("rgb", "caption", {"attr_acc": "higher"},
+    Task("rgb", "caption", {"attr_acc": Metric("higher", "attribute acc")},
          score=lambda pred, t: {"attr_acc": attribute_accuracy([caption_objects(w, t.cfg) for w in pred],
                                                                scene_objects(t.cfg, t.scenes))},
          trivial=_typical_objects),
-    Task("rgb", "boxes", {"miou": "higher"},
+    Task("rgb", "boxes", {"miou": Metric("higher", "mIoU")},
          score=lambda pred, t: {"miou": box_miou(pred, truth_boxes(t.cfg, t.scenes))},
          trivial=_typical_boxes),
-    Task("caption", "rgb", {"verifier": "higher"},
+    Task("caption", "rgb", {"verifier": Metric("higher", "verifier")},
          score=lambda pred, t: {"verifier": verifier_score(pred, t.native("caption"), t.cfg)},
          trivial=lambda val, train: np.roll(val.scenes.rgb, 1, axis=0)),  # the true image of another scene
 ]}
 PROBE = metric_key("probe", "count_acc")  # a ridge probe on rgb-only encoder features, predicting the number of objects
 
-# Which way is better, by metric name: a name means one thing in every task (``miou`` is higher-better in both
-# rgb_to_semseg and rgb_to_boxes), and ``loss``/``acc`` name the per-modality masked-token metrics.
-METRICS: dict[str, Direction] = {"loss": "lower", "acc": "higher", PROBE.split("/")[1]: "higher"}
+# Every metric by name: a name means one thing in every task (``miou`` is higher-better in both rgb_to_semseg and
+# rgb_to_boxes), and ``loss``/``acc`` name the per-modality masked-token metrics.
+SCORES: dict[str, Metric] = {"loss": Metric("lower", "loss", high=inf), "acc": Metric("higher", "acc"),
+                             PROBE.split("/")[1]: Metric("higher", "count acc")}
 for _task in TASKS.values():
-    for _metric, _better in _task.metrics.items():
-        if METRICS.setdefault(_metric, _better) != _better:
-            raise ValueError(f"{_task.name}/{_metric}: {_better}, but {_metric} is {METRICS[_metric]} elsewhere")
+    for _name, _metric in _task.metrics.items():
+        if SCORES.setdefault(_name, _metric) != _metric:
+            raise ValueError(f"{_task.name}/{_name}: {_metric}, but {_name} is {SCORES[_name]} elsewhere")
+METRICS: dict[str, Direction] = {name: metric.better for name, metric in SCORES.items()}  # which way is better
+
+
+def metric_of(key: str) -> Metric | None:
+    """The metric a key names, by its last part that names one: ``eval/rgb_to_depth/abs_rel`` -> abs_rel's,
+    ``train/loss/rgb`` -> loss's; None for what is not a score (``train/lr``, ``train/tokens_per_s``, ``masks/...``)."""
+    return next((SCORES[part] for part in reversed(key.split("/")) if part in SCORES), None)
 
 
 def direction(key: str) -> Direction | None:
-    """Which way is better for a metric key, by its last part that names a metric: ``eval/rgb_to_depth/abs_rel``
-    -> lower, ``train/loss/rgb`` -> lower, ``eval/acc/mean`` -> higher; None for what is not a score
-    (``train/lr``, ``train/tokens_per_s``, ``masks/...``)."""
-    return next((METRICS[part] for part in reversed(key.split("/")) if part in METRICS), None)
+    """Which way is better for a metric key (``metric_of``): ``eval/rgb_to_depth/abs_rel`` -> lower,
+    ``train/loss/rgb`` -> lower, ``eval/acc/mean`` -> higher; None for what is not a score."""
+    return metric.better if (metric := metric_of(key)) else None
+
+
+def paper_label(key: str) -> Label:
+    """How tables and figures name a metric key: ``eval/rgb_to_semseg/miou`` -> RGB→semseg / mIoU ("RGB→semseg
+    mIoU"), ``eval/loss/mean`` -> loss / mean ("loss (mean)"), ``eval/acc/rgb`` -> acc / RGB ("acc (RGB)"),
+    ``eval/probe/count_acc`` -> probe / count acc; another key (``train/loss``) is its own name, in no group."""
+    group, _, name = key.removeprefix(EVAL_PREFIX).partition("/")
+    if group in TASKS and name in TASKS[group].metrics:
+        task, metric = TASKS[group].label, TASKS[group].metrics[name].label
+        return Label(task, metric, f"{task} {metric}")
+    if group in ("loss", "acc") and name and "/" not in name:
+        kind, modality = SCORES[group].label, MODALITY_LABELS.get(name, name)
+        return Label(kind, modality, f"{kind} ({modality})")
+    if key.removeprefix(EVAL_PREFIX) == PROBE:
+        return Label(group, SCORES[name].label, f"{SCORES[name].label} (probe)")
+    return Label("", key.removeprefix(EVAL_PREFIX), key.removeprefix(EVAL_PREFIX))
 
 
 def skipped_tasks(specs: dict[str, ModalitySpec], data_root: str | Path) -> dict[str, str]:

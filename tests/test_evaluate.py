@@ -119,8 +119,8 @@ def test_baselines_below_token_ceilings(data_root):
 def test_every_task_metric_has_a_direction_and_is_documented():
     docs = (Path(__file__).parents[1] / "docs" / "studies.md").read_text()
     for name, task in TASKS.items():
-        for metric, better in task.metrics.items():
-            assert direction(f"eval/{name}/{metric}") == direction(f"{name}/{metric}") == better
+        for metric, spec in task.metrics.items():
+            assert direction(f"eval/{name}/{metric}") == direction(f"{name}/{metric}") == spec.better
             assert f"`eval/{name}/{metric}`" in docs, f"docs/studies.md's metric table lacks eval/{name}/{metric}"
     assert direction("train/loss/rgb") == direction("eval/loss/mean") == "lower"
     assert direction("eval/acc/caption") == direction("eval/probe/count_acc") == "higher"

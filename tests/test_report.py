@@ -3,6 +3,7 @@ scipy's, marks where they belong, missing seeds and NaN shown, bad input named, 
 
 from __future__ import annotations
 
+import itertools
 import math
 import shutil
 import subprocess
@@ -13,6 +14,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
+from matplotlib.collections import PolyCollection
 from mlflow.entities import Metric
 from scipy import stats
 
@@ -24,6 +26,7 @@ from ablate.stats import adjust, p_values
 from ablate.study_file import load_study
 
 LOSS, ACC = "eval/loss/mean", "eval/acc/mean"
+MIOU, DELTA1, ABS_REL = "eval/rgb_to_semseg/miou", "eval/rgb_to_depth/delta1", "eval/rgb_to_depth/abs_rel"
 SEEDS = [0, 1, 2]
 # config -> metric -> value per seed; a seed left out never finished. block: seed 1 failed, seed 2 never ran.
 KNOWN = {
@@ -82,7 +85,9 @@ def grouped(data_root, tmp_path_factory):
     for run in study.runs:
         block, budget = run.settings["masking"] == "block", run.settings["masking.input_budget"]
         record(ledger, parent, run, {LOSS: 2.0 - 0.2 * block - budget / 1000 + run.seed / 100,
-                                     ACC: 0.5 + 0.1 * block + budget / 1000 + run.seed / 100})
+                                     ACC: 0.5 + 0.1 * block + budget / 1000 + run.seed / 100,
+                                     MIOU: 0.3 + 0.1 * block + run.seed / 50, DELTA1: 0.6 + run.seed / 20,
+                                     ABS_REL: 0.2 - 0.05 * block + run.seed / 100})
     return study
 
 
@@ -245,7 +250,7 @@ def test_grouped_columns_get_two_header_levels_and_a_baseline_each(grouped, tmp_
     assert "difference from the baseline (masking=random at the same input_budget)" in result.markdown
     header = result.markdown.splitlines()[2]
     assert header.split("|")[1].strip() == "masking"
-    assert "input_budget=64 · loss/mean ↓" in header and "input_budget=96 · acc/mean ↑" in header
+    assert "input_budget=64 · loss · mean ↓" in header and "input_budget=96 · acc · mean ↑" in header
     latex = (tmp_path / "table.tex").read_text()
     assert r"\multicolumn{2}{c}{input\_budget=64}" in latex and r"\multicolumn{2}{c}{input\_budget=96}" in latex
     assert "random" in latex and "block" in latex
@@ -259,17 +264,114 @@ def test_grouped_columns_get_two_header_levels_and_a_baseline_each(grouped, tmp_
 def test_table_tex_compiles_with_pdflatex_and_shows_the_table(grouped, tmp_path):
     for tool in ("pdflatex", "pdftoppm", "pdftotext"):
         assert shutil.which(tool), f"{tool} is missing: run `bash scripts/debian-packages.sh tex`"
-    make_report(grouped, report_spec(grouped, {"columns": ["masking.input_budget"]}), tmp_path, figures=False)
+    result = make_report(grouped, report_spec(grouped, {"columns": ["masking.input_budget"]}), tmp_path,
+                         figures=False)
     (tmp_path / "doc.tex").write_text("\\documentclass{article}\n\\usepackage{booktabs,graphicx}\n\\begin{document}\n"
                                       "\\input{table.tex}\n\\end{document}\n")
-    run = subprocess.run(["pdflatex", "-interaction=nonstopmode", "-halt-on-error", "doc.tex"], cwd=tmp_path,
+    text = _compiled(tmp_path)
+    assert "budget=64" in text and "loss" in text and "1.741 ± 0.007" in text
+    assert "input_budget=64 · loss · mean ↓" in result.markdown
+
+    # The task table's labels, tasks over their metrics: RGB→depth spans its two metrics in the LaTeX header.
+    metrics = [LOSS, MIOU, DELTA1, ABS_REL]
+    result = make_report(grouped, report_spec(grouped, {"metrics": metrics}), tmp_path, figures=False)
+    latex = (tmp_path / "table.tex").read_text()
+    header = latex[latex.index(r"\toprule"):latex.index(r"\midrule")].splitlines()[1:]
+    assert len(header) == 2  # task, then metric (nothing over the row keys)
+    assert [c.strip() for c in header[0].removesuffix(r"\\").split("&")] == [
+        r"\multicolumn{2}{c}{}", "loss", r"RGB$\to$semseg", r"\multicolumn{2}{c}{RGB$\to$depth}"]
+    assert [c.strip() for c in header[1].removesuffix(r"\\").split("&")] == [
+        "masking", r"input\_budget", r"mean $\downarrow$", r"mIoU $\uparrow$", r"$\delta$1 $\uparrow$",
+        r"abs rel $\downarrow$"]
+    text = _compiled(tmp_path)
+    assert "RGB→semseg" in text and "RGB→depth" in text and "mIoU ↑" in text and "δ1 ↑" in text
+    assert "abs rel ↓" in text
+    header = next(line for line in result.markdown.splitlines() if line.startswith("|"))
+    assert [c.strip() for c in header.split("|")[1:-1]] == [
+        "masking", "input_budget", "loss · mean ↓", "RGB→semseg · mIoU ↑", "RGB→depth · δ1 ↑", "RGB→depth · abs rel ↓"]
+
+
+def _compiled(folder: Path) -> str:
+    """doc.tex in ``folder`` through pdflatex: the text of the page (which must be wider than 500 pixels)."""
+    run = subprocess.run(["pdflatex", "-interaction=nonstopmode", "-halt-on-error", "doc.tex"], cwd=folder,
                          capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stdout[-2000:]
-    subprocess.run(["pdftoppm", "-png", "-r", "110", "-singlefile", "doc.pdf", "doc"], cwd=tmp_path, check=True)
-    assert plt.imread(tmp_path / "doc.png").shape[1] > 500
-    text = subprocess.run(["pdftotext", "-layout", "doc.pdf", "-"], cwd=tmp_path, capture_output=True,
+    subprocess.run(["pdftoppm", "-png", "-r", "110", "-singlefile", "doc.pdf", "doc"], cwd=folder, check=True)
+    assert plt.imread(folder / "doc.png").shape[1] > 500
+    return subprocess.run(["pdftotext", "-layout", "doc.pdf", "-"], cwd=folder, capture_output=True,
                           text=True).stdout
-    assert "budget=64" in text and "loss/mean" in text and "1.741 ± 0.007" in text
+
+
+def test_a_second_report_of_unchanged_results_redraws_and_rewrites_nothing(grouped, tmp_path, monkeypatch):
+    import ablate.figures
+
+    out = tmp_path / "report"
+    assert main(["report", str(grouped.path), "--out", str(out)]) == 0
+    files = {p.name: (p.read_bytes(), p.stat().st_mtime_ns) for p in out.iterdir()}
+    assert {"table.md", "table.tex", "summary.csv", "report.json", "metrics.png", "metrics.pdf", "curves.png",
+            "deltas.pdf"} <= set(files)
+    store = {p: p.stat().st_mtime_ns for p in grouped.dir.rglob("*") if p.is_file()}
+    drawn = []
+    monkeypatch.setattr(ablate.figures, "draw_all", lambda *args: drawn.append(args) or [])
+    assert main(["report", str(grouped.path), "--out", str(out)]) == 0
+    assert not drawn
+    assert {p.name: (p.read_bytes(), p.stat().st_mtime_ns) for p in out.iterdir()} == files  # not even touched
+    assert {p: p.stat().st_mtime_ns for p in grouped.dir.rglob("*") if p.is_file()} == store  # studies/ neither
+
+    monkeypatch.undo()  # drawn again from the same data (the record of what they were drawn from gone): same bytes
+    (out / ".digests.json").unlink()
+    assert main(["report", str(grouped.path), "--out", str(out)]) == 0
+    again = {p.name: p.read_bytes() for p in out.iterdir()}
+    assert {name: data for name, (data, _) in files.items()} == again
+    assert any((out / name).stat().st_mtime_ns != mtime for name, (_, mtime) in files.items()
+               if name.endswith(".png"))  # they were drawn
+
+
+def _per_seed(settings: dict[str, list], values: dict[str, list[float]]) -> pd.DataFrame:
+    """Rows as ``make_report`` gives ``metrics_figure``: a configuration per combination of the settings' values
+    (masking first), ``values[metric]``: the seeds' values of every configuration."""
+    rows = []
+    for combo in itertools.product(*settings.values()):
+        config = dict(zip(settings, combo))
+        label = " ".join(f"{k}={v}" for k, v in config.items())
+        rows += [{"config": label, "label": label, **config, "metric": metric, "seed": seed,
+                  "value": value + 0.01 * len(rows)} for metric, seeds in values.items()
+                 for seed, value in enumerate(seeds)]
+    frame = pd.DataFrame(rows)
+    for key in ["label", *settings]:
+        frame[key] = pd.Categorical(frame[key], list(dict.fromkeys(frame[key])))
+    return frame
+
+
+def test_metric_intervals_stay_in_the_metrics_range_and_the_figure_says_n():
+    from ablate.figures import metrics_figure
+    from ablate.stats import t_interval
+    from model.tasks import metric_of
+
+    values = {MIOU: [0.02, 0.9], DELTA1: [0.3, 0.99], LOSS: [0.05, 3.0]}  # unclipped, each interval leaves its range
+    for metric, seeds in values.items():
+        low, high = t_interval(np.array(seeds))
+        assert low < metric_of(metric).low or high > metric_of(metric).high
+    for settings in ({"masking": ["random", "dirichlet_4m", "block"]},  # a strip plot per configuration
+                     {"masking": ["random", "dirichlet_4m"], "masking.input_budget": [64, 96]}):  # lines along budget
+        per_seed = _per_seed(settings, values)
+        figure = metrics_figure(per_seed, list(values), list(settings))
+        text = [t.get_text() for t in figure.findobj(plt.Text)]
+        assert any("n=2 seeds" in t for t in text), text
+        for ax, metric in zip(figure.axes, values):
+            spec = metric_of(metric)
+            ys = [y for line in ax.lines for y in line.get_ydata()]  # means and error bars (beside a strip plot)
+            ys += [y for band in ax.collections if isinstance(band, PolyCollection)  # bands (along a line)
+                   for path in band.get_paths() for y in path.vertices[:, 1]]
+            # drawn, clipped at the ends of the range (mIoU's and δ1's at 1; a loss has no upper end)
+            assert min(ys) == spec.low and max(ys) == (spec.high if math.isfinite(spec.high) else max(ys)), metric
+        legends = [[t.get_text() for t in legend.get_texts()] for legend in figure.legends]
+        if len(settings) == 1:  # the x axis names each masking: no legend repeats it
+            assert legends == []
+            assert "dirichlet_4m" in [t.get_text() for t in figure.axes[0].get_xticklabels()]
+        else:
+            assert legends == [["random", "dirichlet_4m"]]
+        plt.close(figure)
 
 
 def _study_of(data_root, folder: Path, name: str, grid: dict, values, seeds=(0, 1), metrics=(LOSS, ACC)):

@@ -7,10 +7,12 @@
     *.pdf, *.png          the figures (``ablate/figures.py``)
     report.json           the options it was made with (``ablate submit`` leaves a report made with others alone)
 
-A report of unchanged results is the same files, left untouched: a file is written only where its content changed,
-the figures are drawn again only where their inputs or the code changed, and the files are logged to MLflow again
-only where one changed (``.digests.json`` in the folder records both; ``ablate/figures.py`` draws the same bytes
-from the same data).
+A report of unchanged results is the same files, left untouched. Where the study file, the options, the code and
+the snapshot (a SQLite store unwritten since) are those of the report in the folder, it is that report: nothing is
+computed (nor scipy, MLflow or seaborn imported). Otherwise a file is written only where its content changed, the
+figures are drawn again only where their inputs or the code changed, and the files are logged to MLflow again
+only where one changed (``.digests.json`` in the folder records all three; ``ablate/figures.py`` draws the same
+bytes from the same data).
 
 The same files are logged to the study's parent run in MLflow (``report/``). Under the legend, notes say
 what the marks cannot: a metric that has one value in every run (nothing is marked best there), and, when
@@ -40,7 +42,6 @@ from pydantic import ValidationError
 
 from ablate import snapshot
 from ablate.schema import ReportSpec, StudyError
-from ablate.stats import aggregate, compare, seeds_needed
 from ablate.study import Study, matches, settings_keys
 from ablate.table import LATEX, MARKDOWN, Layout, Markup, short, to_latex, to_markdown, wide
 from ablate.validate import layout_problems
@@ -73,6 +74,13 @@ def make_report(study: Study, spec: ReportSpec, out: Path, figures: bool = True)
     if study.spec.search is not None:
         raise ReportError(f"{study.path}: {study.name!r} is a search; a report compares a grid's configurations "
                           "over seeds (see `ablate status` for the trials, then re-run the best ones as a grid study)")
+    made = _digests(out)
+    if (same := _same_as(study, spec, figures)) is not None and made.get("report") == same:  # that report
+        files = [out / name for name in made.get("files", [])]
+        if files and all(path.is_file() for path in files):
+            return Report(out, (out / "table.md").read_text(encoding="utf-8"), files)
+    from ablate.stats import aggregate, compare  # scipy: only where there is something to compute
+
     snap = snapshot.refresh(study, spec.curves)
     plan = planned_runs(study)
     finished = snap.runs[snap.runs["status"] == "FINISHED"][["run_id", "run_key"]].merge(
@@ -113,6 +121,8 @@ def make_report(study: Study, spec: ReportSpec, out: Path, figures: bool = True)
     files.append(out / OPTIONS)
     _write(files[-1], json.dumps(spec.model_dump(), indent=2))
     _log_to_study_run(study, files)
+    # What this report was made from, as it is now (a run recorded meanwhile: None, made again next time).
+    _note_digest(out, report=_same_as(study, spec, figures), files=[path.name for path in files])
     return Report(out, markdown, files)
 
 
@@ -136,6 +146,15 @@ def _digests(out: Path) -> dict[str, Any]:
 
 def _note_digest(out: Path, **digests: Any) -> None:
     _write(out / DIGESTS, json.dumps(_digests(out) | digests, indent=1))
+
+
+def _same_as(study: Study, spec: ReportSpec, figures: bool) -> str | None:
+    """A digest of what a report depends on: the study file, the options, the code and the snapshot's state, where
+    the store is unchanged since the snapshot was refreshed (None where it may have changed, or cannot tell)."""
+    if (state := snapshot.unchanged(study, spec.curves)) is None:
+        return None
+    return _digest(study.path.read_bytes(), spec.model_dump(), figures, snapshot.code_digest(), state,
+                   *(version(package) for package in ("matplotlib", "seaborn") if figures))
 
 
 def _figures(out: Path, per_seed: pd.DataFrame, curves: pd.DataFrame, masks: dict[str, Path], long: pd.DataFrame,
@@ -250,6 +269,8 @@ def _notes(spec: ReportSpec, long: pd.DataFrame, baselines: dict[str, str], cons
     elif len(tests) and not tests["significant"].any():
         n = long.set_index(["config", "metric"])["n"]
         seeds = [min(row.n, n[baselines[row.config], row.metric]) for row in tests.itertuples()]
+        from ablate.stats import seeds_needed
+
         needed = [k for k in map(seeds_needed, tests["p"], seeds, [spec.alpha / len(tests)] * len(seeds)) if k]
         reach = (f"the largest effect seen would need about {min(needed)} seeds" if needed else
                  "no effect seen would reach it with up to 1,000 seeds")

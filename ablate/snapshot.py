@@ -64,18 +64,31 @@ def folder(study: Study) -> Path:
     return study.dir / "snapshot"
 
 
+def unchanged(study: Study, curves: list[str]) -> dict | None:
+    """The snapshot's state where it holds ``curves`` and nothing was written to the store since it was refreshed
+    (a SQLite store's files as they were); else None: ``refresh`` reads the store."""
+    state = _read_json(folder(study) / "state.json")
+    stamp = _stamp(study)
+    return state if _current(study, state, curves) and stamp is not None and state.get("stamp") == stamp else None
+
+
+def _current(study: Study, state: dict, curves: list[str]) -> bool:
+    """Whether the snapshot is of today's format, holds ``curves`` and was read from the study's store."""
+    return (state.get("format") == FORMAT and state.get("curves") == curves and state.get("store") == study.store.uri
+            and (folder(study) / "runs.parquet").is_file())
+
+
 def refresh(study: Study, curves: list[str]) -> Snapshot:
     """The study's runs as they are in MLflow now; reads only what may have changed since the last refresh."""
     where = folder(study)
+    # Nothing written since, so no run created before now is missing. The state is left as it was (not even the
+    # time of this refresh: the next one then reads a little more).
+    if unchanged(study, curves) is not None:
+        return _read(where)
     state = _read_json(where / "state.json")
-    current = (state.get("format") == FORMAT and state.get("curves") == curves and state.get("store") == study.store.uri
-               and (where / "runs.parquet").is_file())
+    current = _current(study, state, curves)
     started_ms = int(time.time() * 1000)
     stamp = _stamp(study)  # before reading: a write during the read shows next time
-    # Nothing written since, so no run created before now is missing.
-    # The state is left as it was (not even the time of this refresh: the next one then reads a little more).
-    if current and stamp is not None and state.get("stamp") == stamp:
-        return _read(where)
     from ablate.ledger import Ledger  # MLflow imported only where the store is read
 
     ledger = Ledger(study, create=False)

@@ -19,7 +19,7 @@ files: the strip plot's jitter is seeded and no date or software version is writ
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -62,7 +62,7 @@ def seeded(seed: int = 0) -> Iterator[None]:
         np.random.set_state(state)
 
 
-def clipped_interval(metric: str):
+def clipped_interval(metric: str) -> Callable[[np.ndarray], tuple[float, ...]]:
     """``t_interval``, clipped to the values ``metric`` can take (an accuracy's interval ends at 1)."""
     spec = metric_of(metric)
     low, high = (spec.low, spec.high) if spec else (-np.inf, np.inf)

@@ -127,7 +127,7 @@ def make_report(study: Study, spec: ReportSpec, out: Path, figures: bool = True)
 
 
 OPTIONS = "report.json"
-DIGESTS = ".digests.json"  # what the folder's figures were drawn from and which files were last logged (docstring)
+DIGESTS = ".digests.json"  # what the folder's report and figures were made from, what was logged (docstring)
 
 
 def _write(path: Path, text: str) -> None:
@@ -181,7 +181,7 @@ def _digest(*items: Any) -> str:
 
     def feed(item: Any) -> None:
         if isinstance(item, pd.DataFrame):
-            digest.update(repr(list(zip(item.columns, map(str, item.dtypes)))).encode())
+            digest.update(repr(list(zip(item.columns, item.dtypes))).encode())  # a category's order too
             digest.update(pd.util.hash_pandas_object(item, index=False).to_numpy().tobytes())
         elif isinstance(item, Path):
             digest.update(item.read_bytes())

@@ -40,7 +40,7 @@ if TYPE_CHECKING:
     from ablate.study import Study
 
 UI_START_S = 120  # how long to wait for MLflow's server to listen
-STOP_S = 5  # after SIGTERM, how long the server may take before what is left of its group is killed
+STOP_S = 2  # after SIGTERM: uvicorn stops within its 1 s graceful timeout; what is left then is killed
 VIEW_KEY = "ablate"  # the study's view: experiment tag mlflow.sharedViewState.<VIEW_KEY>, ?viewStateShareKey=
 SHARED_VIEW_TAG = "mlflow.sharedViewState."  # MLflow's UI reads a shared view from this experiment tag
 LOG_NAME = "mlflow_ui.log"  # in the study's folder

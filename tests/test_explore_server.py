@@ -19,7 +19,7 @@ from study_files import write_study
 
 from ablate.cli import parser
 from ablate.explorer.checkpoints import best_runs, objective
-from ablate.explorer.explorer import Explorer
+from ablate.explorer.explorer import ExploreError, Explorer
 from ablate.ledger import Ledger
 from ablate.schema import StudyError
 from ablate.study_file import load_study
@@ -65,7 +65,8 @@ def test_each_family_is_its_best_finished_run_by_the_objective(explore_study, ex
 
 
 def test_a_preset_speaks_under_its_own_name(data_root, tmp_path, monkeypatch):
-    """dense and dirichlet_4m (presets of random and dirichlet) are strategies of their own, by the study's name."""
+    """dense and dirichlet_4m (presets of random and dirichlet) are strategies of their own, by the study's name;
+    a request names them so, or by their family where the study has one masking of it."""
     import ablate.explorer.checkpoints as checkpoints
 
     grid = {"masking": ["random", "dense", "dirichlet_4m"]}
@@ -79,6 +80,21 @@ def test_a_preset_speaks_under_its_own_name(data_root, tmp_path, monkeypatch):
     assert list(chosen) == grid["masking"]
     assert [(c.run.family, c.run.seed, c.value) for c in chosen.values()] == [("random", 0, 3.0), ("random", 0, 2.0),
                                                                              ("dirichlet", 0, 1.0)]
+    explorer = Explorer.__new__(Explorer)  # its request checks, without loading models
+    explorer.strategies = {name: SimpleNamespace(name=name, choice=choice) for name, choice in chosen.items()}
+    asked = explorer.chosen(["dirichlet_4m", "dense", "random"])  # the preset's name, as the study says it
+    assert [(n, s.name) for n, s in asked.items()] == [("dirichlet_4m",) * 2, ("dense",) * 2, ("random",) * 2]
+    assert explorer.chosen(["dirichlet"])["dirichlet"].name == "dirichlet_4m"  # the family of one preset: that one
+    with pytest.raises(ExploreError, match=r"names a strategy twice"):
+        explorer.chosen(["dirichlet", "dirichlet_4m"])
+    del explorer.strategies["random"]  # random's family now has dense alone: random means it
+    assert explorer.chosen(["random"])["random"].name == "dense"
+    explorer.strategies["sparse"] = SimpleNamespace(name="sparse", choice=SimpleNamespace(
+        run=SimpleNamespace(family="random")))
+    has = r"this study has \['dense', 'dirichlet_4m', 'sparse'\]"
+    several = r"\(a family of several: name one of \{'random': \['dense', 'sparse'\]\}\)"
+    with pytest.raises(ExploreError, match=rf"unknown \['random'\]; {has} {several}"):
+        explorer.chosen(["random"])
 
 
 def test_objective_of_a_search_and_of_score_metrics(data_root, tmp_path):

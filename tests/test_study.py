@@ -391,6 +391,9 @@ def _start_ui(study_file: Path, port: int, log: Path) -> subprocess.Popen:
 
 
 def test_ui_serves_the_study_runs_opens_on_its_runs_table_and_stops_every_process(finished_study, tmp_path):
+    """The page opens on the study's training runs (not its collapsed parent run) with its report metric and the
+    masking tag as columns, without a click; the server is MLflow's CLI and one uvicorn process (no job runner),
+    its log in the study folder, the terminal told the address alone; SIGTERM stops every process."""
     from playwright.sync_api import sync_playwright
 
     study = load_study(finished_study)
@@ -409,7 +412,8 @@ def test_ui_serves_the_study_runs_opens_on_its_runs_table_and_stops_every_proces
         url = wait_for(printed, "address of the UI")  # printed once it listens
         body = _http(f"{api}/experiments/get-by-name?experiment_name={study.name}")[1]
         experiment_id = json.loads(body)["experiment"]["experiment_id"]
-        assert url == f"http://127.0.0.1:{port}/#/experiments/{experiment_id}/runs?workflowType=machine_learning"
+        assert url == (f"http://127.0.0.1:{port}/#/experiments/{experiment_id}/runs?workflowType=machine_learning"
+                       "&viewStateShareKey=ablate")
         _, body = _http(f"{api}/runs/search", {"experiment_ids": [experiment_id], "filter": "tags.kind = 'run'"})
         runs = json.loads(body)["runs"]
         tags = [{t["key"]: t["value"] for t in run["data"]["tags"]} for run in runs]
@@ -418,19 +422,34 @@ def test_ui_serves_the_study_runs_opens_on_its_runs_table_and_stops_every_proces
         assert all({m["key"]: m["step"] for m in run["data"]["metrics"]}["train/loss"] == 4 for run in runs)
         with sync_playwright() as playwright:  # the first page is the study's runs table, not the GenAI view
             browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--headless", "--no-sandbox"])
-            page = browser.new_page()
+            page = browser.new_page(viewport={"width": 1280, "height": 800})
             page.goto(url)
-            page.get_by_text(f"{len(runs) + 1} matching runs").wait_for(timeout=60_000)  # + the study's own run
-            # the study's own run is named after it (rendered a moment after the count, on a busy machine later)
-            page.get_by_role("link", name=study.name, exact=True).first.wait_for(timeout=60_000)
+            # the training runs alone: the study's parent run (before, the one row they were folded under) is not one
+            page.get_by_text(f"{len(runs)} matching runs").wait_for(timeout=60_000)
+            for run in study.runs:  # every training run is a row of its own, none folded under the study's run
+                page.get_by_role("link", name=f"{run.label} s{run.seed}", exact=True).wait_for(timeout=60_000)
+            header = page.get_by_test_id(f"sort-header-{study.spec.report.metrics[0]}")  # train/loss
+            header.wait_for(timeout=60_000)
+            box = header.bounding_box()  # on the first screen: no scrolling, no "Columns" menu
+            assert box is not None and box["x"] + box["width"] <= 1280 and box["y"] + box["height"] <= 800
+            cells = page.get_by_role("gridcell").all_inner_texts()
+            metric = study.spec.report.metrics[0]
+            value = str(next(m["value"] for m in runs[0]["data"]["metrics"] if m["key"] == metric))[:4]
+            assert any(cell.startswith(value) for cell in cells), cells
+            page.get_by_test_id("sort-header-masking").wait_for(timeout=60_000)  # the preset's name, searchable
             browser.close()
         started = psutil.Process(server.pid).children(recursive=True)
-        assert len(started) >= 2  # MLflow's server and its workers
+        assert len(started) == 2, [p.cmdline() for p in started]  # `mlflow ui` and its one uvicorn process
+        assert not any("huey" in " ".join(p.cmdline()) for p in started)  # no job runner
+        terminal = log.read_text().splitlines()
+        assert len(terminal) == 1 and f"server log: {study.dir / 'mlflow_ui.log'}" in terminal[0], terminal
+        assert "Uvicorn running on" in (study.dir / "mlflow_ui.log").read_text()
     finally:
         server.terminate()
         server.wait(timeout=60)
     assert server.returncode == 0
     assert not [p for p in started if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]  # none left behind
+    assert "GET /" not in (study.dir / "mlflow_ui.log").read_text()  # no access log
     with pytest.raises(OSError):  # stopped: nothing listens any more
         _http(f"{api}/experiments/get-by-name?experiment_name={study.name}")
 

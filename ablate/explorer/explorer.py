@@ -81,10 +81,11 @@ class Explorer:
 
     def predict(self, req: PredictRequest) -> dict:
         """Every chosen strategy's predictions on the scene, side by side, and the scene itself."""
+        chosen = self.chosen(req.strategies)
         query = self.query(req)
         started = time.perf_counter()
         with self.lock:
-            columns = {name: predict(self.strategies[name], query, self.source.tokenizers) for name in req.strategies}
+            columns = {name: predict(strategy, query, self.source.tokenizers) for name, strategy in chosen.items()}
         return {
             "scene": self._describe(query),
             "targets": query.targets,
@@ -94,7 +95,6 @@ class Explorer:
 
     def query(self, req: PredictRequest) -> Query:
         """The request checked against the study and the scene."""
-        self._known_strategies(req.strategies)
         scene = self.scene(req.scene)
         for key, names in (("given", req.given), ("targets", req.targets)):
             if unknown := [n for n in names if n not in self.specs]:
@@ -132,11 +132,22 @@ class Explorer:
         seen[0, req.hidden] = False
         return {n: seen for n in images}
 
-    def _known_strategies(self, names: list[str]) -> None:
-        if unknown := [n for n in names if n not in self.strategies]:
-            raise ExploreError(f"strategies: unknown {unknown}; this study has {list(self.strategies)}")
-        if len(set(names)) < len(names):
+    def chosen(self, names: list[str]) -> dict[str, Strategy]:
+        """Each name the request gives -> its strategy. A name is the study's masking choice (``Run.masking``: a
+        preset such as ``dirichlet_4m``, or a family), or a family the study has one masking of (``dirichlet``
+        for ``dirichlet_4m``)."""
+        by_family: dict[str, list[str]] = {}
+        for masking, strategy in self.strategies.items():
+            by_family.setdefault(strategy.choice.run.family, []).append(masking)
+        alias = {family: maskings[0] for family, maskings in by_family.items() if len(maskings) == 1}
+        maskings = [n if n in self.strategies else alias.get(n) for n in names]
+        if unknown := [n for n, m in zip(names, maskings) if m is None]:
+            several = {n: by_family[n] for n in unknown if n in by_family}
+            raise ExploreError(f"strategies: unknown {unknown}; this study has {list(self.strategies)}"
+                               + (f" (a family of several: name one of {several})" if several else ""))
+        if len(set(maskings)) < len(maskings):
             raise ExploreError(f"strategies: {names} names a strategy twice")
+        return {n: self.strategies[m] for n, m in zip(names, maskings)}
 
     def _describe(self, query: Query) -> dict:
         """The scene as the page shows it: its tokens decoded, the given inputs with hidden cells, ground truth."""
@@ -153,31 +164,30 @@ class Explorer:
 
     def features(self, req: FeaturesRequest) -> dict:
         """Per strategy: the 2-D projection of held-out scenes' features, and where this scene falls."""
-        self._known_strategies(req.strategies)
+        chosen = self.chosen(req.strategies)
         if "rgb" not in self.specs:
             raise ExploreError("features are of rgb inputs; this study's data has no rgb")
         scene = self.scene(req.scene)
         labels = attribute_labels(self.source.cfg, self.feature_scenes, req.attribute)
         out = {}
         with self.lock:
-            for name in req.strategies:
-                projection, points = self._projection(name)
+            for name, strategy in chosen.items():
+                projection, points = self._projection(strategy)
                 here = None
                 if "rgb" in scene.tokens:
-                    here = projection(encoder_features(self.strategies[name].model, self.specs,
-                                                       scene.tokens["rgb"], 1))[0]
+                    here = projection(encoder_features(strategy.model, self.specs, scene.tokens["rgb"], 1))[0]
                 out[name] = {"points": rounded(points), "scene": None if here is None else rounded(here)}
         categories = sorted(set(labels), key=lambda c: (len(c), c))
         return {"attribute": req.attribute, "categories": categories,
                 "labels": [categories.index(c) for c in labels], "strategies": out}
 
-    def _projection(self, name: str) -> tuple[Projection, torch.Tensor]:
-        if name not in self._projections:
+    def _projection(self, strategy: Strategy) -> tuple[Projection, torch.Tensor]:
+        if strategy.name not in self._projections:
             rgb = self.source.val["rgb"][: len(self.feature_scenes)].long()
-            features = encoder_features(self.strategies[name].model, self.specs, rgb, 100)
+            features = encoder_features(strategy.model, self.specs, rgb, 100)
             projection = Projection.fit(features)
-            self._projections[name] = projection, projection(features)
-        return self._projections[name]
+            self._projections[strategy.name] = projection, projection(features)
+        return self._projections[strategy.name]
 
     def report(self) -> dict:
         """The study's report (``ablate report``) if there is one: its table and the files beside it."""

@@ -3,6 +3,8 @@ before it reaches a model) served by uvicorn on 127.0.0.1 unless another host is
 
     GET  /                  the page (static/index.html, static/explore.js, static/explore.css)
     GET  /api/info          study, strategies (best run per masking), modalities, controls
+                            (a request names a strategy by its masking, a preset such as dirichlet_4m, or by a
+                            family the study has one masking of)
     POST /api/predict       PredictRequest -> predictions, attention, training masks per strategy
     POST /api/features      FeaturesRequest -> 2-D feature projection per strategy
     GET  /api/report        the study's report table and its files, or a note that there is none

@@ -102,7 +102,10 @@ def _answering(study):
 
 
 def plan(args: argparse.Namespace) -> None:
-    study = _study(args)
+    from ablate import study_cache
+    from ablate.study_file import find_study_file
+
+    study = _answering(study_cache.load(find_study_file(args.study)))  # checked whole once per file, code, data
     from ablate.overview import plan_table
 
     print(plan_table(study))
@@ -148,13 +151,13 @@ def _submit(study, args: argparse.Namespace) -> int | None:
 
 
 def report(args: argparse.Namespace) -> None:
-    from ablate import snapshot
+    from ablate import study_cache
     from ablate.report import make_report, report_spec
     from ablate.study_file import find_study_file, load_study
 
     path = find_study_file(args.study)
     _answering(load_study(path, expand=False))  # before the snapshot writes its cached study
-    study = snapshot.load(path)
+    study = study_cache.load(path)
     options = {"metrics": args.metrics, "rows": args.rows, "columns": args.columns, "precision": args.precision,
                "caption": args.caption, "label": args.label, "correction": args.correction, "alpha": args.alpha,
                "baseline": dict(args.baseline) if args.baseline else None}
@@ -173,7 +176,13 @@ def key_value(text: str) -> tuple[str, object]:
 
 
 def status(args: argparse.Namespace) -> None:
-    study = _study(args, strategies=False)  # its runs' keys and folders; no masking strategy built (no torch)
+    from ablate import study_cache
+    from ablate.study_file import find_study_file, load_study
+
+    # its runs' keys and folders: as plan or report last checked it, else expanded without building a masking
+    # strategy (no torch)
+    path = find_study_file(args.study)
+    study = _answering(study_cache.cached(path) or load_study(path, strategies=False))
     from ablate.overview import status_table
 
     print(status_table(study))

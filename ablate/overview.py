@@ -3,20 +3,28 @@
 Plan's cost column is ``steps x batch x (input + target budget) / tokens per second`` (budgets are
 the packed lengths, an upper bound on the tokens a step sees), where tokens per second is what
 this study's runs of the same model logged, or else a few training steps timed here; finished
-runs show their measured wall time instead.
+runs show their measured wall time instead. A speed timed here is kept in the user's cache
+(``throughput_file``) for this machine, model shape, thread count, torch version and code
+(``ablate/study_cache.py``), so only the first plan of a model times it.
 """
 
 from __future__ import annotations
 
 import copy
+import importlib.metadata
+import json
+import os
+import platform
 import statistics
 import tempfile
 from collections import Counter
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from tabulate import tabulate
 
+from ablate import study_cache
 from ablate.executors import EXECUTORS
 from ablate.ledger import Ledger, Record, search_params
 from ablate.outbox import unsent_count
@@ -210,7 +218,34 @@ def _throughputs(study: Study, table: list[Row]) -> dict[str, tuple[float, str]]
     return out
 
 
+def throughput_file() -> Path:
+    """Speeds timed by ``plan`` on this machine: ``$XDG_CACHE_HOME/nano4m/throughput.json`` (``~/.cache``)."""
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "nano4m" / "throughput.json"
+
+
+def measured_key(run: Run) -> str:
+    """What a speed timed here holds for: the model shape, threads, machine, torch and code."""
+    return (f"{_model_key(run)}; threads {run.config['train']['threads']}; {platform.node()}; "
+            f"torch {importlib.metadata.version('torch')}; code {study_cache.code_digest().hex()[:16]}")
+
+
 def _measure(run: Run) -> tuple[float, str]:
+    """Tokens per second of a run's config: kept from an earlier plan (``throughput_file``), else timed here."""
+    key, file = measured_key(run), throughput_file()
+    try:
+        kept = json.loads(file.read_text())
+    except (OSError, ValueError):
+        kept = {}
+    kept = kept if isinstance(kept, dict) else {}
+    source = f"{MEASURE_STEPS} steps timed here, one run alone"
+    if isinstance(kept.get(key), float):
+        return kept[key], f"{source} (kept in {file})"
+    speed = _time_steps(run)
+    study_cache.atomic(file, lambda tmp: tmp.write_text(json.dumps({**kept, key: speed}, indent=1)))
+    return speed, source
+
+
+def _time_steps(run: Run) -> float:
     """Time a few training steps of a run's config here, untracked, in a scratch folder."""
     from model.config import from_dict
     from model.flops import Throughput
@@ -220,5 +255,5 @@ def _measure(run: Run) -> tuple[float, str]:
         config = copy.deepcopy(run.config)
         config["train"].update(steps=MEASURE_STEPS, log_every=MEASURE_STEPS, out_dir=scratch)
         config["tracking"]["enabled"] = False
-        speed = train(from_dict(config), TrainOptions(evaluate_at_end=False, progress=False))[Throughput.TOKENS_PER_S]
-    return speed, f"{MEASURE_STEPS} steps timed here, one run alone"
+        results = train(from_dict(config), TrainOptions(evaluate_at_end=False, progress=False))
+    return float(results[Throughput.TOKENS_PER_S])

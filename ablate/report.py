@@ -40,7 +40,7 @@ import numpy as np
 import pandas as pd
 from pydantic import ValidationError
 
-from ablate import snapshot
+from ablate import snapshot, study_cache
 from ablate.schema import ReportSpec, StudyError
 from ablate.study import Study, matches, settings_keys
 from ablate.table import LATEX, MARKDOWN, Layout, Markup, short, to_latex, to_markdown, wide
@@ -153,7 +153,7 @@ def _same_as(study: Study, spec: ReportSpec, figures: bool) -> str | None:
     the store is unchanged since the snapshot was refreshed (None where it may have changed, or cannot tell)."""
     if (state := snapshot.unchanged(study, spec.curves)) is None:
         return None
-    return _digest(study.path.read_bytes(), spec.model_dump(), figures, snapshot.code_digest(), state,
+    return _digest(study.path.read_bytes(), spec.model_dump(), figures, study_cache.code_digest(), state,
                    *(version(package) for package in ("matplotlib", "seaborn") if figures))
 
 
@@ -162,7 +162,7 @@ def _figures(out: Path, per_seed: pd.DataFrame, curves: pd.DataFrame, masks: dic
     """``ablate.figures.draw_all``'s files, drawn again only when its inputs or the code changed (matplotlib and
     seaborn are not even imported otherwise)."""
     inputs = (per_seed, curves, masks, long, keys, metrics, precision, baseline, race)
-    digest = _digest(snapshot.code_digest(), version("matplotlib"), version("seaborn"), *inputs)
+    digest = _digest(study_cache.code_digest(), version("matplotlib"), version("seaborn"), *inputs)
     made = _digests(out)
     drawn = [out / name for name in made.get("figure_files", [])]
     if made.get("figures") == digest and all(path.is_file() for path in drawn):

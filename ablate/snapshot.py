@@ -7,8 +7,8 @@
     state.json       when the snapshot was last refreshed, the store's size and time then, the curves it holds,
                      the store it was read from (a study moved to another store, ``ablate migrate``, is read
                      again whole: its runs have other ids there)
-    study.pkl        the expanded study (expanding composes every configuration, about 0.2 s each),
-                     reused while the study file and the code are unchanged
+    study.pkl        the expanded study, reused while the study file, the code and its data sets are unchanged
+                     (ablate/study_cache.py)
     artifacts/       run artifacts a report shows (the realized-mask figures), downloaded once
 
 Nothing is read from a SQLite store while its files have not changed since the last refresh (a server or a
@@ -21,11 +21,7 @@ stays in the snapshot: delete the folder to start over.
 
 from __future__ import annotations
 
-import dataclasses
-import hashlib
 import json
-import os
-import pickle
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,14 +33,13 @@ from tqdm import tqdm
 from ablate.schema import StudyError
 from ablate.store import sqlite_path
 from ablate.study import Study
-from ablate.study_file import load_study
+from ablate.study_cache import atomic, folder
 
 if TYPE_CHECKING:
     from ablate.ledger import Ledger, Record
 
 FORMAT = 2  # bump when the files' layout changes: older snapshots are then rebuilt (2: today's metric names)
 CLOCK_MARGIN_MS = 2 * 60 * 1000  # > store.SQLITE_BUSY_TIMEOUT_S, plus clock skew
-CODE = [Path(__file__).resolve().parents[1] / pkg for pkg in ("ablate", "model")]
 RUN_COLUMNS = ["run_id", "run_key", "config_hash", "seed", "status", "start_ms", "end_ms", "code_version"]
 
 
@@ -58,10 +53,6 @@ class Snapshot:
     def empty(cls) -> Snapshot:
         return cls(pd.DataFrame(columns=RUN_COLUMNS), pd.DataFrame(columns=["run_id", "metric", "value"]),
                    pd.DataFrame(columns=["run_id", "metric", "step", "value"]))
-
-
-def folder(study: Study) -> Path:
-    return study.dir / "snapshot"
 
 
 def unchanged(study: Study, curves: list[str]) -> dict | None:
@@ -116,20 +107,6 @@ def refresh(study: Study, curves: list[str]) -> Snapshot:
     _write(where, new if fetched or not current else None,
            {"format": FORMAT, "curves": curves, "refreshed_ms": started_ms, "stamp": stamp, "store": study.store.uri})
     return new
-
-
-def load(path: str | Path) -> Study:
-    """``load_study``, reused from ``study.pkl`` while the study file and the code are unchanged."""
-    path = Path(path)
-    cache = folder(load_study(path, expand=False)) / "study.pkl"  # the file and its schema checked: a valid name
-    key = hashlib.sha256(path.read_bytes() + str(path.resolve()).encode() + code_digest()).hexdigest()
-    if cache.is_file():
-        cached_key, study = pickle.loads(cache.read_bytes())
-        if cached_key == key:
-            return dataclasses.replace(study, path=path)
-    study = load_study(path)
-    _atomic(cache, lambda tmp: tmp.write_bytes(pickle.dumps((key, study))))
-    return study
 
 
 def artifacts(study: Study, run_ids: list[str], path: str) -> dict[str, Path]:
@@ -190,16 +167,8 @@ def _read(where: Path) -> Snapshot:
 def _write(where: Path, snapshot: Snapshot | None, state: dict) -> None:
     """The tables (unless None: unchanged), then the state."""
     for part in ("runs", "metrics", "curves") if snapshot is not None else ():
-        _atomic(where / f"{part}.parquet", getattr(snapshot, part).to_parquet)
-    _atomic(where / "state.json", lambda tmp: tmp.write_text(json.dumps(state)))  # last: the others are complete
-
-
-def _atomic(path: Path, write) -> None:
-    """Write through a temporary file and rename, so a reader never sees half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    write(tmp)
-    os.replace(tmp, path)
+        atomic(where / f"{part}.parquet", getattr(snapshot, part).to_parquet)
+    atomic(where / "state.json", lambda tmp: tmp.write_text(json.dumps(state)))  # last: the others are complete
 
 
 def _read_json(path: Path) -> dict:
@@ -207,13 +176,3 @@ def _read_json(path: Path) -> dict:
         return json.loads(path.read_text())
     except (OSError, ValueError):
         return {}
-
-
-def code_digest() -> bytes:
-    """Of the code: the sources a study's expansion (configs, masking strategies, the study schema) and a report's
-    figures depend on."""
-    digest = hashlib.sha256()
-    for root in CODE:
-        for file in sorted(f for f in root.rglob("*") if f.suffix in (".py", ".yaml")):
-            digest.update(file.read_bytes())
-    return digest.digest()

@@ -230,7 +230,7 @@ def _check_metrics(spec: StudySpec) -> list[str]:
     from model.train import logged_metrics
 
     training, final = None, None  # what the runs log on every data set of the study
-    for root in _data_roots(spec):
+    for root in data_roots(spec):
         try:
             data = DatasetSpec.load(root)
         except DataFormatError:  # reported where the configuration is composed
@@ -259,7 +259,7 @@ def _check_metrics(spec: StudySpec) -> list[str]:
     return problems
 
 
-def _data_roots(spec: StudySpec) -> set[str]:
+def data_roots(spec: StudySpec) -> set[str]:
     """Every data set the study's runs train on: the ``data.root`` values it names, and the default's
     unless ``base`` sets one."""
     named = {v for _, key, values in _sources(spec) if key.lstrip("+~") == "data.root" for v in values}

@@ -16,7 +16,6 @@ ceiling a generator of rgb tokens can reach (``evaluate.token_ceilings`` reports
 from __future__ import annotations
 
 import numpy as np
-from scipy import ndimage
 
 from model.metrics import caption_objects
 from model.scenes import COLOR_RGB, SceneConfig
@@ -69,6 +68,8 @@ def _absorb_fragments(colors: np.ndarray, min_area: float) -> np.ndarray:
     Decoded patches mix an object's color with its shading and its neighbors, leaving small
     off-color fragments that would otherwise split one object into several regions.
     """
+    from scipy import ndimage  # a third of a second to import: only where images are verified, not with model.tasks
+
     blobs, count = ndimage.label(colors >= 0, EIGHT)
     num_colors = colors.max() + 2
     votes = np.bincount(blobs.ravel() * num_colors + colors.ravel() + 1, minlength=(count + 1) * num_colors)
@@ -79,6 +80,8 @@ def _absorb_fragments(colors: np.ndarray, min_area: float) -> np.ndarray:
 
 def detect(rgb: np.ndarray, cfg: SceneConfig) -> list[tuple[str, str]]:
     """(color, shape) of every object-sized region of one image uint8 [H, W, 3]."""
+    from scipy import ndimage
+
     radius = min(cfg.sizes.values()) * cfg.canvas
     min_area = MIN_AREA * np.pi * radius**2
     colors = _absorb_fragments(color_map(rgb, cfg), min_area)

@@ -15,6 +15,14 @@ from model.build import build
 from model.config import compose
 
 
+@pytest.fixture(scope="session", autouse=True)
+def user_cache(tmp_path_factory):
+    """The user's cache (``ablate plan``'s timed speeds) in a folder of the session's, for its subprocesses too."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("XDG_CACHE_HOME", str(tmp_path_factory.mktemp("cache")))
+        yield
+
+
 @pytest.fixture(scope="session")
 def data_root(tmp_path_factory):
     """A small but real data set (default scene and tokenizer settings, fewer scenes)."""

@@ -21,6 +21,7 @@ import pytest
 from study_files import IN_BACKGROUND, LOCAL, TINY, children, wait_for, write_study
 from tracking_server import free_port
 
+from ablate import study_cache
 from ablate.cli import main
 from ablate.dispatch import submit
 from ablate.ledger import Ledger, Record
@@ -166,10 +167,13 @@ def test_states_from_mlflow_status_and_job_liveness(data_root, tmp_path):
     assert not (tmp_path / "s" / "mlflow.db").exists()  # plan reads, never creates
 
 
-@pytest.mark.parametrize("command, torch", [("status", False), ("cancel", False), ("plan", True)])
+@pytest.mark.parametrize("command, torch", [("status", False), ("cancel", False), ("plan", True), ("plan", False)])
 def test_status_and_cancel_never_build_the_study_s_torch_objects(finished_study, command, torch):
     """status expands the study without building its masking strategies, cancel reads its store alone; plan,
-    which checks the study whole, shows that the probe sees torch when it is loaded."""
+    which checks the study whole, shows that the probe sees torch when it is loaded: the first time, then the study
+    it checked is kept (``ablate/study_cache.py``) and a second plan needs no torch."""
+    if command == "plan" and torch:
+        (study_cache.folder(load_study(finished_study, expand=False)) / "study.pkl").unlink(missing_ok=True)
     probe = (f"import sys\nfrom ablate.cli import main\nassert main([{command!r}, {str(finished_study)!r}]) == 0\n"
              "print('torch' in sys.modules)\n")
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=300)
@@ -180,6 +184,8 @@ def test_status_and_cancel_never_build_the_study_s_torch_objects(finished_study,
         assert "2 runs: 2 done" in done.stdout
     if command == "cancel":
         assert "finished: cancelled 0 queued or running runs" in done.stdout
+    if command == "plan":
+        assert "remaining: ≈0 s of training" in done.stdout and "median of 2 runs of this study" in done.stdout
 
 
 def _metric_steps(ledger: Ledger, run_id: str) -> list[int]:

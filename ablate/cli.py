@@ -13,6 +13,15 @@ from pathlib import Path
 REPORTS = Path("reports")
 EPILOG = "Overrides are Hydra-style key=value pairs, e.g. data.train_size=2000 data.scene.canvas=32."
 
+# What ``ablate`` exits with (``submit --help`` and docs/studies.md say the same).
+EXIT_FAILED = 1  # a run failed for good (its retries spent); also a run folder trained elsewhere
+EXIT_REFUSED = 2  # the input was refused (a study, a config, a store, a busy port), as argparse's usage errors
+EXIT_UNFINISHED = 3  # runs were cancelled, interrupted or are unknown: `ablate submit` again resumes them
+EXIT_CODES = (f"Exit status: 0 every run finished (or, SLURM without --wait, the runs are queued); {EXIT_FAILED} "
+              f"a run failed for good (its retries spent; its cause and log tail are the last lines); "
+              f"{EXIT_REFUSED} the study or a setting was refused; {EXIT_UNFINISHED} runs were cancelled or "
+              "interrupted (also Ctrl-C) or their scheduler does not answer: submitting again resumes them.")
+
 
 def data_build(args: argparse.Namespace) -> None:
     from model.build import build, fidelity_table
@@ -116,8 +125,10 @@ def submit(args: argparse.Namespace) -> int | None:
     try:
         return _submit(study, args)
     except KeyboardInterrupt:
-        sys.exit(f"\nstopped. `ablate submit {args.study}` again follows what still runs, resumes what was "
-                 f"interrupted and launches the rest; `ablate cancel {args.study}` stops what still runs.")
+        print(f"\nstopped. `ablate submit {args.study}` again follows what still runs, resumes what was "
+              f"interrupted and launches the rest; `ablate cancel {args.study}` stops what still runs.",
+              file=sys.stderr)
+        return EXIT_UNFINISHED
 
 
 def _submit(study, args: argparse.Namespace) -> int | None:
@@ -126,8 +137,6 @@ def _submit(study, args: argparse.Namespace) -> int | None:
 
         print(summary(Search(study).run()))
         return
-    from ablate.report import report_once_ended
-
     if study.spec.race is not None:
         from ablate.race import submit_race
 
@@ -141,13 +150,39 @@ def _submit(study, args: argparse.Namespace) -> int | None:
     if unknown := sum(s == "unknown" for s in states.values()):
         print(f"{unknown} run(s) unknown: their scheduler does not answer (squeue failed); left alone, neither "
               f"relaunched nor failed: `ablate submit {args.study}` again once it answers", file=sys.stderr)
-        return 1
+        return EXIT_UNFINISHED
+    failed = [run for run in study.runs if states.get(run.key) == "failed"]
     if over:
-        print(report_once_ended(study, REPORTS / study.name, args.study))
+        print(_report_of_ended(study, args.study, failed))
     elif "interrupted" in states.values():
         print(f"cancelled; `ablate submit {args.study}` resumes the interrupted runs and launches the rest")
+        return EXIT_UNFINISHED
     else:
         print(f"submitted; watch with `ablate status {args.study}` or `ablate ui {args.study}`")
+    if failed:  # said last: what the researcher has to look at
+        from ablate.dispatch import failure
+        from ablate.ledger import Ledger
+
+        records = Ledger(study).records()
+        for run in failed:
+            print(failure(study, run, records[run.key]), file=sys.stderr)
+        print(f"{study.name}: {len(failed)} of {len(states)} runs failed for good (exit {EXIT_FAILED}); fix the "
+              f"cause, then `ablate submit {args.study}` retries them up to executor.max_retries", file=sys.stderr)
+        return EXIT_FAILED
+
+
+def _report_of_ended(study, named: str, failed: list) -> str:
+    """The report once every run has ended; with failed runs, a report that cannot be made (a metric no
+    finished run logged) is said in a line, before the failures."""
+    from ablate.report import report_once_ended
+    from ablate.schema import StudyError
+
+    try:
+        return report_once_ended(study, REPORTS / study.name, named)
+    except StudyError as e:
+        if not failed:
+            raise
+        return f"no report: {e}"
 
 
 def report(args: argparse.Namespace) -> None:
@@ -317,7 +352,7 @@ def parser() -> argparse.ArgumentParser:
                         "study) runs in rounds: every configuration on the first race.min_seeds seeds, then one "
                         "more seed per round for those not significantly worse than another, until one is left; "
                         "on SLURM each round is one job array, and without --wait submit launches the round the "
-                        "race is at and returns.")
+                        "race is at and returns.", epilog=EXIT_CODES)
     su.add_argument("study", help=study_help)
     su.add_argument("--wait", action="store_true",
                     help="SLURM: wait for the runs (a race: run its rounds until it ends), then write and print the "
@@ -448,10 +483,10 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args) or 0
     except (ConfigError, DataFormatError, StudyError, StoreError, ServerError, FileNotFoundError) as e:
         print(f"ablate: error: {e}", file=sys.stderr)
-        return 2
+        return EXIT_REFUSED
     except RunFolderLeased as e:  # not bad input: the run is being trained elsewhere
         print(f"ablate: {e}", file=sys.stderr)
-        return 1
+        return EXIT_FAILED
 
 
 if __name__ == "__main__":

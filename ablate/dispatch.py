@@ -24,23 +24,35 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import submitit
-from tqdm import tqdm
+from submitit.core.utils import JobPaths
 
 from ablate.executors import EXECUTORS
 from ablate.ledger import Ledger, Record
+from ablate.progress import Progress, say
 from ablate.states import FOLLOWED_STATES, state
 from ablate.study import Run, Study
 from ablate.tracking import send_leftovers
+from model.run_folder import RunFolder
 
 POLL_S = 1.0
+# How often a scheduler's jobs (a detached kind's) are checked for having ended without a result (cancelled,
+# killed): submitit's own check backs off to minutes, the submitter asks the scheduler at this pace instead.
+LIVENESS_S = 5.0
+
+
+class NoProgress(RuntimeError):
+    """A job was warned of its end (time limit, preemption) before it trained a step: requeued, it would be
+    warned as early again and use up its requeues without training."""
 
 
 @dataclass
 class TrainJob:
-    """What a job runs: ``train`` on one run's resolved config."""
+    """What a job runs: ``train`` on one run's resolved config, resuming from the checkpoint at
+    ``start_step`` (None: the run has none yet)."""
 
     config: dict
     evaluate: bool = True
+    start_step: int | None = None
 
     def __call__(self) -> dict[str, float]:
         from ablate.tracking import run_tracker
@@ -58,7 +70,16 @@ class TrainJob:
                                                           open_tracker=run_tracker, checkpoint_on=(warning,)))
 
     def checkpoint(self, *args: object, **kwargs: object) -> submitit.helpers.DelayedSubmission:
-        return submitit.helpers.DelayedSubmission(TrainJob(self.config, self.evaluate))
+        """The requeued job: a fresh ``TrainJob`` from the checkpoint just saved. A job whose run's checkpoint
+        is still the one it started from (warned before its first step: SLURM may send the warning up to a
+        minute early) raises ``NoProgress`` instead, so the run fails with that reason (and is retried)
+        rather than being requeued to no end."""
+        step = RunFolder(self.config["train"]["out_dir"]).latest_step()
+        if step == self.start_step:
+            raise NoProgress(f"this job was warned of its end before it trained a step (checkpoint step "
+                             f"{step or 0} at its start and at the warning): a longer executor.timeout_min or a "
+                             "shorter executor.signal_delay_s gives each job time to train")
+        return submitit.helpers.DelayedSubmission(TrainJob(self.config, self.evaluate, step))
 
 
 @dataclass
@@ -79,6 +100,7 @@ class Dispatcher:
         self.kind = EXECUTORS[study.spec.executor.kind]
         self.executor = self.kind.make(study.dir / "submitit", f"nano4m-{study.name}", study.spec.executor.model_dump())
         self.active: dict[str, Active] = {}
+        self.asked = float("-inf")  # when the scheduler was last asked which of its jobs live
 
     def launch(self, runs: list[Run], records: dict[str, Record], tags: dict[str, str] | None = None) -> None:
         """Record and submit runs (SLURM: as one job array)."""
@@ -86,7 +108,8 @@ class Dispatcher:
             return
         prepared = [self.ledger.prepare(run, records.get(run.key), self.parent_id, tags or {}) for run in runs]
         with self.executor.batch():
-            jobs = [self.executor.submit(TrainJob(run.config, self.study.spec.evaluate)) for run in runs]
+            jobs = [self.executor.submit(TrainJob(run.config, self.study.spec.evaluate, run.checkpoint_step()))
+                    for run in runs]
         for run, record, job in zip(runs, prepared, jobs):
             self.ledger.set_tags(record.run_id, executor=self.study.spec.executor.kind, job_id=job.job_id)
             self.active[run.key] = Active(run, record.run_id, job)
@@ -120,8 +143,9 @@ class Dispatcher:
         job that timed out more than ``executor.max_timeouts`` times) and is relaunched, or ``failed`` once
         its retries are spent."""
         ended = []
+        gone = self._gone()
         for key, active in list(self.active.items()):
-            if not self._ended(active):
+            if not self._ended(active, gone):
                 continue
             del self.active[key]
             send_leftovers(active.run.folder, self.study.store.uri)  # its end may wait in its outbox
@@ -135,36 +159,36 @@ class Dispatcher:
                 continue
             if self._stopped(active, record):
                 self.ledger.end(record.run_id, "KILLED")
-                tqdm.write(f"run {key} ({active.run.label}) was cancelled; `ablate submit` resumes it",
-                           file=sys.stderr)
+                say(f"run {key} ({active.run.label}) was cancelled; `ablate submit` resumes it")
                 ended.append((active.run, "interrupted"))
                 continue
             self.ledger.end(record.run_id, "FAILED")  # the job may have died before the trainer could say so
             retried = self.retry(active.run, self.ledger.record(active.run_id))
             what = f"relaunched (retry {record.retries + 1} of {self.study.spec.executor.max_retries})"
-            tqdm.write(f"run {key} ({active.run.label}) failed: {_reason(active.job)}; "
-                       f"{what if retried else 'no retries left'}", file=sys.stderr)
+            say(f"run {key} ({active.run.label}) failed: {_reason(active.job)}; "
+                f"{what if retried else 'no retries left'}")
             if not retried:
                 ended.append((active.run, "failed"))
         return ended
 
     def drive(self, slots: int, more: Callable[[], bool], launch: Callable[[int], None],
-              ended: Callable[[Run, str], None], polled: Callable[[], None], progress: bool) -> None:
+              ended: Callable[[Run, str], None], polled: Callable[[], None], progress: Progress) -> None:
         """Launch, follow and wait until no run is active and ``more()`` says nothing is left to launch.
 
         While ``more()`` and fewer than ``slots`` runs are active, ``launch(free)`` starts up to ``free`` runs
         (each call starts one, or uses up what ``more()`` counts). Then ``ended(run, outcome)`` for every run
-        ``poll`` reports, ``polled()``, and a bar per active run when ``progress``; every ``POLL_S``."""
-        with RunBars(progress, self.study.spec.evaluate) as run_bars:
-            while self.active or more():
-                while more() and (free := slots - len(self.active)) > 0:
-                    launch(free)
-                for run, outcome in self.poll():
-                    ended(run, outcome)
-                polled()
-                run_bars.update(self.active)
-                if self.active:
-                    time.sleep(POLL_S)
+        ``poll`` reports, ``polled()`` (which counts what has ended on ``progress``), and ``progress`` shows the
+        active runs; every ``POLL_S``."""
+        while self.active or more():
+            while more() and (free := slots - len(self.active)) > 0:
+                launch(free)
+            for run, outcome in self.poll():
+                ended(run, outcome)
+                progress.ended(run, outcome)
+            polled()
+            progress.show(self.active)
+            if self.active:
+                time.sleep(POLL_S)
 
     def _stopped(self, active: Active, record: Record) -> bool:
         """Whether someone else stopped the ended job, by what its scheduler says: the MLflow run of a job that
@@ -175,46 +199,21 @@ class Dispatcher:
             said = EXECUTORS[record.tags["executor"]].stopped_id(record.tags["job_id"])
         return record.status == "KILLED" if said is None else said
 
-    def _ended(self, active: Active) -> bool:
+    def _ended(self, active: Active, gone: set[str]) -> bool:
+        """A launched job has ended when its result is there, or (its scheduler no longer lists it: ``gone``)
+        once its accounting says so; a followed one when its MLflow run and its scheduler say so."""
         if active.job is not None:
-            return active.job.done()
+            return active.job.done(force_check=active.job.job_id in gone)
         return state(self.ledger.record(active.run_id)) not in FOLLOWED_STATES
 
-
-class RunBars:
-    """One progress bar per active run, under the study's bar: its training step (from its run folder)
-    and last loss, then ``evaluating`` once the last step is logged. Bars come and go with the runs."""
-
-    def __init__(self, enabled: bool, evaluate: bool):
-        self.enabled, self.evaluate = enabled, evaluate
-        self.bars: dict[str, tqdm] = {}
-
-    def update(self, active: dict[str, Active]) -> None:
-        if not self.enabled:
-            return
-        for key in [k for k in self.bars if k not in active]:
-            self.bars.pop(key).close()
-        for key, a in active.items():
-            step, loss = a.run.progress()
-            bar = self.bars.get(key)
-            if bar is None:  # starts where the run is (a resumed run), so its speed counts only new steps
-                bar = self.bars[key] = tqdm(total=a.run.config["train"]["steps"], initial=step, unit="step",
-                                            desc=f"  {a.run.label} s{a.run.seed}", leave=False, dynamic_ncols=True)
-            if step >= bar.total:  # trained: the job goes on with the final evaluation (or ends)
-                if bar.n < bar.total:
-                    bar.update(bar.total - bar.n)
-                bar.set_postfix_str("evaluating" if self.evaluate else "finishing", refresh=False)
-                bar.refresh()
-                continue
-            bar.set_postfix_str(f"loss={loss:.3f}" if loss is not None else "starting", refresh=False)
-            bar.update(step - bar.n)  # tqdm's smoothed speed and time left
-            bar.refresh()
-
-    def __enter__(self) -> RunBars:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.update({})  # closes every bar, also when the submitter is interrupted
+    def _gone(self) -> set[str]:
+        """Every ``LIVENESS_S``, the ids of the launched jobs that the scheduler of a detached kind no longer
+        lists as live; else none. One bounded question for all of them (``liveness_of``)."""
+        if not self.kind.detached or time.monotonic() - self.asked < LIVENESS_S:
+            return set()
+        self.asked = time.monotonic()
+        ids = [a.job.job_id for a in self.active.values() if a.job is not None]
+        return {job_id for job_id, said in self.kind.liveness_of(ids).items() if said == "ended"} if ids else set()
 
 
 def _let_jobs_stop_on_sigint() -> None:
@@ -232,16 +231,30 @@ def _ignore(signum: int, frame: object) -> None:
 
 
 def _reason(job: submitit.Job | None) -> str:
+    """Why a job ended without finishing its run, in a line: the last line of its log that says why (the
+    exception its run raised, submitit's ``timed-out too many times``, SLURM's error), else what submitit
+    says of its end; then where its log is."""
     if job is None:
         return "its job ended without finishing"
-    try:
-        error = job.exception()
-    except Exception as e:  # noqa: BLE001  (no result at all: cancelled, killed, out of memory)
-        error = e
-    lines = str(error or "the job ended without finishing").strip().splitlines()
-    said = lines[-1] if lines else type(error).__name__
     cause = _last_error(job.paths.stderr)
-    return f"{said}{f'; its log ends: {cause}' if cause and cause not in said else ''} (log: {job.paths.stderr})"
+    if cause is None:
+        try:
+            error = job.exception()
+        except Exception as e:  # noqa: BLE001  (no result at all: cancelled, killed, out of memory)
+            error = e
+        cause = _said(error)
+    return f"{cause} (log: {job.paths.stderr})"
+
+
+def _said(error: BaseException | None) -> str:
+    """A job's error in a line: the line that names the exception (not submitit's list of log paths), or the
+    scheduler state of a job that left no result."""
+    text = str(error or "")
+    if ended := re.search(r"has not produced any output \(state: ([^)]*)\)", text):
+        return f"the job ended without a result (state {ended[1]})"
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return next((line for line in reversed(lines) if _ERROR_LINE.match(line)),
+                lines[0] if lines else "the job ended without finishing")
 
 
 # A line of a job's stderr that says why it stopped: a Python exception, submitit's or SLURM's own words.
@@ -256,6 +269,30 @@ def _last_error(stderr: Path) -> str | None:
     except OSError:
         return None
     return next((line.strip() for line in reversed(lines) if _ERROR_LINE.match(line.strip())), None)
+
+
+LOG_TAIL_LINES = 5  # of a job's log in what ``ablate submit`` says last of a run that failed for good
+
+
+def job_log(study: Study, job_id: str) -> Path:
+    """The stderr log of a study's job (of its first task): ``<study>/submitit/<job id>/``."""
+    return JobPaths(study.dir / "submitit" / "%j", job_id=job_id, task_id=0).stderr
+
+
+def failure(study: Study, run: Run, record: Record) -> str:
+    """What ``ablate submit`` says last of a run that failed for good: the run, why (its last job's log line
+    that says why) and the last lines of that log, read from disk (also for a run an earlier submitter
+    launched)."""
+    head = f"run {run.key} ({run.label} s{run.seed}) failed after {record.retries} retries"
+    if "job_id" not in record.tags:
+        return f"{head}: it has no job log"
+    log = job_log(study, record.tags["job_id"])
+    try:
+        lines = [line.rstrip() for line in log.read_text(errors="replace").splitlines() if line.strip()]
+    except OSError:
+        return f"{head}: its job log {log} cannot be read"
+    tail = "\n".join(f"    {line}" for line in lines[-LOG_TAIL_LINES:])
+    return f"{head}: {_last_error(log) or 'its log says no cause'}\n  its log {log} ends:\n{tail}"
 
 
 def submit(study: Study, wait: bool = False, progress: bool = True) -> dict[str, str]:
@@ -305,16 +342,17 @@ def follow_and_launch(study: Study, dispatcher: Dispatcher, ledger: Ledger, runs
         del todo[:free]
 
     def ended(run: Run, outcome: str) -> None:
+        nonlocal done
         states[run.key] = outcome
-        bar.update(1)
+        done += 1
         if outcome == "interrupted":  # the study is being cancelled: launch nothing more
             todo.clear()
 
     def polled() -> None:
-        bar.set_postfix(active=len(dispatcher.active), failed=list(states.values()).count("failed"))
+        shown.count(done, active=len(dispatcher.active), failed=list(states.values()).count("failed"))
 
     slots = 1 if dispatcher.kind.foreground else study.spec.executor.max_parallel
-    with tqdm(total=len(runs), initial=done, desc=f"{study.name}{' ' + what if what else ''}", unit="run",
-              disable=not progress) as bar:
-        dispatcher.drive(slots, more=lambda: bool(todo), launch=launch, ended=ended, polled=polled, progress=progress)
+    with Progress(f"{study.name}{' ' + what if what else ''}", len(runs), done, "run", study.spec.evaluate,
+                  shown=progress) as shown:
+        dispatcher.drive(slots, more=lambda: bool(todo), launch=launch, ended=ended, polled=polled, progress=shown)
     return states

@@ -26,7 +26,6 @@ that has logged its last training step, or finished before the cancel arrived, c
 from __future__ import annotations
 
 import json
-import sys
 from collections import Counter
 
 import optuna
@@ -34,10 +33,10 @@ from optuna.distributions import BaseDistribution, CategoricalDistribution, Floa
 from optuna.storages import BaseStorage, JournalStorage, RDBStorage
 from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState
-from tqdm import tqdm
 
 from ablate.dispatch import Dispatcher
 from ablate.ledger import Ledger, Record, search_params
+from ablate.progress import Progress, say
 from ablate.schema import SearchParam, StudyError
 from ablate.states import FOLLOWED_STATES, state
 from ablate.store import OPTUNA_SCHEMA, connect, kind, optuna_url, redacted
@@ -133,15 +132,14 @@ class Search:
 
         def polled() -> None:  # after the runs that ended: a run that finished is complete, not pruned
             self._report()
-            bar.n = finished()
-            bar.refresh()
+            shown.count(finished())
 
-        with tqdm(total=self.spec.trials, initial=finished(), desc=self.study.name, unit="trial",
-                  disable=not self.progress) as bar:
+        with Progress(self.study.name, self.spec.trials, finished(), "trial", self.study.spec.evaluate,
+                      shown=self.progress) as shown:
             # One trial per launch: whether it takes a slot is known only once its run is (it may have run before).
             self.dispatcher.drive(self.study.spec.executor.max_parallel, more=self._more,
                                   launch=lambda free: self._start(self.optuna.ask(self.distributions)),
-                                  ended=self._ended, polled=polled, progress=self.progress)
+                                  ended=self._ended, polled=polled, progress=shown)
         return self.optuna
 
     def _ended(self, run: Run, outcome: str) -> None:
@@ -209,7 +207,7 @@ class Search:
         try:
             run = self.study.make_run({**self.study.spec.base, **params}, self.study.spec.seeds[0], params)
         except (ConfigError, DataFormatError) as e:
-            tqdm.write(f"trial {trial.number} {params}: {e}", file=sys.stderr)
+            say(f"trial {trial.number} {params}: {e}")
             self.optuna.tell(trial, state=TrialState.FAIL)
             return ""
         trial.set_user_attr("run_key", run.key)
@@ -259,7 +257,7 @@ class Search:
             self.optuna.tell(trial, state=TrialState.PRUNED)
         elif value is None:
             if record is not None:
-                tqdm.write(f"trial {trial.number}: run has no metric {self.spec.metric!r}", file=sys.stderr)
+                say(f"trial {trial.number}: run has no metric {self.spec.metric!r}")
             self.optuna.tell(trial, state=TrialState.FAIL)
         else:
             self.optuna.tell(trial, value)

@@ -3,10 +3,10 @@
 A kind declares the study keys it reads beyond the common ones (``keys``: each key's type and pydantic
 ``Field``, with its default, range and description; ``check`` for what no single key's range says) and how
 they become its submitit executor (``parameters``, ``executor_arguments``, ``make``). It says whether a job
-it launched, maybe by an earlier submitter, still runs or waits to (``liveness``), whether an ended one was
-stopped rather than failed (``stopped``, ``stopped_id``), how to stop one (``cancel``), how the submitter
-drives its jobs (``foreground``, ``detached``) and what ``ablate plan`` says of it (``at_once``,
-``plan_notes``).
+it launched, maybe by an earlier submitter, still runs or waits to (``liveness``; ``liveness_of`` several at
+once), whether an ended one was stopped rather than failed (``stopped``, ``stopped_id``), how to stop one
+(``cancel``), how the submitter drives its jobs (``foreground``, ``detached``) and what ``ablate plan`` says
+of it (``at_once``, ``plan_notes``).
 
 A kind is handed the study's executor section as plain values (``Settings``), never the study. The study
 schema (``ablate/schema.py``) is built from ``COMMON_KEYS`` and every registered kind's ``keys``.
@@ -115,6 +115,11 @@ class ExecutorKind:
     def liveness(job_id: str) -> Liveness:
         """Whether a job launched by some submitter (maybe an earlier one) runs, waits to, or has ended."""
         return "ended"
+
+    @classmethod
+    def liveness_of(cls, job_ids: list[str]) -> dict[str, Liveness]:
+        """``liveness`` of several jobs, in one question to the scheduler where it can."""
+        return {job_id: cls.liveness(job_id) for job_id in job_ids}
 
     @staticmethod
     def cancel(job_id: str) -> None:

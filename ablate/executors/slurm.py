@@ -3,6 +3,7 @@ options), and what ``squeue``, ``sacct`` and ``scancel`` say of and do to its jo
 
 from __future__ import annotations
 
+import math
 import subprocess
 import time
 from typing import Annotated, Any, ClassVar
@@ -12,6 +13,8 @@ from pydantic import AfterValidator, Field
 from ablate.executors.base import ExecutorKind, Keys, Liveness, Settings
 
 SIGNAL_SHARE = 0.5  # of a job's time limit that executor.signal_delay_s may take at most
+EARLY_SIGNAL_S = 60  # SLURM may send --signal up to this much earlier than asked (sbatch --signal)
+MIN_SEGMENT_S = 60  # the least training a job must be sure of before its warning
 
 # squeue's states of a job that waits to start (a requeued one too), and of one that still runs or will
 # (``squeue --help``'s state list, less the ended ones).
@@ -54,14 +57,22 @@ class Slurm(ExecutorKind):
 
     @classmethod
     def check(cls, settings: Settings) -> None:
-        """SLURM signals a job ``signal_delay_s`` before its limit and the run is requeued: a delay near the
-        limit leaves each job seconds to train, and the run never finishes (the requeues run out)."""
+        """SLURM signals a job ``signal_delay_s`` before its limit, or up to ``EARLY_SIGNAL_S`` earlier still,
+        and the run is requeued: a job must be sure of ``MIN_SEGMENT_S`` of training before that window, and
+        the delay may take at most ``SIGNAL_SHARE`` of the limit, or the run never finishes (its requeues
+        run out)."""
         delay, minutes = settings["signal_delay_s"], settings["timeout_min"]
         limit_s = minutes * 60
-        if delay > SIGNAL_SHARE * limit_s:
-            raise ValueError(f"signal_delay_s={delay} leaves {max(0, limit_s - delay)} s of timeout_min={minutes} "
-                             f"({limit_s} s) to train before each requeue; give at most {SIGNAL_SHARE:.0%} of the "
-                             f"limit ({SIGNAL_SHARE * limit_s:.0f} s) or a longer timeout_min")
+        longest = math.floor(min(SIGNAL_SHARE * limit_s, limit_s - EARLY_SIGNAL_S - MIN_SEGMENT_S))
+        if delay <= longest:
+            return
+        shortest = math.ceil(max(delay / SIGNAL_SHARE, delay + EARLY_SIGNAL_S + MIN_SEGMENT_S) / 60)
+        allowed = f"signal_delay_s <= {longest} or " if longest >= 0 else ""
+        raise ValueError(f"timeout_min={minutes} ({limit_s} s) with signal_delay_s={delay} leaves a job sure of "
+                         f"{max(0, limit_s - delay - EARLY_SIGNAL_S)} s of training before each requeue (SLURM "
+                         f"may send the warning up to {EARLY_SIGNAL_S} s earlier than asked); allowed: {allowed}"
+                         f"timeout_min >= {shortest} (a job sure of at least {MIN_SEGMENT_S} s, a delay of at most "
+                         f"{SIGNAL_SHARE:.0%} of the limit)")
 
     @classmethod
     def parameters(cls, settings: Settings) -> dict[str, Any]:
@@ -98,18 +109,28 @@ class Slurm(ExecutorKind):
 
     @classmethod
     def liveness(cls, job_id: str) -> Liveness:
-        """``squeue``: a waiting state is pending, another live state running; no line, or a job id it no
-        longer knows, ended; an error or no answer within ``TIMEOUT_S`` unknown."""
+        return cls.liveness_of([job_id])[job_id]
+
+    @classmethod
+    def liveness_of(cls, job_ids: list[str]) -> dict[str, Liveness]:
+        """One ``squeue`` for all (array tasks one a line): a waiting state is pending, another live state
+        running; a job it does not list, or a job id it no longer knows, ended; an error or no answer within
+        ``TIMEOUT_S`` unknown."""
         if time.monotonic() < cls._silent_until:
-            return "unknown"
-        out = cls._ask(["squeue", "-h", "-j", job_id, "-o", "%T"])
+            return dict.fromkeys(job_ids, "unknown")
+        out = cls._ask(["squeue", "-h", "-r", "-j", ",".join(job_ids), "-o", "%i %T"])
         if out is not None and out.returncode == 0:
-            states = set(out.stdout.split())
-            return "pending" if states & PENDING_JOB_STATES else "running" if states & LIVE_JOB_STATES else "ended"
-        if out is not None and "Invalid job id" in out.stderr:  # purged from the controller's memory
-            return "ended"
+            states: dict[str, set[str]] = {}
+            for line in out.stdout.splitlines():
+                if len(words := line.split()) == 2:  # an array task also stands for its array's id
+                    for job_id in {words[0], words[0].split("_")[0]}:
+                        states.setdefault(job_id, set()).add(words[1])
+            return {job_id: "pending" if states.get(job_id, set()) & PENDING_JOB_STATES else
+                    "running" if states.get(job_id, set()) & LIVE_JOB_STATES else "ended" for job_id in job_ids}
+        if out is not None and "Invalid job id" in out.stderr:  # all purged from the controller's memory
+            return dict.fromkeys(job_ids, "ended")
         cls._silent_until = time.monotonic() + cls.QUIET_S
-        return "unknown"
+        return dict.fromkeys(job_ids, "unknown")
 
     @classmethod
     def stopped_id(cls, job_id: str) -> bool | None:

@@ -22,7 +22,7 @@ from study_files import IN_BACKGROUND, LOCAL, TINY, children, wait_for, write_st
 from tracking_server import free_port
 
 from ablate import study_cache
-from ablate.cli import main
+from ablate.cli import EXIT_UNFINISHED, main
 from ablate.dispatch import submit
 from ablate.ledger import Ledger, Record
 from ablate.overview import plan_table, status_table
@@ -293,7 +293,7 @@ def test_cancel_stops_the_running_run_and_the_waiting_submitter_launches_nothing
     assert main(["cancel", str(path)]) == 0
     assert "cancelled 1 queued or running runs" in capsys.readouterr().out
     out, _ = submitter.communicate(timeout=300)  # it returns instead of retrying or launching the second run
-    assert submitter.returncode == 0 and "cancelled; `ablate submit" in out
+    assert submitter.returncode == EXIT_UNFINISHED == 3 and "cancelled; `ablate submit" in out
     records = Ledger(load_study(path)).records()
     assert records[first.key].status == "KILLED" and state(records[first.key]) == "interrupted"
     assert records[first.key].retries == 0 and second.key not in records

@@ -14,6 +14,7 @@ from study_files import TINY, wait_for, write_study
 from submitit.slurm.slurm import SlurmJobEnvironment
 from test_slurm_cluster import ACCOUNT, slurm_cluster  # noqa: F401  (the session fixture)
 
+from ablate.cli import EXIT_FAILED, EXIT_REFUSED, EXIT_UNFINISHED
 from ablate.dispatch import Dispatcher, submit
 from ablate.executors import EXECUTORS
 from ablate.ledger import Ledger
@@ -140,10 +141,13 @@ def test_cancelling_the_whole_array_ends_the_waiting_submitter_and_nothing_is_re
         job_ids = sorted(r.tags["job_id"] for r in Ledger(study).records().values())
         array = job_ids[0].split("_")[0]
         subprocess.run(["scancel", array], check=True, timeout=30)
+        cancelled = time.monotonic()
         out, _ = waiter.communicate(timeout=TIMEOUT_S)  # it returns: no waiter hangs on a cancelled array
+        noticed_s = time.monotonic() - cancelled
     finally:
         waiter.kill()
-    assert waiter.returncode == 0 and "cancelled; `ablate submit" in out
+    assert noticed_s <= 30  # its own polling, not submitit's backoff of up to minutes
+    assert waiter.returncode == EXIT_UNFINISHED == 3 and "cancelled; `ablate submit" in out  # not finished
     wait_for(lambda: not _squeue_state(array), "cancelled array to leave the queue")  # COMPLETING counts as running
     records = Ledger(study).records()
     assert sorted(r.tags["job_id"] for r in records.values()) == job_ids  # nothing relaunched
@@ -151,6 +155,33 @@ def test_cancelling_the_whole_array_ends_the_waiting_submitter_and_nothing_is_re
     # What a later submitter asks; sacct lags the controller by a second or two.
     wait_for(lambda: all(EXECUTORS["slurm"].stopped_id(job_id) for job_id in job_ids),
              "sacct to call every task cancelled")
+
+
+def test_a_one_minute_limit_is_refused_with_the_reason_and_nothing_is_queued(slurm_cluster, data_root, tmp_path):  # noqa: F811
+    executor = slurm_executor(slurm_cluster, timeout_min=1, signal_delay_s=30)
+    path = write_study(tmp_path, data_root, executor=executor)
+    done = subprocess.run([sys.executable, "-m", "ablate.cli", "submit", str(path), "--wait"], capture_output=True,
+                          text=True, timeout=TIMEOUT_S)
+    assert done.returncode == EXIT_REFUSED == 2
+    assert ("executor: timeout_min=1 (60 s) with signal_delay_s=30 leaves a job sure of 0 s of training before "
+            "each requeue (SLURM may send the warning up to 60 s earlier than asked); allowed: timeout_min >= 3"
+            ) in done.stderr
+    assert not (tmp_path / "s" / "submitit").exists()
+
+
+def test_a_run_that_fails_for_good_is_said_last_and_submit_wait_exits_1(slurm_cluster, data_root, tmp_path):  # noqa: F811
+    setup = ["echo 'module: cuda/99 not found' >&2", "exit 3"]  # a job that fails before python starts
+    path = write_study(tmp_path, data_root, executor=slurm_executor(slurm_cluster, max_retries=0, setup=setup))
+    (run,) = load_study(path).runs
+    done = subprocess.run([sys.executable, "-m", "ablate.cli", "submit", str(path), "--wait"], capture_output=True,
+                          text=True, timeout=TIMEOUT_S)
+    assert done.returncode == EXIT_FAILED == 1, done.stderr
+    lines = done.stderr.splitlines()
+    said = next(line for line in lines if line.startswith(f"run {run.key} ({run.label}) failed: "))
+    assert said.split(" failed: ", 1)[1].startswith("the job ended without a result (state FAILED")  # no log path
+    head = lines.index(f"run {run.key} ({run.label} s0) failed after 0 retries: its log says no cause")
+    assert lines[head + 1].startswith("  its log ") and lines[head + 2] == "    module: cuda/99 not found"
+    assert lines[-1].startswith("s: 1 of 1 runs failed for good (exit 1)")
 
 
 def test_two_tasks_train_one_run(slurm_cluster, data_root, tmp_path):  # noqa: F811
@@ -182,7 +213,7 @@ def _stop_controller() -> None:
 
 def test_with_the_controller_down_a_second_submitter_launches_nothing_and_fails_nothing(
         slurm_cluster, data_root, tmp_path, capsys):  # noqa: F811
-    from ablate.cli import main
+    from ablate.cli import EXIT_UNFINISHED, main
 
     path = write_study(tmp_path, data_root, base={**LONG, "train.steps": 5000, "data.root": str(data_root[0])},
                        executor=slurm_executor(slurm_cluster))
@@ -195,7 +226,7 @@ def test_with_the_controller_down_a_second_submitter_launches_nothing_and_fails_
         assert main(["status", str(path)]) == 0
         status_s = time.monotonic() - started
         assert "unknown" in capsys.readouterr().out and status_s < 15
-        assert main(["submit", str(path)]) == 1  # the run is unknown: nothing to launch, nothing done
+        assert main(["submit", str(path)]) == EXIT_UNFINISHED  # the run is unknown: nothing to launch, nothing done
         assert "1 run(s) unknown: their scheduler does not answer" in capsys.readouterr().err
         after = ledger.records()
         assert list(after) == [run.key] and after[run.key].run_id == before.run_id  # no second MLflow run

@@ -113,8 +113,19 @@ CATALOGUE = [  # (id, the study: sections or raw YAML text, what the message mus
     ("negative timeout", sections(executor={**LOCAL, "timeout_min": -5}),
      ["executor.timeout_min: -5: should be greater than or equal to 1"]),
     ("signal delay near the limit", sections(executor={"kind": "slurm", "timeout_min": 1}),
-     ["executor: signal_delay_s=120 leaves 0 s of timeout_min=1 (60 s) to train before each requeue; give at "
-      "most 50% of the limit (30 s) or a longer timeout_min"]),
+     ["executor: timeout_min=1 (60 s) with signal_delay_s=120 leaves a job sure of 0 s of training before each "
+      "requeue (SLURM may send the warning up to 60 s earlier than asked); allowed: timeout_min >= 4 (a job sure "
+      "of at least 60 s, a delay of at most 50% of the limit)"]),
+    ("a minute's limit and SLURM's early warning", sections(executor={"kind": "slurm", "timeout_min": 1,
+                                                                      "signal_delay_s": 30}),
+     ["executor: timeout_min=1 (60 s) with signal_delay_s=30 leaves a job sure of 0 s of training before each "
+      "requeue (SLURM may send the warning up to 60 s earlier than asked); allowed: timeout_min >= 3 (a job sure "
+      "of at least 60 s, a delay of at most 50% of the limit)"]),
+    ("a delay that leaves no time after the early warning", sections(executor={"kind": "slurm", "timeout_min": 2,
+                                                                               "signal_delay_s": 60}),
+     ["executor: timeout_min=2 (120 s) with signal_delay_s=60 leaves a job sure of 0 s of training before each "
+      "requeue (SLURM may send the warning up to 60 s earlier than asked); allowed: signal_delay_s <= 0 or "
+      "timeout_min >= 3 (a job sure of at least 60 s, a delay of at most 50% of the limit)"]),
     # search space
     ("low above high", sections(search=lr(type="float", low=0.1, high=0.001)),
      ["search.params.train.lr: low=0.1 must be below high=0.001"]),

@@ -98,7 +98,7 @@ class Dispatcher:
         _let_jobs_stop_on_sigint()
         self.parent_id = ledger.parent_id()
         self.kind = EXECUTORS[study.spec.executor.kind]
-        self.executor = self.kind.make(study.dir / "submitit", f"nano4m-{study.name}", study.spec.executor.model_dump())
+        self.executor = self.kind.make(jobs_folder(study), f"nano4m-{study.name}", study.spec.executor.model_dump())
         self.active: dict[str, Active] = {}
         self.asked = float("-inf")  # when the scheduler was last asked which of its jobs live
 
@@ -274,9 +274,14 @@ def _last_error(stderr: Path) -> str | None:
 LOG_TAIL_LINES = 5  # of a job's log in what ``ablate submit`` says last of a run that failed for good
 
 
+def jobs_folder(study: Study) -> Path:
+    """Where a study's jobs keep their logs and pickles, a folder per job id."""
+    return study.dir / "submitit"
+
+
 def job_log(study: Study, job_id: str) -> Path:
-    """The stderr log of a study's job (of its first task): ``<study>/submitit/<job id>/``."""
-    return JobPaths(study.dir / "submitit" / "%j", job_id=job_id, task_id=0).stderr
+    """The stderr log of a study's job (of its first task), as submitit names it."""
+    return JobPaths(jobs_folder(study) / "%j", job_id=job_id, task_id=0).stderr
 
 
 def failure(study: Study, run: Run, record: Record) -> str:

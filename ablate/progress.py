@@ -63,8 +63,8 @@ class Progress:
         if self.bars:
             self._draw(active)
         elif self.lines:
-            for key in active.keys() - self.seen:
-                say(f"{self.desc}: {_name(active[key].run)} launched")
+            for key in active.keys() - self.seen:  # a job of an earlier submitter is followed, not launched
+                say(f"{self.desc}: {_name(active[key].run)} {'launched' if active[key].job else 'followed'}")
             self.seen = set(active)
             if time.monotonic() - self.summarized >= SUMMARY_S:
                 self.summarized = time.monotonic()

@@ -56,7 +56,7 @@ def test_a_summary_every_summary_s_and_bars_only_on_a_terminal(monkeypatch, tmp_
     with progress.Progress("s", 2, 0, "run", evaluate=False) as shown:
         assert not shown.bars and shown.lines  # pytest's stderr is no terminal
         shown.count(0, active=1)
-        shown.show({"k": SimpleNamespace(run=run)})
+        shown.show({"k": SimpleNamespace(run=run, job=object())})
         shown.ended(run, "done")
     assert said == ["s: masking=random s0 launched", "s: 0/2 runs ended, active=1; masking=random s0 step 3/10",
                     "s: masking=random s0 done"]

@@ -10,15 +10,21 @@ from __future__ import annotations
 
 import sys
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from tqdm import tqdm
 
 if TYPE_CHECKING:
-    from ablate.dispatch import Active
     from ablate.study import Run
 
 SUMMARY_S = 60.0  # between two summary lines when stderr is not a terminal
+
+
+class Active(Protocol):
+    """An active run as the dispatcher holds it: the run, and its job (None: an earlier submitter's)."""
+
+    run: Run
+    job: object | None
 
 
 def on_terminal() -> bool:

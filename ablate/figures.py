@@ -253,6 +253,7 @@ def draw_all(per_seed: pd.DataFrame, curves: pd.DataFrame, masks: dict[str, Path
         todo["race"] = lambda: race_figure(race)
     paths = []
     with sns.axes_style("whitegrid"), sns.plotting_context("paper", font_scale=1.15):
-        for name, make in tqdm(todo.items(), desc="figures", unit="figure", leave=False):
+        # disable=None: a bar on a terminal only, nothing in a log
+        for name, make in tqdm(todo.items(), desc="figures", unit="figure", leave=False, disable=None):
             paths += draw(name, make(), out)
     return paths

@@ -96,7 +96,7 @@ def refresh(study: Study, curves: list[str]) -> Snapshot:
     fetched = [r for r in records.values() if r.run_id not in finished]
 
     histories = [_history(ledger, r.run_id, curves) for r in tqdm(fetched, desc=f"{study.name}: reading MLflow runs",
-                                                                   unit="run", disable=len(fetched) < 50)]
+                                                                   unit="run", disable=len(fetched) < 50 or None)]
     ids = {r.run_id for r in fetched}
     new = Snapshot(
         _concat(_keep(old.runs, ids), pd.DataFrame([_row(r) for r in fetched], columns=RUN_COLUMNS)),

@@ -159,8 +159,9 @@ def _expand(study: Study, skip: set[tuple[str, str]]) -> tuple[list[str], list[F
                 f"{spec.max_configurations:,}; shrink the grid, or raise max_configurations to expand them all"], []
     first: dict[str, str] = {}  # config hash -> the label of the configuration that has it
     points = itertools.product(variants, itertools.product(*spec.grid.values()))
+    # a bar for a large grid, on a terminal only (tqdm disables itself on None elsewhere)
     for (variant, chosen), point in tqdm(points, total=count, desc=f"{spec.name}: checking configurations",
-                                         unit="config", disable=count < PROGRESS_FROM, file=sys.stderr):
+                                         unit="config", disable=count < PROGRESS_FROM or None, file=sys.stderr):
         axes = dict(zip(spec.grid, point))
         overrides = {**spec.base, **chosen, **axes}
         settings = ({"variant": variant} if variant else {}) | axes

@@ -83,12 +83,14 @@ start_server() {
 }
 
 make_role() {
-    # Idempotent: a role and a database are made only where missing; the password is (re)set each time.
+    # Idempotent: a role and a database are made only where missing; the password and the grant are (re)set each time.
     as_owner "$PG_BIN/psql" -h "$PG_SOCKET" -p "$PG_PORT" -U "$PG_OWNER" -d postgres -v ON_ERROR_STOP=1 -q \
         -v user="$PG_USER" -v password="$PG_PASSWORD" >/dev/null <<'EOF' || die "could not create the role and database"
 SELECT format('CREATE ROLE %I LOGIN CREATEDB', :'user') WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = :'user')
 \gexec
 ALTER ROLE :"user" PASSWORD :'password';
+-- DROP DATABASE ... WITH (FORCE) of a database autovacuum is working on must end that worker (run by the owner)
+GRANT pg_signal_backend TO :"user";
 SELECT format('CREATE DATABASE %I OWNER %I', :'user', :'user') WHERE NOT EXISTS (SELECT FROM pg_database WHERE datname = :'user')
 \gexec
 EOF

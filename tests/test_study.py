@@ -347,7 +347,7 @@ def test_a_pruned_search_survives_a_killed_submitter_and_ends_with_its_trial_cou
         assert submitter.poll() is None, "the search ended before it could be killed"
         return journal.exists() and any(t.state.name == "PRUNED" for t in _trials(path))
 
-    wait_for(pruned, "a pruned trial", timeout_s=300)
+    wait_for(pruned, "a pruned trial", timeout_s=900)  # about 2 min quiet; over 5 at a load of 9
     submitter.kill()
     submitter.wait()
     before = {n: o for n, o in _outcomes(_trials(path)).items() if o[0] != "RUNNING"}

@@ -112,9 +112,11 @@ def _answering(study):
 
 def plan(args: argparse.Namespace) -> None:
     from ablate import study_cache
-    from ablate.study_file import find_study_file
+    from ablate.study_file import find_study_file, load_study
 
-    study = _answering(study_cache.load(find_study_file(args.study)))  # checked whole once per file, code, data
+    path = find_study_file(args.study)
+    _answering(load_study(path, expand=False))  # before the cache writes into the study folder
+    study = study_cache.load(path)  # checked whole once per file, code, data
     from ablate.overview import plan_table
 
     print(plan_table(study))

@@ -227,7 +227,9 @@ def test_submit_resumes_interrupted_runs_and_resubmission_skips_finished_ones(da
 
 
 def test_a_sigkilled_run_resumes_on_resubmission_with_every_metric_step_logged_once(data_root, tmp_path, capsys,
-                                                                                    stop_afterwards):
+                                                                                    monkeypatch, stop_afterwards):
+    from ablate import progress
+
     steps, log_every = 120, 2
     base = {**TINY, "data.root": str(data_root[0]), "train.steps": steps, "train.log_every": log_every,
             "train.checkpoint_every": 10}
@@ -258,6 +260,7 @@ def test_a_sigkilled_run_resumes_on_resubmission_with_every_metric_step_logged_o
     run_id = ledger.records()[victim.key].run_id
     assert state(ledger.records()[victim.key]) == "interrupted"
 
+    monkeypatch.setattr(progress, "on_terminal", lambda: True)  # bars, as a terminal gets them
     assert set(submit(load_study(path)).values()) == {"done"}
     shown = capsys.readouterr().err  # the study's bar and, under it, one bar per active run: step and loss
     assert re.search(rf"  {re.escape(victim.label)} s{victim.seed}: +\d+%.*\| *\d+/{steps} \[.*loss=\d\.\d{{3}}", shown)
@@ -479,20 +482,23 @@ def test_ui_on_a_study_never_submitted_says_so_and_creates_nothing(data_root, tm
     assert not (tmp_path / "never").exists()
 
 
-def test_run_bars_say_evaluating_once_trained(data_root, tmp_path):
-    from ablate.dispatch import Active, RunBars
+def test_run_bars_say_evaluating_once_trained(data_root, tmp_path, monkeypatch):
+    from ablate import progress
+    from ablate.dispatch import Active
 
+    monkeypatch.setattr(progress, "on_terminal", lambda: True)  # bars are drawn on a terminal only
     run = load_study(write_study(tmp_path, data_root)).runs[0]
     run.out_dir.mkdir(parents=True)
     history = run.out_dir / "history.jsonl"
-    with RunBars(True, evaluate=True) as bars:
+    with progress.Progress("s", total=1, done=0, unit="run", evaluate=True) as shown:
         history.write_text(json.dumps({"step": 2, "train/loss": 3.0}) + "\n")
-        bars.update({run.key: Active(run, "id", None)})
-        assert bars.bars[run.key].postfix == "loss=3.000" and bars.bars[run.key].n == 2
+        shown.show({run.key: Active(run, "id", None)})
+        bar = shown.run_bars[run.key]
+        assert bar.postfix == "loss=3.000" and bar.n == 2
         history.write_text(json.dumps({"step": 4, "train/loss": 2.5}) + "\n")
         for _ in range(3):  # it keeps saying so while the job evaluates, and the count stays at its total
-            bars.update({run.key: Active(run, "id", None)})
-        assert bars.bars[run.key].postfix == "evaluating" and bars.bars[run.key].n == 4
+            shown.show({run.key: Active(run, "id", None)})
+        assert bar.postfix == "evaluating" and bar.n == 4
 
 
 def test_resubmitting_leaves_a_report_made_with_other_options_alone(finished_study, tmp_path, monkeypatch, capsys):

@@ -78,13 +78,13 @@ def wanted_runs(study: Study, state: RaceState) -> list[Run]:
     return [run for run in study.runs if run.seed in wanted[run.config_hash]]
 
 
-def spent_hours(study: Study, state: RaceState, records: dict[str, Record], round: int) -> float:
-    """Run-hours (MLflow start to end) of the runs the race had used by the look of ``round``."""
-    seeds_at = state.rule.looks()[round - 1].seeds
+def spent_hours(study: Study, state: RaceState, records: dict[str, Record], look: int) -> float:
+    """Run-hours (MLflow start to end) of the runs the race had used by its look ``look`` (1-based)."""
+    seeds_at = state.rule.looks()[look - 1].seeds
     hours = 0.0
     for run in study.runs:
         gone = state.eliminated.get(run.config_hash)
-        limit = min(seeds_at, gone.seeds) if gone and gone.round < round else seeds_at
+        limit = min(seeds_at, gone.seeds) if gone and gone.round < look else seeds_at
         record = records.get(run.key)
         if run.seed in state.seeds[:limit] and record is not None and record.seconds:
             hours += record.seconds / 3600
@@ -92,7 +92,7 @@ def spent_hours(study: Study, state: RaceState, records: dict[str, Record], roun
 
 
 def describe(study: Study, state: RaceState) -> dict:
-    """The race as ``race.json`` holds it (and ``ablate plan`` prints): rule, status, each configuration."""
+    """The race as ``race.json`` holds it: rule, status, each configuration's state, each look's means."""
     labels = labels_of(study)
     configs = {}
     for config in state.configs:

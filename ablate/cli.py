@@ -99,6 +99,23 @@ def _study(args: argparse.Namespace, expand: bool = True, strategies: bool = Tru
     return _answering(load_study(find_study_file(args.study), expand=expand, strategies=strategies))
 
 
+def _checked(args: argparse.Namespace):
+    """The study checked whole (reused from ``ablate/study_cache.py`` while current), its store answering before
+    the cache writes into the study folder; a refused study names every problem, not its schema's alone."""
+    from ablate import study_cache
+    from ablate.schema import StudyError
+    from ablate.study_file import find_study_file, load_study
+
+    path = find_study_file(args.study)
+    try:
+        head = load_study(path, expand=False)
+    except StudyError:
+        load_study(path)  # raises with the problems of both rounds
+        raise
+    _answering(head)
+    return study_cache.load(path)
+
+
 def _answering(study):
     """The study, once its store (and a search's database) answer; else a one-line ``StoreError``."""
     from ablate.store import StoreError
@@ -111,12 +128,7 @@ def _answering(study):
 
 
 def plan(args: argparse.Namespace) -> None:
-    from ablate import study_cache
-    from ablate.study_file import find_study_file, load_study
-
-    path = find_study_file(args.study)
-    _answering(load_study(path, expand=False))  # before the cache writes into the study folder
-    study = study_cache.load(path)  # checked whole once per file, code, data
+    study = _checked(args)
     from ablate.overview import plan_table
 
     print(plan_table(study))
@@ -188,13 +200,9 @@ def _report_of_ended(study, named: str, failed: list) -> str:
 
 
 def report(args: argparse.Namespace) -> None:
-    from ablate import study_cache
     from ablate.report import make_report, report_spec
-    from ablate.study_file import find_study_file, load_study
 
-    path = find_study_file(args.study)
-    _answering(load_study(path, expand=False))  # before the snapshot writes its cached study
-    study = study_cache.load(path)
+    study = _checked(args)
     options = {"metrics": args.metrics, "rows": args.rows, "columns": args.columns, "precision": args.precision,
                "caption": args.caption, "label": args.label, "correction": args.correction, "alpha": args.alpha,
                "baseline": dict(args.baseline) if args.baseline else None}

@@ -149,8 +149,17 @@ def _submit(study, args: argparse.Namespace) -> int | None:
     if study.spec.search is not None:
         from ablate.search import Search, summary
 
-        print(summary(Search(study).run()))
-        return
+        search = Search(study)
+        print(summary(search.run()))
+        if search.cancelled:
+            print(f"cancelled; `ablate submit {args.study}` asks the interrupted trials again", file=sys.stderr)
+            return EXIT_UNFINISHED
+        failed = _failed_for_good(study, args.study, list(search.failed.values()), "trial runs")
+        if search.unmade:  # said last too: no run, so no log to show
+            print("\n".join(search.unmade), file=sys.stderr)
+            print(f"{study.name}: {len(search.unmade)} trials made no run (exit {EXIT_FAILED})", file=sys.stderr)
+            return EXIT_FAILED
+        return failed
     if study.spec.race is not None:
         from ablate.race import submit_race
 
@@ -173,16 +182,23 @@ def _submit(study, args: argparse.Namespace) -> int | None:
         return EXIT_UNFINISHED
     else:
         print(f"submitted; watch with `ablate status {args.study}` or `ablate ui {args.study}`")
-    if failed:  # said last: what the researcher has to look at
-        from ablate.dispatch import failure
-        from ablate.ledger import Ledger
+    return _failed_for_good(study, args.study, failed, f"of {len(states)} runs")
 
-        records = Ledger(study).records()
-        for run in failed:
-            print(failure(study, run, records[run.key]), file=sys.stderr)
-        print(f"{study.name}: {len(failed)} of {len(states)} runs failed for good (exit {EXIT_FAILED}); fix the "
-              f"cause, then `ablate submit {args.study}` retries them up to executor.max_retries", file=sys.stderr)
-        return EXIT_FAILED
+
+def _failed_for_good(study, named: str, failed: list, among: str) -> int | None:
+    """Said last, as what the researcher has to look at: each run that failed for good (its cause and log
+    tail) and a count; ``EXIT_FAILED`` if there is any."""
+    if not failed:
+        return None
+    from ablate.dispatch import failure
+    from ablate.ledger import Ledger
+
+    records = Ledger(study).records()
+    for run in failed:
+        print(failure(study, run, records[run.key]), file=sys.stderr)
+    print(f"{study.name}: {len(failed)} {among} failed for good (exit {EXIT_FAILED}); fix the cause, then "
+          f"`ablate submit {named}` retries them up to executor.max_retries", file=sys.stderr)
+    return EXIT_FAILED
 
 
 def _report_of_ended(study, named: str, failed: list) -> str:

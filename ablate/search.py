@@ -122,6 +122,8 @@ class Search:
         self.waiting: dict[str, list[optuna.Trial]] = {}  # run key -> trials told when that run ends
         self.reported: dict[str, int] = {}  # run key -> last step reported to the pruner
         self.cancelled = False  # a run's job was cancelled: the search is being stopped, ask no more trials
+        self.failed: dict[str, Run] = {}  # run key -> run that failed for good (its trials told FAIL)
+        self.unmade: list[str] = []  # trials told FAIL because their parameters make no run: why, a line each
 
     def run(self) -> optuna.Study:
         self._check_space()
@@ -154,6 +156,8 @@ class Search:
         record = self.records[run.key] = self.ledger.record(self.records[run.key].run_id)
         if outcome == "cancelled":  # pruned, and its job has stopped
             self.ledger.set_tags(record.run_id, pruned=1)
+        elif outcome == "failed":
+            self.failed[run.key] = run
         for trial in trials:
             self._tell(trial, record if outcome == "done" else None, pruned=outcome == "cancelled")
 
@@ -207,7 +211,8 @@ class Search:
         try:
             run = self.study.make_run({**self.study.spec.base, **params}, self.study.spec.seeds[0], params)
         except (ConfigError, DataFormatError) as e:
-            say(f"trial {trial.number} {params}: {e}")
+            self.unmade.append(f"trial {trial.number} {params}: {e}")
+            say(self.unmade[-1])
             self.optuna.tell(trial, state=TrialState.FAIL)
             return ""
         trial.set_user_attr("run_key", run.key)
@@ -216,7 +221,9 @@ class Search:
             return run.key
         record = self.records.get(run.key)
         s = state(record)
-        if s in ("done", "pruned") or (s == "failed" and record.retries >= self.study.spec.executor.max_retries):
+        if s == "failed" and record.retries >= self.study.spec.executor.max_retries:
+            self.failed[run.key] = run
+        if s in ("done", "pruned") or run.key in self.failed:
             self._tell(trial, record if s == "done" else None, pruned=s == "pruned")
             return run.key
         self.waiting[run.key] = [trial]

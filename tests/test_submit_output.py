@@ -88,6 +88,25 @@ def test_a_run_that_fails_for_good_is_said_last_and_the_study_exits_1(data_root,
     assert last[-1].startswith("s: 1 of 1 runs failed for good (exit 1)")
 
 
+def test_a_search_whose_trials_fail_exits_1_with_them_said_last(data_root, tmp_path, monkeypatch, capfd):
+    broken = tmp_path / "broken"  # whole when the study is checked, broken before its trials make their runs
+    shutil.copytree(data_root[0], broken)
+    search = {"params": {"train.lr": {"type": "float", "low": 1e-4, "high": 1e-2, "log": True}}, "trials": 2,
+              "metric": "train/loss", "sampler": "random", "seed": 0}
+    path = write_study(tmp_path, data_root, base={**TINY, "data.root": str(broken)}, search=search,
+                       executor={**LOCAL, "max_retries": 0})
+    study = load_study(path)
+    (broken / "train" / "rgb.npy").unlink()
+    monkeypatch.setattr(cli, "_study", lambda args: study)
+    code = cli.main(["submit", str(path)])
+    out, err = capfd.readouterr()
+    assert code == cli.EXIT_FAILED == 1, (out, err)
+    assert out.startswith("2 trials: 2 fail")
+    last = err.splitlines()[-3:]
+    assert last[-1] == "s: 2 trials made no run (exit 1)"
+    assert all(re.match(r"trial [01] \{'train.lr': [\d.e-]+\}: .*rgb\.npy: missing", line) for line in last[:2])
+
+
 def test_a_job_warned_before_its_first_step_fails_with_that_reason_instead_of_requeueing(tmp_path):
     folder = RunFolder(tmp_path / "run")
     job = TrainJob({"train": {"out_dir": str(folder.path)}})

@@ -268,12 +268,13 @@ FAMILIES = group_options()["masking"]  # every preset
 
 @pytest.mark.parametrize("family", FAMILIES)
 def test_every_masking_family_trains_without_nan(data_root, tmp_path, family):
-    """A few hundred steps of ``tiny`` per family preset: finite losses that fall."""
-    cfg = _cfg(data_root, tmp_path, f"masking={family}", "train.steps=200", "train.batch_size=16",
-               "train.log_every=10", "train.warmup_steps=20", "tracking.enabled=false")
+    """60 steps of ``tiny`` per family preset: finite losses that fall (every preset's last five logged losses
+    are 0.61-0.65 of its first at 60 steps, 2026-12-03; 200 steps bought nothing more for this claim)."""
+    cfg = _cfg(data_root, tmp_path, f"masking={family}", "train.steps=60", "train.batch_size=16",
+               "train.log_every=4", "train.warmup_steps=6", "tracking.enabled=false")
     train(cfg, _quiet())
     losses = torch.tensor(_losses(tmp_path / "run"))
-    assert len(losses) == 20 and torch.isfinite(losses).all()
+    assert len(losses) == 15 and torch.isfinite(losses).all()
     assert losses[-5:].mean() < 0.8 * losses[0]
 
 

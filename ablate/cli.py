@@ -276,12 +276,12 @@ def explore(args: argparse.Namespace) -> None:
     import torch
 
     from ablate.explorer.explorer import Explorer
-    from ablate.explorer.server import server
+    from ablate.explorer.server import serve
 
     torch.set_num_threads(args.threads)
     explorer = Explorer(_study(args), reports=args.reports)
-    print(f"explorer for {explorer.study.name} on http://{args.host}:{args.port} (Ctrl-C to stop)")
-    server(explorer, args.host, args.port).run()
+    print(f"explorer for {explorer.study.name} on http://{args.host}:{args.port} (Ctrl-C to stop)", flush=True)
+    serve(explorer, args.host, args.port)
 
 
 def server(args: argparse.Namespace) -> None:
@@ -441,9 +441,10 @@ def parser() -> argparse.ArgumentParser:
     u.set_defaults(func=ui)
     ex = sub.add_parser(
         "explore", help="a local web page: what each strategy's best model sees, predicts and attends to",
-        description="Serve a page over a finished study: pick a scene (held-out, new from a seed, or a typed "
-        "caption), what is given and predicted, paint a hidden region, and compare side by side each masking "
-        "family's predictions, confidence, attention and encoder features. Each family is represented by its "
+        description="Serve a page over a finished study: pick a scene (held-out, new from a seed, a typed "
+        "caption, your own PNG or JPEG, or an image with a typed caption), what is given and predicted, paint a "
+        "hidden region, and compare side by side each masking's predictions, scores, time, confidence, attention "
+        "and encoder features. Each masking is represented by its "
         "best finished run by the study's objective: the search metric (and direction) of a search study, else "
         "the first of report.metrics in its direction (model/tasks.py).")
     ex.add_argument("study", help=study_help)

@@ -42,8 +42,9 @@ def finished_study(data_root, tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def explore_study(data_root, tmp_path_factory):
-    """A finished tiny study for the explorer: three masking families, two configurations of random, no
-    evaluation (the objective is the first report metric, train/loss). Returns its study file."""
+    """A finished tiny study for the explorer: three masking families and a preset (dirichlet_4m), two
+    configurations of random, no evaluation (the objective is the first report metric, train/loss). Returns its
+    study file."""
     import yaml
 
     folder = tmp_path_factory.mktemp("explore")
@@ -52,7 +53,8 @@ def explore_study(data_root, tmp_path_factory):
         "base": {"model": "tiny", "data.root": str(data_root[0]), "train.steps": 6, "train.batch_size": 8,
                  "train.log_every": 1, "train.checkpoint_every": 6},
         "variants": {"random": {"masking": "random"}, "random-lr": {"masking": "random", "train.lr": 0.02},
-                     "block": {"masking": "block"}, "hard": {"masking": "hard"}},
+                     "block": {"masking": "block"}, "hard": {"masking": "hard"},
+                     "dirichlet_4m": {"masking": "dirichlet_4m"}},
         "evaluate": False,
         "executor": {"kind": "debug"},  # in this process: no interpreter start per run
         "report": {"metrics": ["train/loss"]},

@@ -1,5 +1,6 @@
-"""``ablate explore``'s server over a real tiny study: the best run per family, what a prediction holds,
-bad requests answered with 4xx and a message, nothing served from outside the report folder, localhost."""
+"""``ablate explore``'s server over a real tiny study: the best run per masking, what a prediction holds (scores,
+times, changes from hiding), uploads and combined queries, the shared feature frame, bad requests answered with
+4xx and a message, nothing served from outside the report folder, localhost, Ctrl-C."""
 
 from __future__ import annotations
 
@@ -14,18 +15,26 @@ from urllib.parse import urlsplit
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 from study_files import write_study
 
 from ablate.cli import parser
 from ablate.explorer.checkpoints import best_runs, objective
 from ablate.explorer.explorer import ExploreError, Explorer
+from ablate.explorer.features import align
+from ablate.explorer.predict import GENERATION_SEED
+from ablate.explorer.uploads import MAX_BYTES, UploadError, read_image
 from ablate.ledger import Ledger
 from ablate.schema import StudyError
 from ablate.study_file import load_study
+from model.evaluate import decode_tokens
+from model.generate import generate
 from model.run_folder import RunFolder
+from model.scenes import render
+from model.tasks import TASKS, Truth
 
-FAMILIES = ["random", "block", "hard"]
+FAMILIES = ["random", "block", "hard", "dirichlet_4m"]  # the study's masking choices: three families, a preset
 BASE = {"given": ["rgb"], "targets": ["semseg", "caption"], "strategies": FAMILIES}
 
 
@@ -41,6 +50,40 @@ def call(url: str, method: str, path: str, body: bytes | dict | None = None, hea
     conn.close()
     is_json = response.getheader("content-type", "").startswith("application/json")
     return response.status, json.loads(data) if is_json else data
+
+
+def raw_post(url: str, path: str, headers: dict, body: bytes = b"") -> tuple[int, bytes]:
+    """A POST with exactly these headers (no Content-Length unless given) and body."""
+    where = urlsplit(url)
+    conn = http.client.HTTPConnection(where.hostname, where.port, timeout=30)
+    conn.putrequest("POST", path)
+    for key, value in headers.items():
+        conn.putheader(key, value)
+    conn.endheaders()
+    if body:
+        conn.send(body)
+    response = conn.getresponse()
+    data = response.read()
+    conn.close()
+    return response.status, data
+
+
+def image_bytes(pixels: np.ndarray, fmt: str = "PNG") -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format=fmt)
+    return buffer.getvalue()
+
+
+def upload(url: str, data: bytes, content_type: str = "image/png", name: str = "mine.png"):
+    return call(url, "POST", f"/api/upload?name={name}", data, {"Content-Type": content_type})
+
+
+def two_colors(height: int = 60, width: int = 100) -> np.ndarray:
+    """Red left of the middle, blue right of it: uint8 [H, W, 3]."""
+    pixels = np.zeros((height, width, 3), np.uint8)
+    pixels[:, : width // 2] = (220, 30, 30)
+    pixels[:, width // 2 :] = (30, 30, 220)
+    return pixels
 
 
 def png_pixels(data_url: str) -> np.ndarray:
@@ -129,7 +172,7 @@ def test_a_prediction_holds_every_strategy_side_by_side(explore_server):
     assert scene["label"] == "held-out scene 0" and png_pixels(scene["truth"]["rgb"]["png"]).shape == (32, 32, 3)
     keys = None
     for name, column in out["strategies"].items():
-        assert column["masking"] == column["family"] == name  # these three are families' own presets
+        assert column["masking"] == name and column["family"] == {"dirichlet_4m": "dirichlet"}.get(name, name)
         assert column["run"] == explorer.strategies[name].choice.run.key
         semseg = column["predictions"]["semseg"]
         assert png_pixels(semseg["png"]).shape == (32, 32, 3)
@@ -145,8 +188,9 @@ def test_a_prediction_holds_every_strategy_side_by_side(explore_server):
         masks = column["training_masks"]
         assert set(masks) == {"rgb", "depth", "semseg", "caption", "boxes"}
         assert not any(i and t for m in masks.values() for i, t in zip(m["input"], m["target"]))
-    # The same question gets the same answer.
-    assert call(url, "POST", "/api/predict", BASE)[1]["strategies"] == out["strategies"]
+    # The same question gets the same answer (in its own time).
+    again = call(url, "POST", "/api/predict", BASE)[1]["strategies"]
+    assert [{**c, "seconds": 0} for c in again.values()] == [{**c, "seconds": 0} for c in out["strategies"].values()]
 
 
 def test_painted_cells_are_hidden_and_in_painted_and_the_rest_kept(explore_server):
@@ -192,7 +236,8 @@ def test_scenes_from_a_seed_and_from_a_typed_caption(explore_server):
     ({**BASE, "stategies": FAMILIES}, 422, "stategies: Extra inputs are not permitted"),
     ({**BASE, "steps": 0}, 422, "steps: Input should be greater than or equal to 1"),
     ({**BASE, "strategies": []}, 422, "strategies: List should have at least 1 item"),
-    ({**BASE, "strategies": ["nope"]}, 422, "strategies: unknown ['nope']; this study has ['random', 'block', 'hard']"),
+    ({**BASE, "strategies": ["nope"]}, 422,
+     "strategies: unknown ['nope']; this study has ['random', 'block', 'hard', 'dirichlet_4m']"),
     ({**BASE, "targets": ["sound"]}, 422, "targets: unknown modalities ['sound']; the study's data has"),
     ({**BASE, "scene": {"index": 300}}, 422, "scene.index=300: the validation split has scenes 0..299"),
     ({**BASE, "hidden": [64]}, 422, "hidden: cells [64] outside the 8x8 grid (0..63)"),
@@ -217,28 +262,28 @@ def test_bad_requests_get_a_4xx_with_a_message(explore_server, body, status, mes
 
 def test_a_body_without_a_length_and_unknown_routes_are_refused(explore_server):
     url, _ = explore_server
-    where = urlsplit(url)
-    conn = http.client.HTTPConnection(where.hostname, where.port, timeout=30)
-    conn.putrequest("POST", "/api/predict")
-    conn.putheader("Transfer-Encoding", "chunked")
-    conn.endheaders()
-    conn.send(b"2\r\n{}\r\n0\r\n\r\n")
-    response = conn.getresponse()
-    assert response.status == 411 and b"Content-Length" in response.read()
-    conn.close()
+    status, data = raw_post(url, "/api/predict", {"Transfer-Encoding": "chunked"}, b"2\r\n{}\r\n0\r\n\r\n")
+    assert status == 411 and b"Content-Length" in data
     assert call(url, "GET", "/api/nothing")[0] == 404
     assert call(url, "POST", "/api/features", {"strategies": FAMILIES, "attribute": "mood"})[0] == 422
 
 
-def test_features_project_held_out_scenes_per_strategy(explore_server):
+def test_features_lay_held_out_scenes_out_in_one_frame(explore_server):
     url, explorer = explore_server
-    status, out = call(url, "POST", "/api/features", {"strategies": ["random", "hard"], "attribute": "objects"})
+    status, out = call(url, "POST", "/api/features", {"strategies": ["hard", "random"], "attribute": "objects"})
     assert status == 200, out
     assert out["categories"] == [str(n) for n in sorted(set(explorer.feature_scenes.present.sum(1)))]
     assert len(out["labels"]) == 300
+    assert out["reference"] == "random" and "orthogonal Procrustes" in out["frame"]  # the study's first masking
     for column in out["strategies"].values():
-        assert len(column["points"]) == 300 and len(column["scene"]) == 2
+        assert len(column["points"]) == 300 and len(column["scene"]) == 2 and 0 <= column["agreement"] <= 1
+    assert out["strategies"]["random"]["agreement"] == 1
     assert out["strategies"]["random"]["points"] != out["strategies"]["hard"]["points"]
+    points = np.array(out["strategies"]["hard"]["points"])
+    assert np.allclose((points**2).sum(1).mean(), 1, atol=0.01)  # one scale for every model: unit mean square radius
+    # The frame is the study's, not the request's: another choice of columns moves no point.
+    alone = call(url, "POST", "/api/features", {"strategies": ["hard"], "attribute": "objects"})[1]
+    assert alone["strategies"]["hard"] == out["strategies"]["hard"]
     _, colors = call(url, "POST", "/api/features", {"strategies": ["random"], "attribute": "leftmost color"})
     assert set(colors["categories"]) <= set(explorer.source.cfg.colors) and colors["labels"] != out["labels"]
 
@@ -266,3 +311,203 @@ def test_report_files_are_served_from_the_report_folder_only(explore_server, exp
     finally:
         shutil.rmtree(folder)
 
+
+
+def test_the_preset_is_named_as_the_study_names_it(explore_server):
+    url, _ = explore_server
+    info = call(url, "GET", "/api/info")[1]
+    assert [(s["masking"], s["family"]) for s in info["strategies"]][-1] == ("dirichlet_4m", "dirichlet")
+    status, out = call(url, "POST", "/api/predict", {**BASE, "strategies": ["dirichlet_4m"]})
+    assert status == 200 and list(out["strategies"]) == ["dirichlet_4m"], out
+    assert out["strategies"]["dirichlet_4m"]["masking"] == "dirichlet_4m"
+    assert call(url, "POST", "/api/features", {"strategies": ["dirichlet_4m"]})[0] == 200
+
+
+def test_times_and_scores_are_each_strategys_own(explore_server):
+    """Each column has its own time, and each prediction its scores against the scene's ground truth by the
+    evaluation's own task scorers: recomputed here from the same generation, they are equal."""
+    url, explorer = explore_server
+    body = {**BASE, "targets": ["semseg", "depth", "caption"], "scene": {"index": 4}}
+    status, out = call(url, "POST", "/api/predict", body)
+    assert status == 200, out
+    columns = out["strategies"]
+    assert all(c["seconds"] > 0 for c in columns.values()) and sum(c["seconds"] for c in columns.values()) <= out[
+        "seconds"] + 0.01
+    assert out["scene"]["scored"] is True
+    truth = Truth(explorer.source.cfg, render(explorer.source.cfg, explorer.source.data_seed, "val", np.array([4])))
+    for name, column in columns.items():
+        keys = {m: [s["key"] for s in scores] for m, scores in column["scores"].items()}
+        assert keys == {"semseg": ["rgb_to_semseg/miou"], "depth": ["rgb_to_depth/delta1", "rgb_to_depth/abs_rel"],
+                        "caption": ["rgb_to_caption/attr_acc"]}
+        strategy = explorer.strategies[name]
+        rgb = explorer.source.val["rgb"][4:5].long()
+        generated = generate(strategy.model, strategy.specs, {"rgb": rgb}, body["targets"],
+                             torch.Generator().manual_seed(GENERATION_SEED), 8)
+        for m, scores in column["scores"].items():
+            task = next(t for t in TASKS.values() if t.target == m)
+            native = decode_tokens(explorer.source.tokenizers[m], strategy.specs[m], generated.tokens[m])
+            expected = task.score(native, truth)
+            assert {s["key"].split("/")[1]: s["value"] for s in scores} == {k: round(v, 3) for k, v in expected.items()}
+
+
+def test_an_uploaded_image_is_resized_tokenized_and_answered_by_every_strategy(explore_server):
+    url, explorer = explore_server
+    status, up = upload(url, image_bytes(two_colors()))
+    assert status == 200, up
+    assert up["label"] == "uploaded mine.png (100x60 px)" and up["size"] == [100, 60] and up["canvas"] == 32
+    assert upload(url, image_bytes(two_colors()))[1]["upload"] == up["upload"]  # the same bytes, the same id
+    scene = explorer.uploads.get(up["upload"])
+    assert (scene.upload[:, :15] == (220, 30, 30)).all() and (scene.upload[:, 17:] == (30, 30, 220)).all()
+    expected = explorer.source.tokenizers["rgb"].encode(scene.upload[None]).reshape(1, -1)
+    assert (scene.tokens["rgb"].numpy() == expected).all()  # the study's fitted rgb tokenizer
+
+    body = {**BASE, "scene": {"source": "upload", "upload": up["upload"]}}
+    status, out = call(url, "POST", "/api/predict", body)
+    assert status == 200, out
+    assert out["scene"]["label"] == up["label"] and out["scene"]["truth"] == {} and out["scene"]["scored"] is False
+    assert png_pixels(out["scene"]["upload"]["png"]).shape == (32, 32, 3)
+    assert list(out["strategies"]) == FAMILIES
+    for column in out["strategies"].values():
+        assert png_pixels(column["predictions"]["semseg"]["png"]).shape == (32, 32, 3)
+        assert column["predictions"]["caption"]["words"] and column["scores"] == {}
+        assert column["training_masks"] is None
+    features = call(url, "POST", "/api/features", {"scene": body["scene"], "strategies": ["random"]})[1]
+    assert len(features["strategies"]["random"]["scene"]) == 2
+
+    status, jpeg = upload(url, image_bytes(two_colors(40, 40), "JPEG"), "image/jpeg", "photo.jpg")
+    assert status == 200 and jpeg["label"] == "uploaded photo.jpg (40x40 px)", jpeg
+    status, out = call(url, "POST", "/api/predict", {**body, "scene": {"source": "upload", "upload": "0" * 16}})
+    assert status == 422 and "no such upload" in out["error"]
+
+
+def _truncated_png() -> bytes:
+    data = image_bytes(np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8))
+    return data[: len(data) // 2]
+
+
+@pytest.mark.parametrize("data, content_type, status, message", [
+    (image_bytes(two_colors(), "GIF"), "image/gif", 415, "Content-Type image/gif is not allowed; send a PNG or JPEG"),
+    (b"hello", "text/plain", 415, "Content-Type text/plain is not allowed"),
+    (image_bytes(two_colors()), "image/jpeg", 415, "the bytes are a PNG image, sent as image/jpeg"),
+    (b"not an image at all", "image/png", 415, "not a readable image"),
+    (_truncated_png(), "image/png", 422, "the PNG cannot be decoded"),
+    (image_bytes(np.zeros((10, 5000, 3), np.uint8)), "image/png", 422, "upload: 5000x10 px; send a PNG or JPEG"),
+    (image_bytes(np.zeros((4, 4, 3), np.uint8)), "image/png", 422, "at least 8x8 px"),
+])
+def test_a_bad_upload_is_refused_with_what_is_allowed(explore_server, data, content_type, status, message):
+    url, explorer = explore_server
+    kept = len(explorer.uploads)
+    got, out = upload(url, data, content_type)
+    assert got == status and message in out["error"], out
+    assert "at most 5 MB and 4096x4096 px" in out["error"]
+    assert len(explorer.uploads) == kept  # nothing kept
+
+
+def test_an_oversize_upload_is_refused_unread(explore_server):
+    url, _ = explore_server
+    status, data = raw_post(url, "/api/upload", {"Content-Type": "image/png", "Content-Length": str(MAX_BYTES + 1)})
+    assert status == 413 and f"at most {MAX_BYTES}".encode() in data  # answered from the headers, the body unsent
+    with pytest.raises(UploadError, match=r"upload: 5242881 bytes; send a PNG or JPEG") as refused:
+        read_image(b"x" * (MAX_BYTES + 1), "image/png", 32, 8)
+    assert refused.value.status == 413
+
+
+def test_a_typed_caption_with_an_image_is_a_combined_query(explore_server):
+    url, _ = explore_server
+    typed = "small red square"
+    body = {**BASE, "given": ["rgb", "caption"], "targets": ["semseg"],
+            "scene": {"index": 3, "caption": typed, "typed_caption": True}}
+    status, out = call(url, "POST", "/api/predict", body)
+    assert status == 200, out
+    assert out["scene"]["label"] == "held-out scene 3 + typed caption"
+    assert out["scene"]["decoded"]["caption"]["words"] == typed.split() and "caption" not in out["scene"]["truth"]
+    for column in out["strategies"].values():
+        keys = column["attention"]["keys"]
+        assert keys["modality"].count("rgb") == 64 and keys["modality"].count("caption") == 4  # 3 words + EOS
+        assert [s["key"] for s in column["scores"]["semseg"]] == ["rgb_to_semseg/miou"]  # the image's truth
+    alone = call(url, "POST", "/api/predict", {**body, "given": ["rgb"]})[1]
+    assert all(c["attention"]["keys"]["modality"] == ["rgb"] * 64 for c in alone["strategies"].values())
+
+    up = upload(url, image_bytes(two_colors()))[1]["upload"]
+    status, out = call(url, "POST", "/api/predict", {**body, "scene": {"source": "upload", "upload": up,
+                                                                        "caption": typed, "typed_caption": True}})
+    assert status == 200 and out["scene"]["label"] == "uploaded mine.png (100x60 px) + typed caption", out
+    status, out = call(url, "POST", "/api/predict", {**body, "scene": {"source": "upload", "upload": up}})
+    assert status == 422 and "has no ['caption']" in out["error"] and "scene.typed_caption" in out["error"], out
+    status, out = call(url, "POST", "/api/predict", {**body, "scene": {"source": "caption", "caption": typed,
+                                                                        "typed_caption": True}})
+    assert status == 422 and "scene.typed_caption: goes with an image source" in out["error"]
+
+
+def test_hiding_cells_shows_what_changed_against_the_answer_without_them(explore_server):
+    url, _ = explore_server
+    hidden = [18, 19, 20, 26, 27, 28, 34, 35, 36]
+    body = {**BASE, "targets": ["semseg", "caption"], "scene": {"index": 2}}
+    plain = call(url, "POST", "/api/predict", body)[1]
+    assert all(c["changes"] is None for c in plain["strategies"].values())
+    status, out = call(url, "POST", "/api/predict", {**body, "hidden": hidden})
+    assert status == 200, out
+    for name, column in out["strategies"].items():
+        changes = column["changes"]
+        assert set(changes) == {"rgb", "semseg", "caption"}
+        assert changes["rgb"]["against"] == "given" and changes["rgb"]["of"] == len(hidden)
+        assert set(changes["rgb"]["changed"]) <= set(hidden)
+        before = plain["strategies"][name]["predictions"]
+        semseg = changes["semseg"]
+        assert semseg["against"] == "unhidden" and semseg["of"] == 64 and set(semseg["changed"]) <= set(range(64))
+        assert semseg["before"]["png"] == before["semseg"]["png"]  # what the page answered before the hiding
+        assert semseg["changed"] or column["predictions"]["semseg"]["png"] == before["semseg"]["png"]
+        caption = changes["caption"]
+        assert caption["before"]["words"] == before["caption"]["words"]
+        assert caption["of"] == max(len(caption["before"]["words"]), len(column["predictions"]["caption"]["words"])) + 1
+        same = caption["before"]["words"] == column["predictions"]["caption"]["words"]
+        assert (caption["changed"] == []) == same
+
+
+def test_the_shared_frame_undoes_a_rotation_and_a_scale():
+    """Features that are another model's up to an orthogonal map, a scale and a shift land where the reference's do
+    (agreement 1); features unrelated to the reference's do not."""
+    generator = np.random.default_rng(0)
+    reference = generator.normal(size=(200, 16)) * np.linspace(3, 0.1, 16)
+    rotation, _ = np.linalg.qr(generator.normal(size=(16, 16)))
+    same = reference @ rotation * 4 + 2
+    unrelated = generator.normal(size=(200, 12)) * np.linspace(3, 0.1, 12)
+    features = {n: torch.from_numpy(f) for n, f in {"a": reference, "b": same, "c": unrelated}.items()}
+    frame = align(features, "a")
+    assert frame["a"].agreement == pytest.approx(1) and frame["b"].agreement == pytest.approx(1)
+    assert torch.allclose(frame["b"](features["b"]), frame["a"](features["a"]), atol=1e-6)
+    assert frame["c"].agreement < 0.5
+
+
+def test_ctrl_c_stops_the_explorer_with_one_line_and_status_0(explore_study, tmp_path):
+    import os
+    import signal
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    command = [sys.executable, "-c", "import sys; from ablate.cli import main; sys.exit(main())", "explore",
+               str(explore_study), "--port", str(port), "--reports", str(tmp_path)]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            assert process.poll() is None and time.monotonic() < deadline, process.communicate()
+            try:
+                if call(f"http://127.0.0.1:{port}", "GET", "/api/info")[0] == 200:
+                    break
+            except OSError:
+                time.sleep(0.2)
+        os.kill(process.pid, signal.SIGINT)
+        out, err = process.communicate(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 0, (out, err)
+    assert out.splitlines() == [f"explorer for explore on http://127.0.0.1:{port} (Ctrl-C to stop)",
+                                "explorer stopped"]
+    assert "Traceback" not in err and "CancelledError" not in err and "KeyboardInterrupt" not in err, err

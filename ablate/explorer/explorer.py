@@ -16,10 +16,11 @@ import torch
 
 from ablate.explorer import draw
 from ablate.explorer.checkpoints import Strategy, load_strategies, objective
-from ablate.explorer.features import ATTRIBUTES, Projection, attribute_labels
+from ablate.explorer.features import ATTRIBUTES, FRAME, Aligned, align, attribute_labels
 from ablate.explorer.predict import Query, predict, rounded
 from ablate.explorer.requests import FeaturesRequest, PredictRequest, SceneRequest
 from ablate.explorer.scenes import Scene, SceneError, SceneSource
+from ablate.explorer.uploads import FORMATS, MAX_BYTES, UploadError, Uploads, read_image, upload_id, upload_rule
 from ablate.schema import StudyError
 from ablate.study import Study
 from model.attention import layer_index
@@ -48,7 +49,8 @@ class Explorer:
         grids = {s.grid for s in self.specs.values() if s.kind == "image"}
         self.paint_grid: tuple[int, int] | None = next(iter(grids)) if len(grids) == 1 else None
         self.lock = threading.Lock()
-        self._projections: dict[str, tuple[Projection, torch.Tensor]] = {}  # masking -> (PCA, points [N, 2])
+        self._frame: dict[str, tuple[Aligned, torch.Tensor]] = {}  # masking -> (its projection, points [N, 2])
+        self.uploads = Uploads()
         num = min(FEATURE_SCENES, self.source.num_heldout)
         self.feature_scenes = render(self.source.cfg, self.source.data_seed, "val", np.arange(num))
 
@@ -64,6 +66,9 @@ class Explorer:
             "heldout": self.source.num_heldout,
             "paint_grid": self.paint_grid,
             "canvas": self.source.cfg.canvas,
+            "upload": ({"accept": list(FORMATS.values()), "max_bytes": MAX_BYTES,
+                        "rule": upload_rule(max(self.specs["rgb"].grid))}
+                       if "rgb" in self.specs else None),  # what POST /api/upload takes
             "attributes": list(ATTRIBUTES),
             "caption_words": [w for w in self.source.caption_words if not w.startswith("[")],
             "layers": min(min(len(s.model.encoder), len(s.model.decoder)) for s in self.strategies.values()),
@@ -71,13 +76,31 @@ class Explorer:
 
     def scene(self, req: SceneRequest) -> Scene:
         try:
-            if req.source == "heldout":
-                return self.source.heldout(req.index)
-            if req.source == "seed":
-                return self.source.from_seed(req.seed)
-            return self.source.from_caption(req.caption)
+            if req.source == "caption":
+                if req.typed_caption:
+                    raise SceneError("scene.typed_caption: goes with an image source (heldout, seed, upload); "
+                                     "with source caption the typed caption is the whole scene")
+                return self.source.from_caption(req.caption)
+            if req.source == "upload":
+                scene = self.uploads.get(req.upload)
+            elif req.source == "seed":
+                scene = self.source.from_seed(req.seed)
+            else:
+                scene = self.source.heldout(req.index)
+            return self.source.with_caption(scene, req.caption) if req.typed_caption else scene
         except SceneError as e:
             raise ExploreError(str(e)) from None
+
+    def upload(self, data: bytes, content_type: str, name: str = "") -> dict:
+        """A PNG or JPEG of the user's as a scene (``uploads.py``): its id for later requests, and what it became."""
+        if "rgb" not in self.specs:
+            raise UploadError(422, "upload: this study's data has no rgb modality to give an image as")
+        canvas, grid = self.source.cfg.canvas, self.specs["rgb"].grid
+        rgb, (width, height) = read_image(data, content_type, canvas, max(grid))
+        key = upload_id(data)
+        label = f"uploaded {name[:80] or 'image'} ({width}x{height} px)"
+        self.uploads.put(key, self.source.from_image(label, rgb))
+        return {"upload": key, "label": label, "size": [width, height], "canvas": canvas}
 
     def predict(self, req: PredictRequest) -> dict:
         """Every chosen strategy's predictions on the scene, side by side, and the scene itself."""
@@ -102,7 +125,8 @@ class Explorer:
             if len(set(names)) < len(names):
                 raise ExploreError(f"{key}: {names} names a modality twice")
         if missing := [n for n in req.given if n not in scene.tokens]:
-            raise ExploreError(f"given: {scene.label} has no {missing}; it has {list(scene.tokens)}")
+            typed = " (a typed caption goes with an image through scene.typed_caption)" if "caption" in missing else ""
+            raise ExploreError(f"given: {scene.label} has no {missing}; it has {list(scene.tokens)}{typed}")
         if both := [n for n in req.targets if n in req.given]:
             raise ExploreError(f"targets: {both} also given; to have a given image predicted, paint a hidden region")
         known = self._known(req)
@@ -160,34 +184,39 @@ class Explorer:
             "given": query.given,
             "hidden": {m: (~k[0]).nonzero()[:, 0].tolist() for m, k in query.known.items()},
             "truth": {m: draw.native(m, v) for m, v in query.scene.truth.items()},
+            "scored": query.scene.scored is not None,
+            "upload": None if query.scene.upload is None else draw.native("rgb", query.scene.upload),
         }
 
     def features(self, req: FeaturesRequest) -> dict:
-        """Per strategy: the 2-D projection of held-out scenes' features, and where this scene falls."""
+        """Per strategy: held-out scenes' features in one frame (``features.py``), and where this scene falls."""
         chosen = self.chosen(req.strategies)
         if "rgb" not in self.specs:
             raise ExploreError("features are of rgb inputs; this study's data has no rgb")
         scene = self.scene(req.scene)
         labels = attribute_labels(self.source.cfg, self.feature_scenes, req.attribute)
         out = {}
-        with self.lock:
+        with self.lock, torch.no_grad():
+            frame = self._shared_frame()
             for name, strategy in chosen.items():
-                projection, points = self._projection(strategy)
+                aligned, points = frame[strategy.name]
                 here = None
                 if "rgb" in scene.tokens:
-                    here = projection(encoder_features(strategy.model, self.specs, scene.tokens["rgb"], 1))[0]
-                out[name] = {"points": rounded(points), "scene": None if here is None else rounded(here)}
+                    here = aligned(encoder_features(strategy.model, self.specs, scene.tokens["rgb"], 1))[0]
+                out[name] = {"points": rounded(points), "scene": None if here is None else rounded(here),
+                             "agreement": round(aligned.agreement, 3)}
         categories = sorted(set(labels), key=lambda c: (len(c), c))
-        return {"attribute": req.attribute, "categories": categories,
-                "labels": [categories.index(c) for c in labels], "strategies": out}
+        return {"attribute": req.attribute, "categories": categories, "labels": [categories.index(c) for c in labels],
+                "reference": next(iter(self.strategies)), "frame": FRAME, "strategies": out}
 
-    def _projection(self, strategy: Strategy) -> tuple[Projection, torch.Tensor]:
-        if strategy.name not in self._projections:
+    def _shared_frame(self) -> dict[str, tuple[Aligned, torch.Tensor]]:
+        """Every strategy of the study in the first one's frame, fitted once (so a choice of columns moves nothing)."""
+        if not self._frame:
             rgb = self.source.val["rgb"][: len(self.feature_scenes)].long()
-            features = encoder_features(strategy.model, self.specs, rgb, 100)
-            projection = Projection.fit(features)
-            self._projections[strategy.name] = projection, projection(features)
-        return self._projections[strategy.name]
+            features = {name: encoder_features(s.model, self.specs, rgb, 100) for name, s in self.strategies.items()}
+            for name, aligned in align(features, next(iter(self.strategies))).items():
+                self._frame[name] = aligned, aligned(features[name])
+        return self._frame
 
     def report(self) -> dict:
         """The study's report (``ablate report``) if there is one: its table and the files beside it."""

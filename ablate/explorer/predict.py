@@ -1,18 +1,27 @@
 """One strategy's answer to the page's question about one scene, as JSON-ready values.
 
 - Predictions: ``model.generate`` (ROAR for images, autoregressive for sequences, chained in
-  ``Query.targets`` order; painted cells of given images are in-painted first), decoded, with
-  the model's probability of each chosen token.
+  ``Query.targets`` order), decoded, with the model's probability of each chosen token. Painted cells
+  of given images are in-painted first; the other targets are then generated from the in-painted
+  image with the generator seeded as for the question without hidden cells, so what differs is the
+  hiding's doing, not another random order.
+- Changes (when cells are hidden): per target, which tokens differ from the answer without hidden
+  cells (in-painted images: from the given image, on the hidden cells), and that answer.
+- Scores against the scene's ground truth, where it has one: every metric of the evaluation's tasks
+  (``model.tasks.TASKS``) with that target, by the task's own scorer, on this one answer.
 - Attention, heads averaged, of one layer in one pass that predicts every target from the given
   inputs (sequences teacher-forced with what was generated): encoder self-attention between the
   input slots, and decoder cross-attention from every target token to them. ``keys`` names each
   input slot (modality, position), so the page can lay weights out on grids and words.
 - Training masks: what the strategy's own masking (as at its last checkpoint, fixed seed) hides
   from and asks of the model on this scene, when the scene has every modality.
+- ``seconds``: the strategy's own time for all of it.
 """
 
 from __future__ import annotations
 
+import math
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,8 +32,9 @@ from ablate.explorer.checkpoints import Strategy
 from ablate.explorer.scenes import Scene
 from model.attention import cross_attention, encoder_attention
 from model.evaluate import decode_tokens
-from model.generate import generate, pack_present
+from model.generate import Generation, generate, pack_present
 from model.masking.base import valid_positions
+from model.tasks import TASKS, Truth, metric_key
 
 GENERATION_SEED = 0  # ROAR order; fixed so that the same question gets the same answer
 MASK_SEED = 0
@@ -49,20 +59,73 @@ def rounded(x: torch.Tensor, decimals: int = 3) -> list:
 
 @torch.no_grad()
 def predict(strategy: Strategy, query: Query, tokenizers: dict[str, Any]) -> dict:
-    """The strategy's column of the page: its run, predictions, attention and training masks (module docstring)."""
-    model, specs = strategy.model, strategy.specs
+    """The strategy's column of the page (module docstring)."""
+    started = time.perf_counter()
+    specs = strategy.specs
     given = {m: query.scene.tokens[m] for m in query.given}
-    out = generate(model, specs, given, query.targets, torch.Generator().manual_seed(GENERATION_SEED),
-                   query.steps, known=query.known)
+    rest = [m for m in query.targets if m not in query.known]
+    painted = _generate(strategy, query, given, list(query.known), query.known)
+    out = _generate(strategy, query, {**given, **painted.tokens}, rest)
+    tokens, confidences = {**painted.tokens, **out.tokens}, {**painted.confidence, **out.confidence}
+    decoded = {m: decode_tokens(tokenizers[m], specs[m], tokens[m]) for m in query.targets}  # batches of one
     predictions = {}
     for m in query.targets:
-        value = draw.native(m, decode_tokens(tokenizers[m], specs[m], out.tokens[m])[0])
-        confidence = out.confidence[m][0]
+        value = draw.native(m, decoded[m][0])
+        confidence = confidences[m][0]
         if specs[m].kind == "sequence":
             confidence = confidence[: len(value["words"])]
         predictions[m] = {**value, "confidence": rounded(confidence)}
-    return {**strategy.describe(), "predictions": predictions, "attention": _attention(strategy, query, out.tokens),
-            "training_masks": _training_masks(strategy, query.scene)}
+    changes = None
+    if query.known:
+        unhidden = _generate(strategy, query, given, rest)  # the answer to the question without hidden cells
+        changes = _changes(strategy, query, tokens, unhidden, tokenizers)
+    column = {**strategy.describe(), "predictions": predictions, "scores": _scores(decoded, query.scene.scored),
+              "changes": changes, "attention": _attention(strategy, query, tokens),
+              "training_masks": _training_masks(strategy, query.scene)}
+    return {**column, "seconds": round(time.perf_counter() - started, 3)}
+
+
+def _generate(strategy: Strategy, query: Query, given: dict[str, torch.Tensor], targets: list[str],
+              known: dict[str, torch.Tensor] | None = None) -> Generation:
+    if not targets:
+        return Generation({}, {})
+    return generate(strategy.model, strategy.specs, given, targets, torch.Generator().manual_seed(GENERATION_SEED),
+                    query.steps, known=known)
+
+
+def _changes(strategy: Strategy, query: Query, tokens: dict[str, torch.Tensor], unhidden: Generation,
+             tokenizers: dict[str, Any]) -> dict:
+    """Target -> {"against": "given" | "unhidden", "changed": positions, "of": positions compared, and for
+    "unhidden" "before": that answer, native}. An in-painted image is compared with the given image on its
+    hidden cells; every other target with the answer without hidden cells, over the positions either fills."""
+    out = {}
+    for m, seen in query.known.items():
+        changed = (tokens[m] != query.scene.tokens[m])[0] & ~seen[0]
+        out[m] = {"against": "given", "changed": changed.nonzero()[:, 0].tolist(), "of": int((~seen).sum())}
+    for m, before in unhidden.tokens.items():
+        spec = strategy.specs[m]
+        filled = valid_positions(spec, tokens[m])[0] | valid_positions(spec, before)[0]
+        changed = (tokens[m] != before)[0] & filled
+        out[m] = {"against": "unhidden", "changed": changed.nonzero()[:, 0].tolist(), "of": int(filled.sum()),
+                  "before": draw.native(m, decode_tokens(tokenizers[m], spec, before)[0])}
+    return out
+
+
+def _scores(decoded: dict[str, Any], truth: Truth | None) -> dict[str, list[dict]]:
+    """Target -> [{"key", "label", "better", "value"}] of each evaluation task with that target, scored by the
+    task's own scorer against the scene's ground truth; {} for a scene without one (typed captions, uploads)."""
+    if truth is None:
+        return {}
+    out: dict[str, list[dict]] = {}
+    for task in TASKS.values():
+        if task.target not in decoded:
+            continue
+        for name, value in task.score(decoded[task.target], truth).items():
+            metric = task.metrics[name]
+            out.setdefault(task.target, []).append({
+                "key": metric_key(task.name, name), "label": metric.label, "better": metric.better,
+                "value": round(value, 3) if math.isfinite(value) else None})
+    return out
 
 
 def _attention(strategy: Strategy, query: Query, generated: dict[str, torch.Tensor]) -> dict:

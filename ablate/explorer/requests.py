@@ -22,10 +22,13 @@ class Request(BaseModel):
 
 
 class SceneRequest(Request):
-    source: Literal["heldout", "seed", "caption"] = "heldout"
+    source: Literal["heldout", "seed", "caption", "upload"] = "heldout"
     index: int = Field(0, ge=0)  # heldout: a validation scene
     seed: int = Field(0, ge=0, le=2**31 - 1)  # seed: a newly rendered scene
     caption: str = Field("", max_length=300)  # caption: typed words
+    upload: str = Field("", pattern=r"^([0-9a-f]{16})?$")  # upload: what POST /api/upload answered
+    # With an image source (heldout, seed, upload): the typed caption replaces the scene's (a combined query).
+    typed_caption: bool = False
 
 
 class PredictRequest(Request):

@@ -1,13 +1,16 @@
-"""The page's input scene, from one of three sources, as tokens (and ground truth where there is one).
+"""The page's input scene, from one of four sources, as tokens (and ground truth where there is one).
 
 - ``heldout``: scene ``index`` of the validation split, its tokens as stored.
 - ``seed``: a new scene rendered from ``(seed, "test", 0)`` and tokenized with the fitted tokenizers.
 - ``caption``: typed words, tokenized; the scene has a caption and nothing else.
+- ``upload``: an image of the user's (``uploads.py``), tokenized with the fitted rgb tokenizer; rgb only.
+
+``with_caption`` puts typed words in place of an image scene's caption: a combined caption + image query.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +21,7 @@ from model.build import load_tokenizers, scene_config
 from model.dataset import DatasetSpec, load_split
 from model.modalities import MODALITIES
 from model.scenes import SceneConfig, render
+from model.tasks import Truth
 
 
 class SceneError(ValueError):
@@ -29,6 +33,8 @@ class Scene:
     label: str
     tokens: dict[str, torch.Tensor]  # modality -> int64 [1, N_m], for the modalities the scene has
     truth: dict[str, Any]  # modality -> native value of this one scene (image array or word list)
+    scored: Truth | None = None  # what predictions are scored against (as the evaluation does); None: no truth
+    upload: np.ndarray | None = None  # an uploaded image as it was tokenized: uint8 [canvas, canvas, 3]
 
 
 class SceneSource:
@@ -54,15 +60,10 @@ class SceneSource:
         if not 0 <= index < self.num_heldout:
             raise SceneError(f"scene.index={index}: the validation split has scenes 0..{self.num_heldout - 1}")
         tokens = {n: t[index : index + 1].long() for n, t in self.val.items()}
-        return Scene(f"held-out scene {index}", tokens, self._truth(self.data_seed, "val", index))
+        return self._rendered(f"held-out scene {index}", self.data_seed, "val", index, tokens)
 
     def from_seed(self, seed: int) -> Scene:
-        truth = self._truth(seed, "test", 0)
-        tokens = {}
-        for name, value in truth.items():
-            ids = self.tokenizers[name].encode(value[None] if isinstance(value, np.ndarray) else [value])
-            tokens[name] = torch.from_numpy(ids).long().reshape(1, -1)
-        return Scene(f"new scene from seed {seed}", tokens, truth)
+        return self._rendered(f"new scene from seed {seed}", seed, "test", 0)
 
     def from_caption(self, text: str) -> Scene:
         if "caption" not in self.spec.modalities:
@@ -79,6 +80,26 @@ class SceneSource:
         tokens = torch.from_numpy(tokenizer.encode([words])).long()
         return Scene("typed caption", {"caption": tokens}, {"caption": words})
 
-    def _truth(self, seed: int, split: str, index: int) -> dict[str, Any]:
-        scenes = render(self.cfg, seed, split, np.array([index]))
-        return {n: MODALITIES[n].truth(self.cfg, scenes)[0] for n in self.spec.modalities}
+    def from_image(self, label: str, rgb: np.ndarray) -> Scene:
+        """An image of the canvas's size, uint8 [canvas, canvas, 3], tokenized: a scene of rgb alone."""
+        tokens = torch.from_numpy(self.tokenizers["rgb"].encode(rgb[None])).long().reshape(1, -1)
+        return Scene(label, {"rgb": tokens}, {}, upload=rgb)
+
+    def with_caption(self, scene: Scene, text: str) -> Scene:
+        """``scene`` with the typed words as its caption (its other modalities and their truth as they are)."""
+        typed = self.from_caption(text)
+        truth = {m: v for m, v in scene.truth.items() if m != "caption"}
+        return replace(scene, label=f"{scene.label} + typed caption", tokens={**scene.tokens, **typed.tokens},
+                       truth=truth)
+
+    def _rendered(self, label: str, seed: int, split: str, index: int,
+                  tokens: dict[str, torch.Tensor] | None = None) -> Scene:
+        """A generated scene with its ground truth; tokenized with the fitted tokenizers unless ``tokens``."""
+        scored = Truth(self.cfg, render(self.cfg, seed, split, np.array([index])))
+        truth = {n: MODALITIES[n].truth(self.cfg, scored.scenes)[0] for n in self.spec.modalities}
+        if tokens is None:
+            tokens = {}
+            for name, value in truth.items():
+                ids = self.tokenizers[name].encode(value[None] if isinstance(value, np.ndarray) else [value])
+                tokens[name] = torch.from_numpy(ids).long().reshape(1, -1)
+        return Scene(label, tokens, truth, scored)

@@ -5,13 +5,20 @@ before it reaches a model) served by uvicorn on 127.0.0.1 unless another host is
     GET  /api/info          study, strategies (best run per masking), modalities, controls
                             (a request names a strategy by its masking, a preset such as dirichlet_4m, or by a
                             family the study has one masking of)
-    POST /api/predict       PredictRequest -> predictions, attention, training masks per strategy
+    POST /api/upload        an image's bytes (Content-Type image/png or image/jpeg; ?name=FILE for its label)
+                            -> {"upload": id, "label", "size", "canvas"}; a scene request names it by its id
+    POST /api/predict       PredictRequest -> per strategy: predictions, scores, changes from hiding, attention,
+                            training masks, its own time
     POST /api/features      FeaturesRequest -> 2-D feature projection per strategy
     GET  /api/report        the study's report table and its files, or a note that there is none
     GET  /report/{path}     a file of the report folder; nothing outside it
 
 Bad requests get a 4xx with ``{"error": message}``: 422 for a wrong shape or value, 413 for a body
-over ``MAX_BODY`` bytes, 411 for a body of unknown length, 404 for anything not served.
+over ``MAX_BODY`` bytes (an upload: over ``uploads.MAX_BYTES``), 415 for an upload that is not a PNG or
+JPEG, 411 for a body of unknown length, 404 for anything not served.
+
+``serve`` runs the server until Ctrl-C and then returns: uvicorn shuts down and re-raises the SIGINT,
+which ends here as one line, not a traceback.
 """
 
 from __future__ import annotations
@@ -27,12 +34,15 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
+from starlette.concurrency import run_in_threadpool
 
 from ablate.explorer.explorer import ExploreError, Explorer
 from ablate.explorer.requests import FeaturesRequest, PredictRequest
+from ablate.explorer.uploads import MAX_BYTES, UploadError
 
 STATIC = Path(__file__).parent / "static"
 MAX_BODY = 64 * 1024
+UPLOAD = "/api/upload"
 
 
 def _error(status: int, message: str) -> JSONResponse:
@@ -60,8 +70,9 @@ def create_app(explorer: Explorer) -> FastAPI:
             length = request.headers.get("content-length")
             if length is None:
                 return _error(411, "a request body needs a Content-Length header")
-            if not length.isdigit() or int(length) > MAX_BODY:
-                return _error(413, f"request body of {length} bytes; at most {MAX_BODY}")
+            limit = MAX_BYTES if request.url.path == UPLOAD else MAX_BODY
+            if not length.isdigit() or int(length) > limit:
+                return _error(413, f"request body of {length} bytes; at most {limit}")
         return await call_next(request)
 
     @app.exception_handler(RequestValidationError)
@@ -71,6 +82,10 @@ def create_app(explorer: Explorer) -> FastAPI:
     @app.exception_handler(ExploreError)
     async def unanswerable(request: Request, exc: ExploreError) -> JSONResponse:
         return _error(422, str(exc))
+
+    @app.exception_handler(UploadError)
+    async def refused(request: Request, exc: UploadError) -> JSONResponse:
+        return _error(exc.status, str(exc))
 
     @app.get("/", include_in_schema=False)
     def page() -> FileResponse:
@@ -82,6 +97,11 @@ def create_app(explorer: Explorer) -> FastAPI:
     @app.get("/api/info")
     def info() -> dict:
         return explorer.info()
+
+    @app.post(UPLOAD)
+    async def upload(request: Request, name: str = "") -> dict:
+        data = await request.body()  # the raw bytes: no multipart parser needed, the size is capped above
+        return await run_in_threadpool(explorer.upload, data, request.headers.get("content-type", ""), name)
 
     @app.post("/api/predict")
     def predict(req: PredictRequest) -> dict:
@@ -108,6 +128,15 @@ def create_app(explorer: Explorer) -> FastAPI:
 def server(explorer: Explorer, host: str = "127.0.0.1", port: int = 8000) -> uvicorn.Server:
     """A uvicorn server for the page; ``run()`` it (port 0 picks a free port)."""
     return uvicorn.Server(uvicorn.Config(create_app(explorer), host=host, port=port, log_level="warning"))
+
+
+def serve(explorer: Explorer, host: str = "127.0.0.1", port: int = 8000) -> None:
+    """Serve until Ctrl-C, then say so in one line (``ablate explore``)."""
+    try:
+        server(explorer, host, port).run()
+    except KeyboardInterrupt:  # uvicorn re-raises the SIGINT it shut down on, after shutting down
+        pass
+    print("explorer stopped")
 
 
 @contextmanager

@@ -1,24 +1,29 @@
 "use strict";
 // The nano4M explorer page: plain JS, no build step. Every control changes `state` and calls update(),
 // which asks /api/predict for all chosen strategies at once and redraws. Attention rows for every target
-// token come with the prediction, so picking a token or a query only redraws.
+// token come with the prediction, so picking a token or a query only redraws. An uploaded image goes to
+// /api/upload first; its id then names the scene like any other source.
 
 const TILE = 128; // CSS pixels of an image tile
 const SMALL = 64; // training-mask tiles
 const MASK_COLORS = {hidden: "rgba(58,58,58,0.82)", target: "rgba(232,65,60,0.62)"}; // as model/mask_figure.py
+const CHANGED = "rgba(224,64,251,0.45)"; // tokens that hiding changed
+const DEFAULT_GIVEN = ["rgb"];
 const PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
   "#bcbd22", "#17becf"];
 
 const state = {
   info: null,
-  scene: {source: "heldout", index: 0, seed: 0, caption: ""},
-  given: ["rgb"],
+  scene: {source: "heldout", index: 0, seed: 0, caption: "", upload: "", typed_caption: false},
+  given: [...DEFAULT_GIVEN],
   targets: ["semseg", "depth", "caption"],
+  beforeCaption: null, // {given, targets} as they were when the caption-only source was chosen
   strategies: [],
   hidden: new Set(), // painted cells of the image grid
   layer: -1,
   target: null, // {modality, position}: the decoder token whose cross-attention is shown
   query: null, // {modality, position}: the encoder token whose self-attention is shown (null: mean)
+  notInput: null, // a clicked token that is no encoder input (a hidden cell): the mean is shown instead
   attribute: "objects",
   confidence: true,
   result: null,
@@ -41,18 +46,21 @@ function el(tag, attrs = {}, ...children) {
   return node;
 }
 
+// GET without a body; POST a JSON body, or raw bytes (a File) with their own Content-Type.
 async function api(path, body) {
-  const options = body === undefined ? {} : {
-    method: "POST", headers: {"Content-Type": "application/json"}, body: JSON.stringify(body),
-  };
+  const options = body === undefined ? {} : body instanceof Blob
+    ? {method: "POST", headers: {"Content-Type": body.type || "application/octet-stream"}, body}
+    : {method: "POST", headers: {"Content-Type": "application/json"}, body: JSON.stringify(body)};
   const response = await fetch(path, options);
   const data = await response.json();
   if (!response.ok) throw new Error(data.error || response.statusText);
   return data;
 }
 
+// One line in the header, however long (cut with an ellipsis; the whole text is its tooltip).
 function setStatus(text, error = false) {
   $("#status").textContent = text;
+  $("#status").title = text;
   $("#status").classList.toggle("error", error);
 }
 
@@ -136,6 +144,16 @@ const withEos = (words) => [...words, "[EOS]"];
 
 // ---------- the attention rows ----------
 
+// The encoder slot of a token ({modality, position}), or -1 where it is no input (hidden, or not given).
+function slotOf(keys, token) {
+  return token ? keys.modality.findIndex((m, slot) => m === token.modality && keys.position[slot] === token.position) : -1;
+}
+
+function notInputNote() {
+  const t = state.notInput;
+  return t ? `${t.modality} #${t.position} is hidden: not an encoder input, nothing attends from it` : "";
+}
+
 // An attention row over the encoder slots (named by `keys`) -> per given modality, a Map position -> weight.
 function byModality(row, keys) {
   const out = {};
@@ -187,32 +205,67 @@ function attentionTiles(row, keys, {title, marked, onToken}) {
 
 // ---------- one strategy's column ----------
 
+// A prediction's scores against the scene's ground truth, as the API gives them (rounded there).
+function scoreLine(scores) {
+  if (!scores) return null;
+  const arrow = {higher: "↑", lower: "↓"};
+  return el("div", {class: "scores"}, ...scores.map((s) => el("span", {class: "score", "data-key": s.key,
+    title: `${s.key} against the scene's ground truth (${s.better} is better), scored as the evaluation scores`},
+  `${s.label} ${s.value === null ? "n/a" : s.value.toFixed(3)} ${arrow[s.better]}`)));
+}
+
 function predictionTiles(name, column) {
   const result = state.result;
-  return result.targets.map((m) => {
-    const p = column.predictions[m];
-    const chosen = state.target && state.target.modality === m ? state.target.position : null;
-    const pick = (position) => { state.target = {modality: m, position}; render(); };
-    const mean = p.confidence.length ? p.confidence.reduce((a, b) => a + b, 0) / p.confidence.length : 0;
-    const role = state.given.includes(m) ? "in-painted" : "predicted";
-    const title = `${m} (${role}), confidence ${mean.toFixed(2)}`;
+  return result.targets.map((m) => el("div", {class: "prediction", "data-modality": m},
+    ...predictionTile(name, column, m), scoreLine(column.scores[m])));
+}
+
+function predictionTile(name, column, m) {
+  const p = column.predictions[m];
+  const chosen = state.target && state.target.modality === m ? state.target.position : null;
+  const pick = (position) => { state.target = {modality: m, position}; render(); };
+  const mean = p.confidence.length ? p.confidence.reduce((a, b) => a + b, 0) / p.confidence.length : 0;
+  const role = state.given.includes(m) ? "in-painted" : "predicted";
+  const title = `${m} (${role}), confidence ${mean.toFixed(2)}`;
+  if (isImage(m)) {
+    return [imageTile(p.png, modality(m).grid, {
+      title, outline: chosen, onCell: pick,
+      cells: (fill) => state.confidence && p.confidence.forEach((c, cell) => fill(cell, `rgba(0,0,0,${0.7 * (1 - c)})`)),
+    })];
+  }
+  const tiles = [wordsTile(withEos(p.words), {
+    title, selected: chosen, onWord: pick, shade: (i) => confidenceShade(p.confidence[i] ?? 0),
+  })];
+  if (m === "boxes") tiles.unshift(boxesTile(p.boxes, `boxes (${name})`));
+  return [el("div", {class: "row"}, ...tiles)];
+}
+
+// Before / after hiding: per target, what the answer without hidden cells was (an in-painted image: the given
+// image), with the tokens that differ now shaded, and how many.
+function changeTiles(column) {
+  const scene = state.result.scene;
+  return Object.entries(column.changes).map(([m, change]) => {
+    const changed = new Set(change.changed);
+    const count = `${changed.size} of ${change.of}`;
+    const title = change.against === "given"
+      ? `${m}: ${count} hidden cells in-painted unlike the given image`
+      : `${m} without hiding: ${count} tokens changed`;
+    let tile;
     if (isImage(m)) {
-      return imageTile(p.png, modality(m).grid, {
-        title, outline: chosen, onCell: pick,
-        cells: (fill) => state.confidence && p.confidence.forEach((c, cell) => fill(cell, `rgba(0,0,0,${0.7 * (1 - c)})`)),
+      const png = change.against === "given" ? scene.decoded[m].png : change.before.png;
+      tile = imageTile(png, modality(m).grid, {title, cells: (fill) => changed.forEach((cell) => fill(cell, CHANGED))});
+    } else {
+      tile = wordsTile(withEos(change.before.words), {
+        title, shade: (i) => (changed.has(i) ? CHANGED : "#fff"),
       });
     }
-    const tiles = [wordsTile(withEos(p.words), {
-      title, selected: chosen, onWord: pick, shade: (i) => confidenceShade(p.confidence[i] ?? 0),
-    })];
-    if (m === "boxes") tiles.unshift(boxesTile(p.boxes, `boxes (${name})`));
-    return el("div", {class: "row"}, ...tiles);
+    return el("div", {class: "change", "data-modality": m, "data-changed": changed.size, "data-of": change.of}, tile);
   });
 }
 
 function trainingMaskTiles(column) {
   const masks = column.training_masks;
-  if (!masks) return [el("p", {class: "note"}, "a typed caption has no other modalities to mask")];
+  if (!masks) return [el("p", {class: "note"}, "this scene has not every modality: nothing to mask as in training")];
   const decoded = state.result.scene.decoded;
   const images = state.info.modalities.filter((m) => m.kind === "image").map((m) => m.name);
   const sequences = state.info.modalities.filter((m) => m.kind !== "image").map((m) => m.name);
@@ -239,11 +292,14 @@ function renderColumn(name) {
   const attention = column.attention;
   const layer = state.layer < 0 ? state.info.layers + state.layer : state.layer;
 
-  const slotOf = (token) => token ? attention.keys.modality.findIndex(
-    (m, slot) => m === token.modality && attention.keys.position[slot] === token.position) : -1;
-  const querySlot = slotOf(state.query);
+  const querySlot = slotOf(attention.keys, state.query);
   const encoderRow = querySlot >= 0 ? attention.encoder[querySlot] : meanRows(attention.encoder);
-  const pickQuery = (token) => { state.query = sameToken(token, state.query) ? null : token; render(); };
+  const pickQuery = (token) => {
+    const input = slotOf(attention.keys, token) >= 0; // a hidden cell is no encoder input: nothing attends from it
+    state.notInput = input ? null : token;
+    state.query = !input || sameToken(token, state.query) ? null : token;
+    render();
+  };
   const crossRow = state.target ? (attention.cross[state.target.modality] || [])[state.target.position] : null;
   const targetName = state.target ? `${state.target.modality} #${state.target.position}` : "";
 
@@ -251,13 +307,19 @@ function renderColumn(name) {
     el("h3", {}, name),
     el("div", {class: "meta"}, `${column.label} · seed ${column.seed} · ${state.info.objective.metric} `
       + `${Number(column.objective).toPrecision(4)}`),
-    el("div", {class: "row-title"}, "predictions (click a token to see its cross-attention)"),
+    el("div", {class: "meta timing", "data-seconds": column.seconds}, `answered in ${column.seconds.toFixed(3)} s`),
+    el("div", {class: "row-title"}, "predictions (click a token to see its cross-attention)"
+      + (state.result.scene.scored ? "; scores against this scene's ground truth" : "")),
     el("div", {class: "row predictions"}, ...predictionTiles(name, column)),
+    column.changes ? el("div", {class: "row-title"}, "before / after hiding: the answer without hidden cells "
+      + "(in-painted: the given image), tokens that hiding changed in pink") : null,
+    column.changes ? el("div", {class: "row changes"}, ...changeTiles(column)) : null,
     el("div", {class: "row-title"}, "its training masks on this scene (clear: seen, red: predicted, dark: hidden)"),
     el("div", {class: "row training-masks"}, ...trainingMaskTiles(column)),
     el("div", {class: "row-title"}, `encoder self-attention, layer ${layer}: `
       + (querySlot >= 0 ? `from ${state.query.modality} #${state.query.position} (click it again for the mean)`
-        : "received, mean over queries (click a token to attend from it)") + peak(encoderRow, attention.keys)),
+        : `received, mean over queries (${notInputNote() || "click a token to attend from it"})`)
+      + peak(encoderRow, attention.keys)),
     el("div", {class: "row encoder-attention"}, ...attentionTiles(encoderRow, attention.keys, {
       title: "self-attention", marked: querySlot >= 0 ? state.query : null, onToken: pickQuery,
     })),
@@ -285,9 +347,12 @@ function renderScene() {
     if (m === "boxes") return boxesTile(truth.boxes, "boxes (truth)");
     return wordsTile(truth.words, {title: `${m} (truth)`});
   });
+  const upload = scene.upload
+    ? [imageTile(scene.upload.png, modality("rgb").grid, {title: `uploaded, resized to ${state.info.canvas}x${state.info.canvas}`
+      + " (the given rgb is its tokens)"})] : [];
   $("#scene").replaceChildren(
     el("h3", {id: "scene-label"}, scene.label),
-    el("div", {class: "row"}, ...inputs, ...truths),
+    el("div", {class: "row"}, ...upload, ...inputs, ...truths),
   );
 }
 
@@ -357,16 +422,18 @@ function setupPainting() {
 
 // ---------- features ----------
 
+// Every model's points in one frame (the reference model's, see features.py), on one scale: a scene lands at
+// the same place in two plots where the two models agree.
 function renderFeatures(data) {
-  const plots = Object.entries(data.strategies).map(([name, {points, scene}]) => {
-    const size = 220;
+  const size = 220;
+  const all = Object.values(data.strategies).flatMap(({points, scene}) => (scene ? [...points, scene] : points));
+  const xs = all.map((p) => p[0]);
+  const ys = all.map((p) => p[1]);
+  const [x0, x1, y0, y1] = [Math.min(...xs), Math.max(...xs), Math.min(...ys), Math.max(...ys)];
+  const at = ([x, y]) => [10 + ((x - x0) / (x1 - x0 || 1)) * (size - 20), size - 10 - ((y - y0) / (y1 - y0 || 1)) * (size - 20)];
+  const plots = Object.entries(data.strategies).map(([name, {points, scene, agreement}]) => {
     const canvas = el("canvas", {width: size, height: size, "data-strategy": name});
     const ctx = canvas.getContext("2d");
-    const all = scene ? [...points, scene] : points;
-    const xs = all.map((p) => p[0]);
-    const ys = all.map((p) => p[1]);
-    const [x0, x1, y0, y1] = [Math.min(...xs), Math.max(...xs), Math.min(...ys), Math.max(...ys)];
-    const at = ([x, y]) => [10 + ((x - x0) / (x1 - x0 || 1)) * (size - 20), size - 10 - ((y - y0) / (y1 - y0 || 1)) * (size - 20)];
     points.forEach((p, i) => {
       const [px, py] = at(p);
       ctx.fillStyle = PALETTE[data.labels[i] % PALETTE.length];
@@ -382,11 +449,13 @@ function renderFeatures(data) {
       ctx.arc(px, py, 6, 0, 2 * Math.PI);
       ctx.stroke();
     }
-    return el("figure", {class: "tile"}, canvas, el("figcaption", {}, name));
+    const caption = name === data.reference ? `${name} (the reference)` : `${name}, agreement ${agreement.toFixed(2)}`;
+    return el("figure", {class: "tile"}, canvas, el("figcaption", {class: "agreement", "data-strategy": name}, caption));
   });
   const legend = data.categories.map((c, i) => el("span", {}, el("i", {style: `background:${PALETTE[i % PALETTE.length]}`}), c));
   $("#features").replaceChildren(
-    el("h3", {}, "Encoder features of held-out scenes (rgb given), PCA per model"),
+    el("h3", {}, `Encoder features of held-out scenes (rgb given), in ${data.reference}'s frame`),
+    el("p", {class: "note", id: "feature-frame"}, data.frame),
     el("div", {class: "legend", id: "feature-legend"}, `${data.attribute}: `, ...legend, el("span", {}, "○ this scene")),
     el("div", {class: "row"}, ...plots),
   );
@@ -405,6 +474,33 @@ async function updateFeatures() {
 
 // ---------- report ----------
 
+// The Markdown `ablate report` writes, as elements (never as HTML): pipe tables, headings, paragraphs, and
+// **bold** and `code` inside them (a lone * is the report's significance mark, not emphasis).
+function inline(text) {
+  return text.split(/(\*\*[^*]+\*\*|`[^`]+`)/).filter((part) => part).map((part) => {
+    if (/^\*\*[^*]+\*\*$/.test(part)) return el("strong", {}, part.slice(2, -2));
+    if (/^`[^`]+`$/.test(part)) return el("code", {}, part.slice(1, -1));
+    return part;
+  });
+}
+
+function markdown(text) {
+  const cells = (line) => line.trim().replace(/^\|/, "").replace(/\|$/, "").split("|").map((c) => c.trim());
+  const blocks = text.split(/\n\s*\n/).map((block) => block.split("\n").filter((line) => line.trim()));
+  return blocks.filter((lines) => lines.length).map((lines) => {
+    if (lines.every((line) => line.trim().startsWith("|"))) {
+      const rows = lines.filter((line) => !/^\s*\|[\s:|-]+\|\s*$/.test(line)); // the alignment row
+      const [head, ...body] = rows.map(cells);
+      return el("div", {class: "md-table"}, el("table", {},
+        el("thead", {}, el("tr", {}, ...head.map((c) => el("th", {}, ...inline(c))))),
+        el("tbody", {}, ...body.map((row) => el("tr", {}, ...row.map((c) => el("td", {}, ...inline(c))))))));
+    }
+    const heading = lines[0].match(/^(#{1,4})\s+(.*)$/);
+    if (heading && lines.length === 1) return el(`h${Math.min(6, heading[1].length + 3)}`, {}, ...inline(heading[2]));
+    return el("p", {}, ...inline(lines.join(" ")));
+  });
+}
+
 async function toggleReport() {
   const panel = $("#report");
   panel.hidden = !panel.hidden;
@@ -417,7 +513,7 @@ async function toggleReport() {
   const href = (file) => `/report/${file.split("/").map(encodeURIComponent).join("/")}`;
   panel.replaceChildren(
     el("h3", {}, `report of ${state.info.study}`),
-    report.table ? el("pre", {id: "report-table"}, report.table) : el("p", {}, "no table.md in the report folder"),
+    report.table ? el("div", {id: "report-table"}, ...markdown(report.table)) : el("p", {}, "no table.md in the report folder"),
     el("div", {}, ...report.files.filter((f) => f.endsWith(".png")).map((f) => el("img", {src: href(f), alt: f}))),
     el("ul", {}, ...report.files.map((f) => el("li", {}, el("a", {href: href(f), target: "_blank"}, f)))),
   );
@@ -434,19 +530,31 @@ function keepSelectionsValid() {
     state.target = {modality: first, position: center};
   }
   const keys = Object.values(state.result.strategies)[0].attention.keys; // the same inputs for every strategy
-  const present = state.query && keys.modality.some((m, s) => m === state.query.modality && keys.position[s] === state.query.position);
-  if (!present) state.query = null;
+  if (slotOf(keys, state.query) < 0) state.query = null;
+  state.notInput = null;
 }
 
 function render() {
+  if (!state.result) return; // refused: nothing to draw until the next answer
   renderScene();
   renderPaint();
   $("#columns").replaceChildren(...state.strategies.filter((s) => s in state.result.strategies).map(renderColumn));
   $("#target-note").textContent = `cross-attention from ${state.target.modality} #${state.target.position} (click a predicted token)`;
   $("#query-note").textContent = state.query
     ? `self-attention from ${state.query.modality} #${state.query.position}`
-    : "self-attention received, mean over queries";
+    : `self-attention received, mean over queries${state.notInput ? ` (${notInputNote()})` : ""}`;
   document.body.dataset.renders = Number(document.body.dataset.renders || 0) + 1;
+}
+
+// A refused question leaves nothing of the last answer under the new input: the server's message instead.
+function showRefusal(message) {
+  state.result = null;
+  setStatus(message, true);
+  $("#scene").replaceChildren(el("h3", {id: "scene-label"}, "no answer"), el("p", {class: "note refusal"}, message));
+  $("#columns").replaceChildren();
+  $("#features").replaceChildren();
+  renderPaint();
+  document.body.dataset.refusals = Number(document.body.dataset.refusals || 0) + 1;
 }
 
 async function update({features = false} = {}) {
@@ -461,6 +569,7 @@ async function update({features = false} = {}) {
     targets: state.targets.filter((m) => !state.given.includes(m)),
     hidden: paintModality() ? [...state.hidden] : [], layer: state.layer,
   };
+  const featuresCleared = !$("#features").childElementCount;
   try {
     const result = await api("/api/predict", payload);
     if (ticket !== predictTicket) return;
@@ -468,10 +577,67 @@ async function update({features = false} = {}) {
     keepSelectionsValid();
     render();
     setStatus(`${state.strategies.length} strategies in ${result.seconds.toFixed(2)} s`);
+    if (featuresCleared && !features) updateFeatures();
   } catch (error) {
-    if (ticket === predictTicket) setStatus(error.message, true);
+    if (ticket === predictTicket) showRefusal(error.message);
+    return;
   }
   if (features) updateFeatures();
+}
+
+// Switching to the caption-only source gives the caption alone and predicts rgb from it (text -> image);
+// switching back gives what was given before. The typed-caption box adds the typed words to an image scene.
+function sceneChanged() {
+  const source = document.querySelector("input[name=source]:checked").value;
+  const was = state.scene;
+  const typed = source !== "caption" && $("#typed-caption").checked;
+  state.scene = {
+    source,
+    index: Math.max(0, Number($("#index").value) || 0),
+    seed: Math.max(0, Number($("#seed").value) || 0),
+    caption: $("#caption").value,
+    upload: state.upload ? state.upload.upload : "",
+    typed_caption: typed,
+  };
+  $("#typed-caption").disabled = source === "caption";
+  if (source === "caption" && was.source !== "caption") {
+    state.beforeCaption = {given: [...state.given], targets: [...state.targets]};
+    state.given = ["caption"];
+    state.targets = [...new Set(["rgb", ...state.targets])].filter((m) => m !== "caption" && modality(m));
+  } else if (source !== "caption" && was.source === "caption") {
+    const before = state.beforeCaption || {given: DEFAULT_GIVEN, targets: state.targets};
+    state.given = [...before.given];
+    state.targets = [...before.targets];
+  }
+  if (typed && !state.given.includes("caption")) state.given.push("caption");
+  if (typed) state.targets = state.targets.filter((m) => m !== "caption");
+  if (!typed && was.typed_caption && source !== "caption") state.given = state.given.filter((m) => m !== "caption");
+  syncModalityBoxes();
+  update({features: true});
+}
+
+// The file goes to /api/upload as it is; the server checks, resizes and tokenizes it. A refused file
+// changes nothing but the status line.
+async function uploadFile(file) {
+  const rule = state.info.upload.rule;
+  if (file.size > state.info.upload.max_bytes) { // not sent: the server would refuse it unread
+    setStatus(`upload: ${file.name} has ${file.size} bytes; ${rule}`, true);
+    return;
+  }
+  setStatus(`uploading ${file.name}…`);
+  let uploaded;
+  try {
+    uploaded = await api(`/api/upload?name=${encodeURIComponent(file.name)}`, file);
+  } catch (error) {
+    setStatus(error.message, true); // "upload: what is wrong; what is allowed"
+    return;
+  }
+  state.upload = uploaded;
+  const radio = $("input[name=source][value=upload]");
+  radio.disabled = false;
+  radio.checked = true;
+  $("#upload-note").textContent = uploaded.label;
+  sceneChanged();
 }
 
 function buildControls() {
@@ -484,23 +650,20 @@ function buildControls() {
   state.given = state.given.filter((m) => modality(m));
   state.targets = state.targets.filter((m) => modality(m));
 
-  const sceneChanged = () => {
-    state.scene = {
-      source: document.querySelector("input[name=source]:checked").value,
-      index: Math.max(0, Number($("#index").value) || 0),
-      seed: Math.max(0, Number($("#seed").value) || 0),
-      caption: $("#caption").value,
-    };
-    if (state.scene.source === "caption") { // a typed caption is the only input there is
-      state.given = ["caption"];
-      state.targets = state.targets.filter((m) => m !== "caption");
-      if (!state.targets.length) state.targets = ["rgb"];
-      syncModalityBoxes();
-    }
-    update({features: true});
-  };
   document.querySelectorAll("input[name=source]").forEach((r) => r.addEventListener("change", sceneChanged));
-  ["#index", "#seed", "#caption"].forEach((s) => $(s).addEventListener("change", sceneChanged));
+  ["#index", "#seed", "#caption", "#typed-caption"].forEach((s) => $(s).addEventListener("change", sceneChanged));
+  if (info.upload) {
+    $("#upload").accept = info.upload.accept.join(",");
+    $("#upload").title = info.upload.rule;
+    $("#upload").addEventListener("change", (event) => {
+      const file = event.target.files[0];
+      event.target.value = ""; // the same file again is a new choice
+      if (file) uploadFile(file);
+    });
+  } else {
+    $("#upload").disabled = true;
+    $("#upload-note").textContent = "this study's data has no rgb to give an image as";
+  }
 
   for (const m of info.modalities) {
     const box = (role) => el("input", {type: "checkbox", "data-modality": m.name, "data-role": role, onchange: (event) => {

@@ -34,9 +34,7 @@ STATUS_WORDS = {"racing": "racing", "won": "won", "tied": "tied (every other con
 
 
 def rule_of(study: Study) -> RaceRule:
-    race = study.spec.race
-    return RaceRule(direction(race.metric), race.min_seeds, race.max_seeds, race.every, race.alpha, race.spending,
-                    race.margin, race.test)
+    return RaceRule.of(study.spec.race, direction(study.spec.race.metric))
 
 
 def configs_of(study: Study) -> list[str]:

@@ -48,34 +48,39 @@ from typing import Literal
 import numpy as np
 from scipy import stats
 
+from ablate.schema import RaceSpec, RaceTest, Spending
 from ablate.stats import adjust
 from model.tasks import Direction
 
-Spending = Literal["pocock", "obrien_fleming"]
-Test = Literal["paired", "pooled"]
-TESTS: dict[str, str] = {
+TESTS: dict[RaceTest, str] = {
     "paired": "paired t-test of each pair over the seeds both have (its own variance: holds when the configurations' "
               "seed noise differs)",
     "pooled": "paired t-test with one residual variance pooled over the configurations racing (two-way ANOVA of "
               "configuration x seed on complete seeds): more degrees of freedom at few seeds, but it assumes every "
               "configuration is as noisy as the others"}
-SPENDING: dict[str, str] = {"pocock": "Pocock-type, alpha ln(1 + (e - 1) t)",
+SPENDING: dict[Spending, str] = {"pocock": "Pocock-type, alpha ln(1 + (e - 1) t)",
                             "obrien_fleming": "O'Brien-Fleming-type, 2 - 2 Phi(z_(alpha/2) / sqrt t)"}
 Status = Literal["racing", "won", "tied", "ended"]  # ended: the last look left several configurations
 
 
 @dataclass(frozen=True)
 class RaceRule:
-    """The parts of a study's ``race:`` section the decisions depend on (``ablate/schema.py``'s ``RaceSpec``)."""
+    """The parts of a study's ``race:`` section the decisions depend on; ``RaceSpec`` (``ablate/schema.py``) owns
+    their defaults and what is allowed, ``of`` makes one from it."""
 
     direction: Direction
-    min_seeds: int = 3
-    max_seeds: int = 10
-    every: int = 1
-    alpha: float = 0.05
-    spending: Spending = "pocock"
-    margin: float = 0.0
-    test: Test = "paired"
+    min_seeds: int
+    max_seeds: int
+    every: int
+    alpha: float
+    spending: Spending
+    margin: float
+    test: RaceTest
+
+    @classmethod
+    def of(cls, race: RaceSpec, direction: Direction) -> RaceRule:
+        return cls(direction, race.min_seeds, race.max_seeds, race.every, race.alpha, race.spending, race.margin,
+                   race.test)
 
     def looks(self) -> list[Look]:
         """The fixed schedule: seed counts min, min + every, ..., max (always the last), each with its level."""
@@ -198,7 +203,7 @@ class Decision:
     tied: bool  # every row left is within the margin of the best (TOST at the look's level)
 
 
-def decide(table: np.ndarray, alpha: float, margin: float = 0.0, test: Test = "paired") -> Decision:
+def decide(table: np.ndarray, alpha: float, margin: float = 0.0, test: RaceTest = "paired") -> Decision:
     """One look. table: [configs, seeds], higher is better, NaN missing; seeds are shared (column j is one seed
     for every row). Every pair is tested (``TESTS[test]``), Holm across the pairs at ``alpha``; the worse of a
     rejected pair is eliminated, against the partner of its smallest adjusted p."""

@@ -114,6 +114,10 @@ class SearchSpec(Schema):
         return self
 
 
+Spending = Literal["pocock", "obrien_fleming"]  # alpha spending functions (ablate/race_rule.py)
+RaceTest = Literal["paired", "pooled"]  # a race's pairwise tests (ablate/race_rule.py)
+
+
 class RaceSpec(Schema):
     """Racing: configurations run in rounds on shared seeds; one significantly worse than another gets no more
     seeds (``ablate/race_rule.py``: alpha spending across looks, Holm over pairs within a look)."""
@@ -126,10 +130,10 @@ class RaceSpec(Schema):
     every: Positive = Field(1, description="seeds added per round after the first look")
     alpha: float = Field(0.05, gt=0, lt=0.5, description="family-wise error rate over the whole race: the chance "
                          "that any configuration as good as the best is eliminated")
-    spending: Literal["pocock", "obrien_fleming"] = Field(
+    spending: Spending = Field(
         "pocock", description="how alpha is spread over the looks: pocock spends early (a clearly worse "
         "configuration goes at the first look), obrien_fleming keeps most for the last")
-    test: Literal["paired", "pooled"] = Field(
+    test: RaceTest = Field(
         "paired", description="paired: a t-test per pair over its shared seeds (holds when the configurations' "
         "noise differs); pooled: one residual variance over all configurations racing (more power at few seeds, "
         "wrong when some are noisier than others)")

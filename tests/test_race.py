@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from ablate.race_rule import RaceRule, decide, pair_p, replay, spent_alpha
+from ablate.schema import RaceSpec
 
 CONFIGS = ["a", "b", "c"]
 
@@ -21,13 +22,19 @@ def all_ended(table: np.ndarray, configs: list[str] = CONFIGS) -> set[tuple[str,
     return {(c, s) for c in configs for s in range(table.shape[1])}
 
 
+def rule_with(direction: str, min_seeds: int, max_seeds: int, **changes) -> RaceRule:
+    """A race's rule as a study's ``race:`` section would give it (its defaults for what is not named)."""
+    return RaceRule.of(RaceSpec.model_construct(metric="m", min_seeds=min_seeds, max_seeds=max_seeds, **changes),
+                       direction)
+
+
 def race(rule: RaceRule, table: np.ndarray, configs: list[str] = CONFIGS):
     return replay(rule, list(range(table.shape[1])), configs, values_of(table, configs), all_ended(table, configs))
 
 
 @pytest.mark.parametrize("spending", ["pocock", "obrien_fleming"])
 def test_the_looks_spend_exactly_alpha_over_a_fixed_schedule(spending):
-    rule = RaceRule("higher", min_seeds=3, max_seeds=10, every=2, alpha=0.05, spending=spending)
+    rule = rule_with("higher", 3, 10, every=2, alpha=0.05, spending=spending)
     looks = rule.looks()
     assert [look.seeds for look in looks] == [3, 5, 7, 9, 10]  # the maximum is always the last look
     assert [look.round for look in looks] == [1, 2, 3, 4, 5]
@@ -37,14 +44,14 @@ def test_the_looks_spend_exactly_alpha_over_a_fixed_schedule(spending):
 
 
 def test_pocock_spends_more_at_the_first_look_than_obrien_fleming():
-    first = {s: RaceRule("higher", 3, 10, spending=s).looks()[0].alpha for s in ("pocock", "obrien_fleming")}
+    first = {s: rule_with("higher", 3, 10, spending=s).looks()[0].alpha for s in ("pocock", "obrien_fleming")}
     assert first["pocock"] > 10 * first["obrien_fleming"]
 
 
 def test_a_clearly_worse_configuration_is_eliminated_at_the_first_look_and_gets_no_more_seeds():
     rng = np.random.default_rng(0)
     table = rng.normal(0, 0.01, size=(3, 10)) + np.array([[1.0], [1.0], [0.0]])  # c far below a and b
-    state = race(RaceRule("higher", 3, 10), table)
+    state = race(rule_with("higher", 3, 10), table)
     gone = state.eliminated["c"]
     assert (gone.round, gone.seeds) == (1, 3) and gone.versus in ("a", "b") and gone.p < gone.alpha
     assert state.seeds_of("c") == [0, 1, 2]
@@ -86,9 +93,9 @@ def test_a_missing_seed_drops_out_of_its_pairs_only():
 def test_a_difference_within_the_margin_never_eliminates_and_equals_end_in_a_tie():
     rng = np.random.default_rng(1)
     table = rng.normal(0, 0.001, size=(3, 10)) + np.array([[0.02], [0.0], [0.01]])  # all within 0.05 of a
-    without = race(RaceRule("higher", 3, 10), table)
+    without = race(rule_with("higher", 3, 10), table)
     assert without.eliminated  # with no margin, these tiny but consistent differences are significant
-    state = race(RaceRule("higher", 3, 10, margin=0.05), table)
+    state = race(rule_with("higher", 3, 10, margin=0.05), table)
     assert state.eliminated == {}
     assert state.status == "tied" and state.round == 1 and set(state.tied) == {"b", "c"} and state.leader == "a"
     assert all(len(state.seeds_of(c)) == 3 for c in CONFIGS)  # the race of equals ends at the first look
@@ -97,15 +104,15 @@ def test_a_difference_within_the_margin_never_eliminates_and_equals_end_in_a_tie
 def test_the_race_never_runs_past_max_seeds():
     rng = np.random.default_rng(2)
     table = rng.normal(size=(3, 6))  # equal configurations: no decision at any look
-    state = race(RaceRule("higher", 3, 6), table)
+    state = race(rule_with("higher", 3, 6), table)
     assert state.status == "ended" and state.round == len(state.rule.looks()) and not state.eliminated
     assert all(state.seeds_of(c) == list(range(6)) for c in CONFIGS)
 
 
 def test_the_direction_decides_which_is_worse():
     table = np.array([[1.0, 1.1, 0.9, 1.05], [2.0, 2.1, 1.9, 2.02]])
-    lower = race(RaceRule("lower", 3, 4, alpha=0.2), table, ["a", "b"])
-    higher = race(RaceRule("higher", 3, 4, alpha=0.2), table, ["a", "b"])
+    lower = race(rule_with("lower", 3, 4, alpha=0.2), table, ["a", "b"])
+    higher = race(rule_with("higher", 3, 4, alpha=0.2), table, ["a", "b"])
     assert lower.winner == "a" and "b" in lower.eliminated
     assert higher.winner == "b" and "a" in higher.eliminated
 
@@ -113,7 +120,7 @@ def test_the_direction_decides_which_is_worse():
 def test_replay_waits_for_a_complete_round_and_later_results_never_change_a_decision():
     rng = np.random.default_rng(4)
     table = rng.normal(0, 0.01, size=(3, 8)) + np.array([[1.0], [0.99], [0.0]])
-    rule = RaceRule("higher", 3, 8)
+    rule = rule_with("higher", 3, 8)
     full = race(rule, table)
     ended = all_ended(table)
     waiting = replay(rule, list(range(8)), CONFIGS, values_of(table), ended - {("a", 2)})
@@ -135,7 +142,7 @@ def test_equal_configurations_are_rarely_eliminated_over_the_whole_race():
     # A small A/A check (benchmarks/bench_race.py runs thousands): at alpha 0.05 over 8 looks, far fewer than the
     # 8 x 5% a test at every look would wrongly eliminate.
     rng = np.random.default_rng(5)
-    rule = RaceRule("higher", 3, 10)
+    rule = rule_with("higher", 3, 10)
     wrong = sum(bool(race(rule, rng.normal(size=(3, 10))).eliminated) for _ in range(300))
     assert wrong / 300 <= 0.08
 

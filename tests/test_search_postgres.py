@@ -18,7 +18,7 @@ import psycopg
 import yaml
 from study_files import IN_BACKGROUND, LOCAL, TINY, children, wait_for, write_study
 
-from ablate.cli import main
+from ablate.cli import EXIT_UNFINISHED, main
 from ablate.executors import EXECUTORS
 from ablate.ledger import Ledger
 from ablate.search import INTERRUPTED, Search, counted, open_search, summary
@@ -172,7 +172,7 @@ def test_a_killed_job_s_trial_is_rerun_and_a_cancelled_one_is_asked_again_none_l
     os.kill(trainer, signal.SIGKILL)  # a crash the trainer cannot report: its run still reads RUNNING
     EXECUTORS["local"].cancel(cancelled_run.tags["job_id"])  # what `ablate cancel` does to each local job
     out, _ = submitter.communicate(timeout=600)  # the killed run is relaunched and finishes; nothing more asked
-    assert submitter.returncode == 0
+    assert submitter.returncode == EXIT_UNFINISHED == 3  # a trial's run was cancelled: not finished
     assert not psutil.pid_exists(trainer) or psutil.Process(trainer).status() == psutil.STATUS_ZOMBIE
 
     trials = {t.number: t for t in _trials(path)}

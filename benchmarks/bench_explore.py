@@ -10,7 +10,10 @@ about held-out scenes 0..N-1 and the wall time of each answer is measured at the
   first question;
 - ``+ boxes``: the same with boxes predicted too;
 - ``in-painting``: rgb with 16 cells painted hidden; rgb in-painted, then semseg and caption (and, per
-  strategy, the answer without hidden cells that the before/after view compares with);
+  strategy, the answer without hidden cells that the before/after view compares with), on a scene never
+  asked about without hiding: that answer is generated too;
+- ``in-painting, page flow``: the same, right after the same question without hidden cells (asked, not
+  timed), as the page asks it: the answer without hidden cells is the one kept from that question;
 - ``caption + image``: the scene's rgb with a typed caption given (a combined query); semseg and depth;
 - ``upload``: the scene's rgb as a 128x128 PNG posted to /api/upload, then the page default about it
   (the time of both requests).
@@ -38,11 +41,13 @@ from ablate.explorer.server import running
 from ablate.study_file import find_study_file, load_study
 
 DEFAULT = {"given": ["rgb"], "targets": ["semseg", "depth", "caption"]}
+INPAINTING = {"given": ["rgb"], "targets": ["semseg", "caption"],
+              "hidden": [18, 19, 20, 21, 26, 27, 28, 29, 34, 35, 36, 37, 42, 43, 44, 45]}
 QUESTIONS = {
     "page default": DEFAULT,
     "+ boxes": {"given": ["rgb"], "targets": ["semseg", "depth", "caption", "boxes"]},
-    "in-painting": {"given": ["rgb"], "targets": ["semseg", "caption"], "hidden": [18, 19, 20, 21, 26, 27, 28, 29,
-                                                                                   34, 35, 36, 37, 42, 43, 44, 45]},
+    "in-painting": INPAINTING,
+    "in-painting, page flow": INPAINTING,
     "caption + image": {"given": ["rgb", "caption"], "targets": ["semseg", "depth"]},
     "upload": DEFAULT,
 }
@@ -70,8 +75,11 @@ def scene_png(explorer: Explorer, index: int) -> bytes:
 
 def ask(url: str, explorer: Explorer, name: str, body: dict, index: int) -> tuple[float, dict]:
     """One answer to question ``name`` about held-out scene ``index``: (client seconds, the prediction)."""
-    started = time.perf_counter()
     scene = {"source": "heldout", "index": index}
+    if name == "in-painting, page flow":
+        unhidden = {k: v for k, v in body.items() if k != "hidden"}
+        post(url, "/api/predict", json.dumps({**unhidden, "scene": scene}).encode(), "application/json")
+    started = time.perf_counter()
     if name == "caption + image":
         scene |= {"caption": TYPED, "typed_caption": True}
     if name == "upload":
@@ -84,7 +92,8 @@ def ask(url: str, explorer: Explorer, name: str, body: dict, index: int) -> tupl
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("study", nargs="?", default="explorer_demo")
-    parser.add_argument("--scenes", type=int, default=10, help="held-out scenes asked about per question")
+    parser.add_argument("--scenes", type=int, default=10, help="held-out scenes asked about per question "
+                        "(scenes 0..N-1; scene N warms up)")
     args = parser.parse_args()
     torch.set_num_threads(1)
     explorer = Explorer(load_study(find_study_file(args.study)))
@@ -99,7 +108,7 @@ def main() -> None:
     with running(explorer) as url:
         for name, question in QUESTIONS.items():
             body = {"strategies": maskings, **question}
-            ask(url, explorer, name, body, 0)  # warm-up
+            ask(url, explorer, name, body, args.scenes)  # warm-up, on a scene outside the measured ones
             times, server, slowest, size = [], [], [], 0
             for index in range(args.scenes):
                 seconds, out = ask(url, explorer, name, body, index)

@@ -464,6 +464,32 @@ def test_hiding_cells_shows_what_changed_against_the_answer_without_them(explore
         assert (caption["changed"] == []) == same
 
 
+def test_the_answer_without_hidden_cells_is_generated_once_and_kept(explore_server, monkeypatch):
+    """The page asks the question without hidden cells just before the user paints: the before / after reuses
+    that answer instead of generating it again (one generation fewer per strategy), and a question never asked
+    without hiding generates it."""
+    from ablate.explorer import predict
+
+    url, _ = explore_server
+    calls = []
+    generate = predict._generate
+    monkeypatch.setattr(predict, "_generate", lambda *a, **k: calls.append(a[3]) or generate(*a, **k))
+    hidden = [9, 10, 17, 18]
+    body = {**BASE, "strategies": ["block", "random"], "targets": ["semseg", "caption"], "scene": {"index": 5}}
+
+    def asked(request: dict) -> list[list[str]]:
+        calls.clear()
+        status, out = call(url, "POST", "/api/predict", request)
+        assert status == 200, out
+        return [c for c in calls if c]  # generations of something (painting nothing is no generation)
+
+    assert asked(body) == [["semseg", "caption"]] * 2
+    painted = asked({**body, "hidden": hidden})
+    assert painted == [["rgb"], ["semseg", "caption"]] * 2  # in-painting, then the rest from it; no third
+    unasked = asked({**body, "scene": {"index": 6}, "hidden": hidden})
+    assert unasked == [["rgb"], ["semseg", "caption"], ["semseg", "caption"]] * 2
+
+
 def test_the_shared_frame_undoes_a_rotation_and_a_scale():
     """Features that are another model's up to an orthogonal map, a scale and a shift land where the reference's do
     (agreement 1); features unrelated to the reference's do not."""

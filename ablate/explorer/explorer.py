@@ -17,7 +17,8 @@ import torch
 from ablate.explorer import draw
 from ablate.explorer.checkpoints import Strategy, load_strategies, objective
 from ablate.explorer.features import ATTRIBUTES, FRAME, Aligned, align, attribute_labels
-from ablate.explorer.predict import Query, predict, rounded
+from ablate.explorer.predict import ANSWERS_KEPT, Answers, Query, predict, rounded
+from ablate.explorer.recent import Recent
 from ablate.explorer.requests import FeaturesRequest, PredictRequest, SceneRequest
 from ablate.explorer.scenes import Scene, SceneError, SceneSource
 from ablate.explorer.uploads import FORMATS, MAX_BYTES, UploadError, Uploads, read_image, upload_id, upload_rule
@@ -51,6 +52,7 @@ class Explorer:
         self.lock = threading.Lock()
         self._frame: dict[str, tuple[Aligned, torch.Tensor]] = {}  # masking -> (its projection, points [N, 2])
         self.uploads = Uploads()
+        self.answers: Answers = Recent(ANSWERS_KEPT)
         num = min(FEATURE_SCENES, self.source.num_heldout)
         self.feature_scenes = render(self.source.cfg, self.source.data_seed, "val", np.arange(num))
 
@@ -108,7 +110,8 @@ class Explorer:
         query = self.query(req)
         started = time.perf_counter()
         with self.lock:
-            columns = {name: predict(strategy, query, self.source.tokenizers) for name, strategy in chosen.items()}
+            columns = {name: predict(strategy, query, self.source.tokenizers, self.answers)
+                       for name, strategy in chosen.items()}
         return {
             "scene": self._describe(query),
             "targets": query.targets,

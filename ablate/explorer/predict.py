@@ -6,7 +6,9 @@
   image with the generator seeded as for the question without hidden cells, so what differs is the
   hiding's doing, not another random order.
 - Changes (when cells are hidden): per target, which tokens differ from the answer without hidden
-  cells (in-painted images: from the given image, on the hidden cells), and that answer.
+  cells (in-painted images: from the given image, on the hidden cells), and that answer. Answers
+  without hidden cells are kept (``Answers``, by strategy and question): the page asks that question
+  just before the user paints, so the before / after costs no second generation in its flow.
 - Scores against the scene's ground truth, where it has one: every metric of the evaluation's tasks
   (``model.tasks.TASKS``) with that target, by the task's own scorer, on this one answer.
 - Attention, heads averaged, of one layer in one pass that predicts every target from the given
@@ -29,6 +31,7 @@ import torch
 
 from ablate.explorer import draw
 from ablate.explorer.checkpoints import Strategy
+from ablate.explorer.recent import Recent
 from ablate.explorer.scenes import Scene
 from model.attention import cross_attention, encoder_attention
 from model.evaluate import decode_tokens
@@ -38,6 +41,11 @@ from model.tasks import TASKS, Truth, metric_key
 
 GENERATION_SEED = 0  # ROAR order; fixed so that the same question gets the same answer
 MASK_SEED = 0
+ANSWERS_KEPT = 64  # answers without hidden cells kept for the before / after (a few scenes x strategies)
+
+# (strategy, given modality and its tokens' bytes ..., targets in order, ROAR steps) -> that generation
+AnswerKey = tuple[str, tuple[tuple[str, bytes], ...], tuple[str, ...], int]
+Answers = Recent[AnswerKey, Generation]
 
 
 @dataclass
@@ -58,14 +66,17 @@ def rounded(x: torch.Tensor, decimals: int = 3) -> list:
 
 
 @torch.no_grad()
-def predict(strategy: Strategy, query: Query, tokenizers: dict[str, Any]) -> dict:
-    """The strategy's column of the page (module docstring)."""
+def predict(strategy: Strategy, query: Query, tokenizers: dict[str, Any], answers: Answers) -> dict:
+    """The strategy's column of the page (module docstring); ``answers`` keeps answers without hidden cells."""
     started = time.perf_counter()
     specs = strategy.specs
     given = {m: query.scene.tokens[m] for m in query.given}
     rest = [m for m in query.targets if m not in query.known]
     painted = _generate(strategy, query, given, list(query.known), query.known)
-    out = _generate(strategy, query, {**given, **painted.tokens}, rest)
+    if query.known:
+        out = _generate(strategy, query, {**given, **painted.tokens}, rest)
+    else:
+        out = _unhidden(strategy, query, given, rest, answers)
     tokens, confidences = {**painted.tokens, **out.tokens}, {**painted.confidence, **out.confidence}
     decoded = {m: decode_tokens(tokenizers[m], specs[m], tokens[m]) for m in query.targets}  # batches of one
     predictions = {}
@@ -77,7 +88,7 @@ def predict(strategy: Strategy, query: Query, tokenizers: dict[str, Any]) -> dic
         predictions[m] = {**value, "confidence": rounded(confidence)}
     changes = None
     if query.known:
-        unhidden = _generate(strategy, query, given, rest)  # the answer to the question without hidden cells
+        unhidden = _unhidden(strategy, query, given, rest, answers)
         changes = _changes(strategy, query, tokens, unhidden, tokenizers)
     column = {**strategy.describe(), "predictions": predictions, "scores": _scores(decoded, query.scene.scored),
               "changes": changes, "attention": _attention(strategy, query, tokens),
@@ -91,6 +102,18 @@ def _generate(strategy: Strategy, query: Query, given: dict[str, torch.Tensor], 
         return Generation({}, {})
     return generate(strategy.model, strategy.specs, given, targets, torch.Generator().manual_seed(GENERATION_SEED),
                     query.steps, known=known)
+
+
+def _unhidden(strategy: Strategy, query: Query, given: dict[str, torch.Tensor], targets: list[str],
+              answers: Answers) -> Generation:
+    """The answer to the question without hidden cells, kept in ``answers`` or generated and kept."""
+    key: AnswerKey = (strategy.name, tuple((m, t.numpy().tobytes()) for m, t in given.items()), tuple(targets),
+                      query.steps)
+    answer = answers.get(key)
+    if answer is None:
+        answer = _generate(strategy, query, given, targets)
+        answers.put(key, answer)
+    return answer
 
 
 def _changes(strategy: Strategy, query: Query, tokens: dict[str, torch.Tensor], unhidden: Generation,

@@ -11,12 +11,11 @@ from __future__ import annotations
 
 import hashlib
 import io
-import threading
-from collections import OrderedDict
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from ablate.explorer.recent import Recent
 from ablate.explorer.scenes import Scene, SceneError
 
 MAX_BYTES = 5 * 1024 * 1024
@@ -79,22 +78,16 @@ class Uploads:
     """The last ``KEEP`` uploaded images as scenes, by ``upload_id``."""
 
     def __init__(self):
-        self._scenes: OrderedDict[str, Scene] = OrderedDict()
-        self._lock = threading.Lock()  # the server answers requests in a thread pool
+        self._scenes: Recent[str, Scene] = Recent(KEEP)
 
     def put(self, key: str, scene: Scene) -> None:
-        with self._lock:
-            self._scenes[key] = scene
-            self._scenes.move_to_end(key)
-            while len(self._scenes) > KEEP:
-                self._scenes.popitem(last=False)
+        self._scenes.put(key, scene)
 
     def __len__(self) -> int:
         return len(self._scenes)
 
     def get(self, key: str) -> Scene:
-        with self._lock:
-            scene = self._scenes.get(key)
+        scene = self._scenes.get(key)
         if scene is None:
             raise SceneError(f"scene.upload={key!r}: no such upload (the last {KEEP} are kept); upload the image again")
         return scene

@@ -77,13 +77,11 @@ class SceneSource:
             raise SceneError(f"scene.caption: unknown words {unknown}; the caption vocabulary is {known}")
         if len(words) >= tokenizer.max_len:
             raise SceneError(f"scene.caption: {len(words)} words; at most {tokenizer.max_len - 1}")
-        tokens = torch.from_numpy(tokenizer.encode([words])).long()
-        return Scene("typed caption", {"caption": tokens}, {"caption": words})
+        return Scene("typed caption", {"caption": self._tokenize("caption", words)}, {"caption": words})
 
     def from_image(self, label: str, rgb: np.ndarray) -> Scene:
         """An image of the canvas's size, uint8 [canvas, canvas, 3], tokenized: a scene of rgb alone."""
-        tokens = torch.from_numpy(self.tokenizers["rgb"].encode(rgb[None])).long().reshape(1, -1)
-        return Scene(label, {"rgb": tokens}, {}, upload=rgb)
+        return Scene(label, {"rgb": self._tokenize("rgb", rgb)}, {}, upload=rgb)
 
     def with_caption(self, scene: Scene, text: str) -> Scene:
         """``scene`` with the typed words as its caption (its other modalities and their truth as they are)."""
@@ -98,8 +96,11 @@ class SceneSource:
         scored = Truth(self.cfg, render(self.cfg, seed, split, np.array([index])))
         truth = {n: MODALITIES[n].truth(self.cfg, scored.scenes)[0] for n in self.spec.modalities}
         if tokens is None:
-            tokens = {}
-            for name, value in truth.items():
-                ids = self.tokenizers[name].encode(value[None] if isinstance(value, np.ndarray) else [value])
-                tokens[name] = torch.from_numpy(ids).long().reshape(1, -1)
+            tokens = {name: self._tokenize(name, value) for name, value in truth.items()}
         return Scene(label, tokens, truth, scored)
+
+    def _tokenize(self, name: str, value: Any) -> torch.Tensor:
+        """One scene's native value of modality ``name`` (image array or word list) as int64 [1, N_m], by the
+        fitted tokenizer."""
+        batch = value[None] if isinstance(value, np.ndarray) else [value]
+        return torch.from_numpy(self.tokenizers[name].encode(batch)).long().reshape(1, -1)

@@ -18,6 +18,9 @@ import pytest
 submitit = pytest.importorskip("submitit")
 import cloudpickle  # noqa: E402  (a submitit dependency)
 
+# One single-node cluster: its tests take turns on one test worker (scripts/test runs two; --dist loadgroup).
+pytestmark = pytest.mark.xdist_group("slurm")
+
 REPO = Path(__file__).resolve().parents[1]
 START_SCRIPT = REPO / "slurm" / "start_cluster.sh"
 PARTITION = "debug"

@@ -24,17 +24,11 @@ def user_cache(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def data_root(tmp_path_factory, worker_id):
-    """A small but real data set (default scene and tokenizer settings, fewer scenes), built once per test run:
-    pytest-xdist's workers share it (the first to ask builds it under a lock; ``build`` reuses a finished one)."""
-    from filelock import FileLock
-
-    base = tmp_path_factory.getbasetemp()
-    shared = base if worker_id == "master" else base.parent  # the run's folder, above each worker's own
-    root = shared / "data" / "scenes"
+def data_root(tmp_path_factory):
+    """A small but real data set (default scene and tokenizer settings, fewer scenes)."""
+    root = tmp_path_factory.mktemp("data") / "scenes"
     cfg = compose([f"data.root={root}", "data.train_size=3000", "data.val_size=300"]).data
-    with FileLock(shared / "data.lock"):
-        fidelity = build(cfg, progress=False)
+    fidelity = build(cfg, progress=False)
     return root, fidelity
 
 

@@ -316,8 +316,14 @@ def test_a_second_job_on_a_leased_run_folder_exits_without_touching_it(
     wait_for(lambda: run.checkpoint_step(), "checkpoint")
     config = run.out_dir / "config.yaml"
     written = config.stat().st_mtime_ns
-    twin = dispatcher.executor.submit(TrainJob(run.config, False))  # a scheduler's mistake: two jobs, one run
-    wait_for(twin.done, "the second job's end")
+    # The first job paused (SIGSTOP: alive, its lease held and fresh) until the second has ended: otherwise a slow
+    # start of the second (two test workers on 2 cores) can come after the first job's last step.
+    subprocess.run(["scontrol", "suspend", job.job_id], check=True, timeout=30)
+    try:
+        twin = dispatcher.executor.submit(TrainJob(run.config, False))  # a scheduler's mistake: two jobs, one run
+        wait_for(twin.done, "the second job's end")
+    finally:
+        subprocess.run(["scontrol", "resume", job.job_id], check=True, timeout=30)
     error = str(twin.exception())
     assert "RunFolderLeased" in error and f"another trainer holds this run folder (job {job.job_id}," in error
     assert config.stat().st_mtime_ns == written and "train: " not in twin.paths.stderr.read_text()

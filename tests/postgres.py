@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import os
 import subprocess
+import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg
 import pytest
+from filelock import FileLock
 
 REPO = Path(__file__).resolve().parents[1]
 PORT = int(os.environ.get("NANO4M_PG_PORT", 5433))
@@ -29,8 +31,11 @@ def _admin() -> psycopg.Connection:
 
 @pytest.fixture(scope="session")
 def postgres_server() -> None:
-    """The server is up (started here if scripts/test did not), and libpq finds the password in PGPASSWORD."""
-    subprocess.run(["bash", str(REPO / "scripts/start_postgres.sh")], check=True, capture_output=True)
+    """The server is up (started here if scripts/test did not), and libpq finds the password in PGPASSWORD.
+    One start at a time: pytest-xdist's workers each run this, and two concurrent ALTER ROLEs of the script
+    fail ("tuple concurrently updated")."""
+    with FileLock(Path(tempfile.gettempdir()) / "nano4m-start-postgres.lock"):
+        subprocess.run(["bash", str(REPO / "scripts/start_postgres.sh")], check=True, capture_output=True)
     os.environ["PGPASSWORD"] = PASSWORD
 
 

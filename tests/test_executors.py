@@ -40,7 +40,7 @@ def test_the_executor_section_is_the_common_keys_and_every_kind_s_own():
 
 
 # A scheduler's kind asks its real cluster: on the SLURM tests' worker, so that it never runs while one of them has
-# stopped the controller (scripts/test runs two workers).
+# stopped the controller (with two workers: -n 2 --dist loadgroup).
 @pytest.mark.parametrize("kind", [pytest.param(k, marks=pytest.mark.xdist_group("slurm")) if EXECUTORS[k].detached
                                   else k for k in EXECUTORS])
 def test_each_kind_makes_its_submitit_backend_and_knows_no_job_it_did_not_launch(kind, tmp_path):

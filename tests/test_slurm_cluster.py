@@ -18,7 +18,7 @@ import pytest
 submitit = pytest.importorskip("submitit")
 import cloudpickle  # noqa: E402  (a submitit dependency)
 
-# One single-node cluster: its tests take turns on one test worker (scripts/test runs two; --dist loadgroup).
+# One single-node cluster: its tests take turns on one test worker (with two workers: -n 2 --dist loadgroup).
 pytestmark = pytest.mark.xdist_group("slurm")
 
 REPO = Path(__file__).resolve().parents[1]

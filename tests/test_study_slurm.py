@@ -21,7 +21,7 @@ from ablate.ledger import Ledger
 from ablate.states import state
 from ablate.study_file import load_study
 
-# One single-node cluster: its tests take turns on one test worker (scripts/test runs two; --dist loadgroup).
+# One single-node cluster: its tests take turns on one test worker (with two workers: -n 2 --dist loadgroup).
 pytestmark = pytest.mark.xdist_group("slurm")
 
 TIMEOUT_S = 120

@@ -73,10 +73,8 @@ def predict(strategy: Strategy, query: Query, tokenizers: dict[str, Any], answer
     given = {m: query.scene.tokens[m] for m in query.given}
     rest = [m for m in query.targets if m not in query.known]
     painted = _generate(strategy, query, given, list(query.known), query.known)
-    if query.known:
-        out = _generate(strategy, query, {**given, **painted.tokens}, rest)
-    else:
-        out = _unhidden(strategy, query, given, rest, answers)
+    unhidden = _unhidden(strategy, query, given, rest, answers)  # the answer to the question without hidden cells
+    out = _generate(strategy, query, {**given, **painted.tokens}, rest) if query.known else unhidden
     tokens, confidences = {**painted.tokens, **out.tokens}, {**painted.confidence, **out.confidence}
     decoded = {m: decode_tokens(tokenizers[m], specs[m], tokens[m]) for m in query.targets}  # batches of one
     predictions = {}
@@ -86,10 +84,7 @@ def predict(strategy: Strategy, query: Query, tokenizers: dict[str, Any], answer
         if specs[m].kind == "sequence":
             confidence = confidence[: len(value["words"])]
         predictions[m] = {**value, "confidence": rounded(confidence)}
-    changes = None
-    if query.known:
-        unhidden = _unhidden(strategy, query, given, rest, answers)
-        changes = _changes(strategy, query, tokens, unhidden, tokenizers)
+    changes = _changes(strategy, query, tokens, unhidden, tokenizers) if query.known else None
     column = {**strategy.describe(), "predictions": predictions, "scores": _scores(decoded, query.scene.scored),
               "changes": changes, "attention": _attention(strategy, query, tokens),
               "training_masks": _training_masks(strategy, query.scene)}

@@ -13,7 +13,6 @@ from __future__ import annotations
 import copy
 import importlib.metadata
 import json
-import os
 import platform
 import statistics
 import tempfile
@@ -30,6 +29,7 @@ from ablate.ledger import Ledger, Record, search_params
 from ablate.outbox import unsent_count
 from ablate.states import state
 from ablate.study import Run, Study, fitted
+from ablate.user_cache import user_cache
 from model.config import ConfigError
 from model.dataset import DataFormatError
 
@@ -220,7 +220,7 @@ def _throughputs(study: Study, table: list[Row]) -> dict[str, tuple[float, str]]
 
 def throughput_file() -> Path:
     """Speeds timed by ``plan`` on this machine: ``$XDG_CACHE_HOME/nano4m/throughput.json`` (``~/.cache``)."""
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "nano4m" / "throughput.json"
+    return user_cache() / "throughput.json"
 
 
 def measured_key(run: Run) -> str:

@@ -15,15 +15,21 @@ environment (``PGPASSWORD`` or ``PGPASSFILE``), a server's from ``MLFLOW_TRACKIN
 from __future__ import annotations
 
 import base64
+import contextlib
 import functools
+import importlib.metadata
 import os
+import shutil
 import sqlite3
+import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+from ablate.user_cache import user_cache
 
 if TYPE_CHECKING:
     import psycopg
@@ -150,9 +156,12 @@ def _mlflow_tables(uri: str) -> None:
 
 
 def sqlite_uri(uri: str) -> str:
-    """A SQLite store usable by concurrent writers: WAL mode, and a connection waits on a lock instead of failing."""
+    """A SQLite store usable by concurrent writers: WAL mode, and a connection waits on a lock instead of failing.
+    A new one starts as a copy of an empty store (``_copy_empty_store``)."""
     path = sqlite_path(uri)
     path.parent.mkdir(parents=True, exist_ok=True)
+    if not path.exists():
+        _copy_empty_store(path)
     with sqlite3.connect(path, timeout=SQLITE_BUSY_TIMEOUT_S) as db:
         db.execute("PRAGMA journal_mode=WAL")
     return f"sqlite:///{path}?timeout={SQLITE_BUSY_TIMEOUT_S}"
@@ -160,6 +169,39 @@ def sqlite_uri(uri: str) -> str:
 
 def sqlite_path(uri: str) -> Path:
     return Path(uri.removeprefix("sqlite:///").split("?")[0])
+
+
+def _copy_empty_store(path: Path) -> None:
+    """Make the SQLite store ``path`` a copy of an empty one with MLflow's tables (``_empty_store``), as MLflow
+    would have made it (its Default experiment's artifacts under ./mlruns, creation time now): MLflow runs all
+    its schema migrations on a new file, 1.3-3 s for every new study. Made beside ``path`` and linked into place,
+    so a process that opens the store never sees half a copy and one made meanwhile by another is kept. Where
+    that cannot be done (a file system without hard links) MLflow creates the tables itself."""
+    partial = path.with_name(f".{path.name}.{os.getpid()}.new")
+    try:
+        shutil.copyfile(_empty_store(), partial)
+        now = int(time.time() * 1000)
+        with contextlib.closing(sqlite3.connect(partial)) as db, db:
+            db.execute("UPDATE experiments SET artifact_location = ?, creation_time = ?, last_update_time = ? "
+                       "WHERE experiment_id = 0", (str(Path.cwd() / "mlruns" / "0"), now, now))
+        os.link(partial, path)
+    except (OSError, sqlite3.Error):  # made meanwhile by another process (FileExistsError), or left to MLflow
+        pass
+    finally:
+        partial.unlink(missing_ok=True)
+
+
+def _empty_store() -> Path:
+    """An empty SQLite store with this MLflow's tables, made once per MLflow version in the user cache."""
+    template = user_cache() / f"mlflow-{importlib.metadata.version('mlflow')}-empty.db"
+    if not template.exists():
+        from mlflow.tracking import MlflowClient
+
+        template.parent.mkdir(parents=True, exist_ok=True)
+        partial = template.with_name(f".{template.name}.{os.getpid()}.new")
+        MlflowClient(f"sqlite:///{partial}").search_experiments(max_results=1)  # MLflow creates its tables
+        os.replace(partial, template)
+    return template
 
 
 @dataclass(frozen=True)

@@ -79,10 +79,11 @@ class Ledger:
             if create:
                 raise StudyError(moved)
             print(f"warning: {moved}", file=sys.stderr)
-        self.created = False  # this ledger created the experiment: it alone creates the parent run
         if create:
-            self.experiment_id, self.created = ensure_experiment(store.uri, study.name, store.artifacts)
+            self.experiment_id, created = ensure_experiment(store.uri, study.name, store.artifacts)
             self._describe()
+            if created:  # at once, whatever this ledger is for: every other process waits for it (parent_id)
+                self._create_parent()
         else:
             self.experiment_id = exp.experiment_id if exp else None
 
@@ -123,17 +124,23 @@ class Ledger:
         return found[0].info.run_id if found else None
 
     def parent_id(self) -> str:
-        """The study's parent run (RUNNING while its runs are), created once with the study file as artifact:
-        by the process that created the experiment (or, in an experiment without one, by the first to ask);
-        any other waits until the experiment names it. Many submitters or jobs may ask at once."""
+        """The study's parent run, set RUNNING (as it is while its runs are). The process that created the
+        experiment created it (``_create_parent``); any other waits until the experiment names it, and creates
+        it only if it never does (its creator died in between, or an experiment written without one). Many
+        submitters or jobs may ask at once."""
         found = self.study_run()
         deadline = time.monotonic() + PARENT_WAIT_S
-        while found is None and not self.created and time.monotonic() < deadline:
+        while found is None and time.monotonic() < deadline:
             time.sleep(0.2)
             found = self.study_run()
-        if found is not None:
-            self.client.update_run(found, status="RUNNING")
-            return found
+        if found is None:
+            return self._create_parent()
+        self.client.update_run(found, status="RUNNING")
+        return found
+
+    def _create_parent(self) -> str:
+        """Create the study's parent run (RUNNING), with the study file as artifact, and name it in the
+        experiment."""
         run = self.client.create_run(self.experiment_id, run_name=self.study.name, tags={
             "kind": "study", "study": self.study.name, "code_version": code_version(),
             "mlflow.note.content": self.study.spec.description,

@@ -81,7 +81,8 @@ def test_a_killed_race_resumes_with_the_same_decisions_and_launches_nothing_twic
 
 
 def _runs(study, ledger):
-    return [run for run in study.runs if run.key in ledger.records()]
+    records = ledger.records()
+    return [run for run in study.runs if run.key in records]
 
 
 def _config(study, variant: str) -> str:

@@ -167,6 +167,18 @@ def test_states_from_mlflow_status_and_job_liveness(data_root, tmp_path):
     assert not (tmp_path / "s" / "mlflow.db").exists()  # plan reads, never creates
 
 
+def test_the_process_that_creates_the_experiment_makes_its_parent_run_at_once(data_root, tmp_path, monkeypatch):
+    # Whatever that process opened the ledger for (reading records, say): every other one waits for the parent
+    # run (up to PARENT_WAIT_S, a minute) rather than make a second.
+    study = load_study(write_study(tmp_path, data_root))
+    parent = Ledger(study).study_run()
+    assert parent is not None
+    monkeypatch.setattr("ablate.ledger.PARENT_WAIT_S", 0.0)  # a second process would not find it: it makes one
+    assert Ledger(study).parent_id() == parent
+    ledger = Ledger(study, create=False)
+    assert len(ledger.client.search_runs([ledger.experiment_id], "tags.kind = 'study'")) == 1
+
+
 @pytest.mark.parametrize("command, torch", [("status", False), ("cancel", False), ("plan", True), ("plan", False)])
 def test_status_and_cancel_never_build_the_study_s_torch_objects(finished_study, command, torch):
     """status expands the study without building its masking strategies, cancel reads its store alone; plan,

@@ -38,7 +38,8 @@ def kmeans(x: torch.Tensor, k: int, iters: int, generator: torch.Generator) -> t
 def nearest(x: torch.Tensor, centroids: torch.Tensor, chunk: int = 1 << 16) -> torch.Tensor:
     """Index of the nearest centroid for each row of x: [N, D] -> int64 [N]."""
     c2 = (centroids * centroids).sum(1)
-    return torch.cat([(c2 - 2 * part @ centroids.T).argmin(1) for part in x.split(chunk)])
+    # ||c||^2 - 2 x.c in place: no temporaries of [chunk, K] (the same numbers as c2 - 2 * (x @ c.T))
+    return torch.cat([(part @ centroids.T).mul_(-2).add_(c2).argmin(1) for part in x.split(chunk)])
 
 
 class PatchCodebook:

@@ -48,7 +48,7 @@ def one_run(folder: Path, data_root: str, model: str) -> dict[str, float]:
     (submitted,) = (study.dir / "submitit").glob("*/*_submitted.pkl")
     (log,) = (study.dir / "submitit").glob("*/*_log.out")
     started = datetime.datetime.strptime(_STARTED.search(log.read_text()).group(1), "%Y-%m-%d %H:%M:%S,%f")
-    client = MlflowClient(study.store)
+    client = MlflowClient(study.store.client_uri)
     (run,) = client.search_runs([client.get_experiment_by_name("overhead").experiment_id], "tags.kind = 'run'")
     first = min(client.get_metric_history(run.info.run_id, "train/loss"), key=lambda m: m.step)
     times = [start, submitted.stat().st_mtime, started.timestamp(), first.timestamp / 1000]

@@ -345,8 +345,9 @@ def _outcomes(trials: list[optuna.trial.FrozenTrial]) -> dict[int, tuple]:
 def test_a_pruned_search_survives_a_killed_submitter_and_ends_with_its_trial_count(data_root, tmp_path,
                                                                                    stop_afterwards):
     # Runs long enough (300 steps, 15-40 s) that the submitter, polling every second, sees a bad trial well
-    # before its end (at its first logged steps). The random sampler with seed 1 draws lr 7e-5 and 2e-3 for trials 0 and 1, then 1e-6
-    # and 2e-5: trials 2 and 3 barely learn, and the median pruner stops them once trials 0 and 1 are complete.
+    # before its end (at its first logged steps). The random sampler with seed 1 draws lr 7e-5 and 2e-3 for
+    # trials 0 and 1, then 1e-6 and 2e-5: trials 2 and 3 barely learn, and the median pruner stops them once
+    # trials 0 and 1 are complete.
     base = {**TINY, "data.root": str(data_root[0]), "train.steps": 300, "train.log_every": 4,
             "train.checkpoint_every": 100, "train.warmup_steps": 0, "train.min_lr": 0.0}
     count = 6

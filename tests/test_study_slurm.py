@@ -4,10 +4,13 @@ preemption, cancelled arrays, 2 tasks."""
 from __future__ import annotations
 
 import json
+import os
 import re
+import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 from study_files import TINY, wait_for, write_study
@@ -84,6 +87,31 @@ def _history(ledger: Ledger, run_id: str) -> list[tuple[int, float]]:
     return [(m.step, m.value) for m in ledger.client.get_metric_history(run_id, "train/loss")]
 
 
+def _time_limit_warning(job) -> None:
+    """USR2 through SLURM, as it warns of the time limit, landing mid-run however slowly it is forwarded: the
+    job's training processes are stopped (SIGSTOP) until the signal is pending in them, then continued. (A run
+    of the tiny model can end in the seconds a loaded machine takes to forward it; SLURM refuses to signal a job
+    it suspended itself.)"""
+    listed = subprocess.run(["scontrol", "listpids", job.job_id], capture_output=True, text=True, check=True,
+                            timeout=30).stdout.splitlines()[1:]
+    trainers = [int(line.split()[0]) for line in listed if line.split()[2] == "0"]  # srun's step, not the batch
+    assert trainers, listed
+    for pid in trainers:
+        os.kill(pid, signal.SIGSTOP)
+    try:
+        job._interrupt(timeout=True)
+        wait_for(lambda: all(_pending(pid, signal.SIGUSR2) for pid in trainers), "USR2 to reach the job")
+    finally:
+        for pid in trainers:
+            os.kill(pid, signal.SIGCONT)
+
+
+def _pending(pid: int, signum: int) -> bool:
+    """Whether ``signum`` waits to be delivered to process ``pid`` (its SigPnd or ShdPnd mask)."""
+    masks = re.findall(r"^(?:SigPnd|ShdPnd):\s*([0-9a-f]+)$", Path(f"/proc/{pid}/status").read_text(), re.M)
+    return any(int(mask, 16) >> (signum - 1) & 1 for mask in masks)
+
+
 def _preempt(job) -> None:
     """What ``job._interrupt(timeout=False)`` does, SIGTERM (which submitit ignores) then USR2, but in that order.
 
@@ -107,7 +135,7 @@ def test_an_interrupted_job_is_requeued_resumes_and_ends_as_if_never_interrupted
     run_id = (run.out_dir / "mlflow_run_id").read_text()
     wait_for(lambda: (run.out_dir / "checkpoints" / "latest").exists(), "checkpoint")
     if timeout:
-        job._interrupt(timeout=True)  # USR2, as SLURM sends signal_delay_s before the time limit
+        _time_limit_warning(job)  # USR2, as SLURM sends signal_delay_s before the time limit
     else:
         _preempt(job)
     wait_for(lambda: _squeue_state(job.job_id) == "PENDING", "requeue")
@@ -265,7 +293,7 @@ def test_usr2_mid_run_checkpoints_that_step_the_requeued_job_resumes_there_and_s
     path = write_study(tmp_path, data_root, base=base, executor=slurm_executor(slurm_cluster))
     run, ledger, dispatcher, job = _launch_single_run(path)
     wait_for(lambda: run.progress()[0] >= 20, "20 steps")
-    job._interrupt(timeout=True)  # USR2, as SLURM sends signal_delay_s before the time limit
+    _time_limit_warning(job)  # USR2, as SLURM sends signal_delay_s before the time limit
     wait_for(lambda: _squeue_state(job.job_id) == "PENDING", "requeue")
     at = run.checkpoint_step()
     assert at is not None and at >= 20 and f"train: SIGUSR2 at step {at}: checkpoint saved there" in \
@@ -291,10 +319,10 @@ def test_a_run_that_exhausts_its_requeues_is_reported_failed_with_its_cause_and_
                        executor=slurm_executor(slurm_cluster, max_timeouts=1, max_retries=1))
     run, ledger, dispatcher, job = _launch_single_run(path)
     wait_for(lambda: run.checkpoint_step(), "checkpoint")
-    job._interrupt(timeout=True)  # the one timeout allowed: requeued, its MLflow run KILLED (it goes on)
+    _time_limit_warning(job)  # the one timeout allowed: requeued, its MLflow run KILLED (it goes on)
     _start_soon(job)
     wait_for(lambda: "train: resuming at step" in job.paths.stderr.read_text(), "the requeued job's start")
-    job._interrupt(timeout=True)  # the second: submitit gives up ("timed-out too many times")
+    _time_limit_warning(job)  # the second: submitit gives up ("timed-out too many times")
     ended: list = []
     wait_for(lambda: ended.extend(dispatcher.poll()) or ended, "end of the retried run", timeout_s=300)
     assert ended == [(run, "done")]

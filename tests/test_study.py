@@ -186,6 +186,10 @@ def test_status_and_cancel_never_build_the_study_s_torch_objects(finished_study,
     it checked is kept (``ablate/study_cache.py``) and a second plan needs no torch."""
     if command == "plan" and torch:
         (study_cache.folder(load_study(finished_study, expand=False)) / "study.pkl").unlink(missing_ok=True)
+    elif command == "plan":  # the first plan, here: the [plan-True] case may have run in another pytest worker
+        first = subprocess.run([sys.executable, "-m", "ablate.cli", "plan", str(finished_study)], capture_output=True,
+                               text=True, timeout=300)
+        assert first.returncode == 0, first.stderr
     probe = (f"import sys\nfrom ablate.cli import main\nassert main([{command!r}, {str(finished_study)!r}]) == 0\n"
              "print('torch' in sys.modules)\n")
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=300)

@@ -174,9 +174,10 @@ def sqlite_path(uri: str) -> Path:
 def _copy_empty_store(path: Path) -> None:
     """Make the SQLite store ``path`` a copy of an empty one with MLflow's tables (``_empty_store``), as MLflow
     would have made it (its Default experiment's artifacts under ./mlruns, creation time now): MLflow runs all
-    its schema migrations on a new file, 1.3-3 s for every new study. Made beside ``path`` and linked into place,
-    so a process that opens the store never sees half a copy and one made meanwhile by another is kept. Where
-    that cannot be done (a file system without hard links) MLflow creates the tables itself."""
+    its schema migrations on a new file, for every new study (0.6 s quiet, 3 s on a busy machine). Made beside
+    ``path`` and linked into place, so a process that opens the store never sees half a copy and one made
+    meanwhile by another is kept. Where that cannot be done (a file system without hard links) MLflow creates
+    the tables itself."""
     partial = path.with_name(f".{path.name}.{os.getpid()}.new")
     try:
         shutil.copyfile(_empty_store(), partial)
